@@ -1,0 +1,49 @@
+"""The backend interface: check, load, predict, describe (plus the input preparation that goes with load)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+MEMORY_FORMATS = ("nchw", "channels_last")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "amp")
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+          "amp": torch.float32}
+
+
+class Backend(ABC):
+    """One way to execute a network. The engine calls check(), load(), prepare_input(), then predict() many times."""
+
+    name: str
+    device: torch.device
+    precision: str  # fp32, tf32, fp16, bf16, amp or "none" (null backend)
+    fused: bool = False  # True where layers are fused, so per-layer times come from elsewhere or not at all
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise errors.Unsupported with the reason when this backend cannot run here."""
+
+    @abstractmethod
+    def load(self, model: nn.Module, batch_size: int) -> None:
+        """Take the fp32 CPU model and make it ready to run batches of `batch_size`."""
+
+    @abstractmethod
+    def prepare_input(self, images: torch.Tensor) -> object:
+        """Move fp32 NCHW CPU images where and how predict() wants them (outside the timed loop)."""
+
+    @abstractmethod
+    def predict(self, inputs: object) -> torch.Tensor:
+        """One forward pass over one batch; returns the logits (asynchronously on a GPU)."""
+
+    def describe(self) -> dict:
+        """The settings that define this backend's run, for the point's choices."""
+        return {"lib": self.name, "precision": self.precision, "device": self.device.type}
+
+    def layer_model(self) -> nn.Module | None:
+        """The module whose leaves the per-layer pass hooks, or None where layers are fused away."""
+        return None
+
+    def layer_forward(self, inputs: object) -> torch.Tensor:
+        """The forward pass the per-layer hooks observe (eager, even where predict() replays a CUDA graph)."""
+        return self.predict(inputs)

@@ -1,0 +1,102 @@
+"""PyTorch eager backends: CPU, cuBLAS-style (cuDNN off), cuDNN fp32/tf32/fp16/bf16, autocast; CUDA graphs optional."""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..errors import Unsupported
+from .base import DTYPES, Backend
+
+
+@dataclass(frozen=True)
+class EagerConfig:
+    device: str  # "cpu" or "cuda"
+    precision: str  # fp32 (TF32 off), tf32, fp16 (model.half()), bf16, amp (autocast fp16)
+    cudnn: bool = True  # False: convolutions as im2col + GEMM through cuBLAS
+    cudnn_benchmark: bool = True
+    memory_format: str = "nchw"  # or "channels_last"
+    cuda_graph: bool = False
+
+
+def apply_global_flags(config: EagerConfig) -> None:
+    """torch's process-wide switches for this configuration (set on every load, so nothing leaks between runs)."""
+    tf32 = config.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.enabled = config.cudnn
+    torch.backends.cudnn.benchmark = config.cudnn_benchmark
+
+
+class EagerBackend(Backend):
+    def __init__(self, name: str, config: EagerConfig):
+        self.name, self.config, self.precision = name, config, config.precision
+        self.device = torch.device(config.device)
+        self.model: nn.Module | None = None
+        self._graph = None
+
+    def check(self) -> None:
+        c = self.config
+        if c.device == "cuda" and not torch.cuda.is_available():
+            raise Unsupported(f"{self.name} needs a CUDA GPU and torch.cuda.is_available() is False on this machine")
+        if c.device == "cpu" and c.precision in ("tf32", "fp16", "amp"):
+            raise Unsupported(f"{self.name}: precision {c.precision} needs a CUDA GPU; a CPU runs fp32 and bf16")
+        if c.device == "cpu" and c.cuda_graph:
+            raise Unsupported(f"{self.name}: CUDA graphs need a CUDA GPU")
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return DTYPES[self.config.precision]
+
+    @property
+    def _format(self) -> torch.memory_format:
+        return torch.channels_last if self.config.memory_format == "channels_last" else torch.contiguous_format
+
+    def load(self, model: nn.Module, batch_size: int) -> None:
+        self.check()
+        apply_global_flags(self.config)
+        self.model = copy.deepcopy(model).to(self.device, self._dtype, memory_format=self._format).eval()
+        self._graph = None
+
+    def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, self._dtype).contiguous(memory_format=self._format)
+        if self.config.cuda_graph:
+            self._capture(x)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.precision == "amp":
+            with torch.autocast(self.device.type, dtype=torch.float16):
+                return self.model(x)
+        return self.model(x)
+
+    def _capture(self, x: torch.Tensor) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(3):  # warm up (and let cudnn.benchmark choose) before capture
+                self._forward(x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            out = self._forward(x)
+        self._graph, self._static_in, self._static_out = graph, x, out
+
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self._graph is not None:
+            if inputs is not self._static_in:
+                self._static_in.copy_(inputs)
+            self._graph.replay()
+            return self._static_out
+        return self._forward(inputs)
+
+    def describe(self) -> dict:
+        return {"lib": self.name, **asdict(self.config)}
+
+    def layer_model(self) -> nn.Module | None:
+        return self.model
+
+    def layer_forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self._forward(inputs)

@@ -1,0 +1,46 @@
+"""CK's dict protocol lives here and in module/*/module.py only: dict in, {'return': ...} out."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .ckrepo import write_json_atomic
+
+RESULT_FILE = "result.json"
+TIMER_FILE = "tmp-ck-timer.json"
+
+
+def characteristics_of(result: dict) -> dict:
+    """The keys CK merges into a run's characteristics, from a program's result.json."""
+    if result.get("program") == "resnet-fp16":
+        done = [m for m in result["modes"] if m["run_success"]]
+        best = min(done, key=lambda m: m["time_ms"]) if done else None
+        return {
+            "execution_time": best["time_ms"] / 1e3 if best else 0.0,
+            "batch_size": result["batch_size"],
+            "device": result["device"],
+            "run_success": len(done) == len(result["modes"]),
+            "best_mode": f"{best['precision']} {best['memory_format']}" if best else None,
+            "images_per_second": best["images_per_second"] if best else 0.0,
+            "modes": {f"{m['precision']} {m['memory_format']}": _mode_summary(m) for m in result["modes"]},
+            "skipped": result["skipped"],
+        }
+    raise ValueError(f"result.json has program {result.get('program')!r}; expected 'resnet-fp16'")
+
+
+def _mode_summary(mode: dict) -> dict:
+    keys = ("run_success", "time_ms", "images_per_second", "speedup_vs_fp32", "diagnosis", "error")
+    return {k: mode.get(k) for k in keys}
+
+
+def postprocess(i: dict) -> dict:
+    """CK's ck_postprocess(i): runs in the program's tmp folder after the program exits."""
+    path = Path(RESULT_FILE)
+    if not path.is_file():
+        return {"return": 1, "error": f"{path.resolve()} was not written: the program failed (see its output)"}
+    try:
+        characteristics = characteristics_of(json.loads(path.read_text()))
+    except (ValueError, KeyError) as error:
+        return {"return": 1, "error": f"{path.resolve()}: {error}"}
+    write_json_atomic(TIMER_FILE, characteristics)
+    return {"return": 0}

@@ -1,0 +1,88 @@
+"""Why reduced precision is (not) faster: measured facts in, one sentence and its reasons out. No torch here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LAUNCH_BOUND_BUSY = 0.6  # GPU busy less than this share of the wall time: the host cannot feed it
+FEW_TENSOR_CORES = 0.5
+LAYOUT_HEAVY = 0.08
+
+
+@dataclass
+class Facts:
+    precision: str
+    device: str  # "cuda" or "cpu"
+    batch_size: int
+    memory_format: str = "nchw"
+    cudnn: bool = True
+    cudnn_benchmark: bool = True
+    speedup_vs_fp32: float | None = None  # fp32 with TF32 off, same memory format and batch
+    speedup_vs_tf32: float | None = None
+    gpu_busy_share: float | None = None
+    tensor_core_share: float | None = None
+    layout_share: float | None = None
+    unaligned_convs: list[str] = field(default_factory=list)  # convolutions with channels not multiples of 8
+    cpu_has_bf16: bool | None = None
+
+
+@dataclass
+class Diagnosis:
+    sentence: str
+    reasons: list[str]
+    faster: bool | None  # None when there is no fp32 baseline to compare with
+
+
+def diagnose(f: Facts) -> Diagnosis:
+    reasons = _reasons(f)
+    faster = None if f.speedup_vs_fp32 is None else f.speedup_vs_fp32 >= 1.15
+    head = f"{f.precision} at batch {f.batch_size}"
+    if f.speedup_vs_fp32 is not None:
+        head = f"{f.precision} is {f.speedup_vs_fp32:.2f}x fp32 at batch {f.batch_size}"
+    if f.precision in ("fp32", "tf32") and f.device == "cuda" and f.speedup_vs_fp32 is not None:
+        reasons = [r for r in reasons if "tensor-core" not in r or f.precision == "tf32"]
+    shown = reasons[:2] if reasons else ["no obstacle found"]
+    return Diagnosis(f"{head}: " + "; ".join(shown), reasons, faster)
+
+
+def _reasons(f: Facts) -> list[str]:
+    if f.device == "cpu":
+        return _cpu_reasons(f)
+    reasons = []
+    if f.gpu_busy_share is not None and f.gpu_busy_share < LAUNCH_BOUND_BUSY:
+        reasons.append(f"launch-bound, GPU busy {f.gpu_busy_share:.0%} of the time "
+                       "(faster kernels cannot help; use a larger batch or CUDA graphs)")
+    if not f.cudnn:
+        reasons.append("cuDNN off: convolutions run as im2col + GEMM, bound by memory traffic")
+    reduced = f.precision in ("fp16", "bf16", "amp", "tf32")
+    if reduced and f.tensor_core_share is not None:
+        if f.tensor_core_share < FEW_TENSOR_CORES:
+            reasons.append(f"tensor-core kernels only {f.tensor_core_share:.0%} of GPU time")
+        else:
+            reasons.append(f"tensor-core kernels {f.tensor_core_share:.0%} of GPU time")
+    if f.layout_share is not None and f.layout_share > LAYOUT_HEAVY:
+        reasons.append(f"{f.layout_share:.0%} of GPU time converting layouts"
+                       + (" (NCHW: use channels_last)" if f.memory_format == "nchw" else ""))
+    elif reduced and f.memory_format == "nchw" and f.precision != "tf32":
+        reasons.append("NCHW layout: tensor-core convolutions want channels_last")
+    if not f.cudnn_benchmark:
+        reasons.append("cudnn.benchmark off: algorithms chosen by heuristics, not measured")
+    if f.speedup_vs_tf32 is not None and f.precision in ("fp16", "bf16", "amp"):
+        reasons.append(f"{f.speedup_vs_tf32:.2f}x TF32 (the fp32 baseline with TF32 on already uses tensor cores)")
+    if f.unaligned_convs and reduced:
+        names = ", ".join(f.unaligned_convs[:3])
+        reasons.append(f"{len(f.unaligned_convs)} convolution(s) with channels not multiples of 8 ({names})")
+    return reasons
+
+
+def _cpu_reasons(f: Facts) -> list[str]:
+    if f.precision != "bf16":
+        return ["CPU fp32: the baseline"]
+    if f.cpu_has_bf16:
+        return ["this CPU has bf16 instructions (AVX512-BF16 or AMX), so bf16 can beat fp32"]
+    return ["this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 is emulated through fp32 conversions"]
+
+
+def unaligned_convs(layers) -> list[str]:
+    """Labels of convolutions whose input or output channel count is not a multiple of 8."""
+    return [w.label for w in layers if w.type == "Conv2d"
+            and ((w.in_channels or 0) % 8 or (w.out_channels or 0) % 8)]

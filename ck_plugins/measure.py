@@ -1,0 +1,210 @@
+"""All timing lives here: warm-up, synchronisation, CUDA events, per-layer passes, kernel profiles, memory.
+
+Raw per-iteration samples are returned; statistics are derived elsewhere (stats.py).
+"""
+from __future__ import annotations
+
+import re
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .models import leaves
+
+
+@dataclass
+class Timing:
+    samples_ms: list[list[float]]  # [repetition][iteration], milliseconds per batch
+    clock: str  # "cuda-events" or "host-perf-counter"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_iterations(step: Callable[[], object], device: torch.device, warmup: int, iterations: int,
+                    repetitions: int) -> Timing:
+    """Run `step` warmup times, then repetitions x iterations timed one by one.
+
+    On a GPU each iteration is bracketed by CUDA events recorded on the current stream, with no host
+    synchronisation between iterations (so the launch queue stays full); on the CPU by perf_counter.
+    """
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        return Timing([_time_cuda(step, iterations) for _ in range(repetitions)], "cuda-events")
+    return Timing([_time_host(step, iterations) for _ in range(repetitions)], "host-perf-counter")
+
+
+def _time_cuda(step, iterations: int) -> list[float]:
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(iterations + 1)]
+    events[0].record()
+    for i in range(iterations):
+        step()
+        events[i + 1].record()
+    events[-1].synchronize()
+    return [events[i].elapsed_time(events[i + 1]) for i in range(iterations)]
+
+
+def _time_host(step, iterations: int) -> list[float]:
+    out = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        step()
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def bare_event_loop_ms(step: Callable[[], object], iterations: int) -> float:
+    """One CUDA-event pair around `iterations` steps: the plainest GPU timing, to measure our overhead against."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iterations):
+        step()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / iterations
+
+
+# ---------------------------------------------------------------------------------------------- memory
+@dataclass
+class Memory:
+    peak_allocated_mbytes: float | None  # GPU: torch's max_memory_allocated
+    peak_reserved_mbytes: float | None  # GPU: torch's max_memory_reserved (what nvidia-smi would show)
+    peak_rss_mbytes: float  # the process's peak resident set size (CPU memory, whole process)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def read_peak_memory(device: torch.device) -> Memory:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if device.type != "cuda":
+        return Memory(None, None, rss)
+    return Memory(torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.max_memory_reserved(device) / 2**20, rss)
+
+
+# ------------------------------------------------------------------------------------------ per layer
+@dataclass
+class LayerTime:
+    label: str
+    type: str
+    time_ms: float
+
+
+def per_layer_times(model: nn.Module, step: Callable[[], object], device: torch.device,
+                    passes: int = 3) -> list[LayerTime]:
+    """Forward time of every leaf module, from hooks, in a pass separate from the timed one.
+
+    Each pass brackets every leaf with events (CUDA) or perf_counter (CPU); the median over `passes` is
+    kept. Work outside leaf modules (residual additions, concatenations, flatten) is not attributed.
+    """
+    labelled = leaves(model)
+    per_pass: list[list[float]] = []
+    for _ in range(passes):
+        marks: dict[str, list] = {}
+        handles = []
+        for label, module in labelled:
+            handles.append(module.register_forward_pre_hook(_mark(marks, label, 0, device)))
+            handles.append(module.register_forward_hook(_mark(marks, label, 1, device)))
+        try:
+            step()
+            _sync(device)
+        finally:
+            for handle in handles:
+                handle.remove()
+        per_pass.append([_elapsed_ms(marks.get(label), device) for label, _ in labelled])
+    result = []
+    for index, (label, module) in enumerate(labelled):
+        values = sorted(p[index] for p in per_pass)
+        result.append(LayerTime(label, type(module).__name__, values[len(values) // 2]))
+    return result
+
+
+def _mark(marks: dict, label: str, slot: int, device: torch.device):
+    def hook(*_args):
+        pair = marks.setdefault(label, [None, None])
+        if device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            pair[slot] = event
+        else:
+            pair[slot] = time.perf_counter()
+    return hook
+
+
+def _elapsed_ms(pair, device: torch.device) -> float:
+    if not pair or pair[0] is None or pair[1] is None:
+        return 0.0
+    if device.type == "cuda":
+        return pair[0].elapsed_time(pair[1])
+    return (pair[1] - pair[0]) * 1e3
+
+
+# ---------------------------------------------------------------------------------------- kernel profile
+TENSOR_CORE_PATTERN = re.compile(
+    r"hmma|gmma|wgmma|tensorop|s16816|h16816|bf16816|1688gemm|s1688|h1688|884gemm|"
+    r"xmma.*(f16|bf16|tf32)|sm(80|86|89|90|100)_.*(f16|bf16|tf32)|cutlass.*(f16|bf16|tf32)", re.I)
+LAYOUT_PATTERN = re.compile(r"nchwToNhwc|nhwcToNchw|transpose|permute|copy_kernel.*contig", re.I)
+
+
+@dataclass
+class KernelProfile:
+    wall_ms: float  # host wall time of the profiled iterations, synchronised
+    kernel_ms: float  # sum of GPU kernel durations
+    tensor_core_ms: float  # kernels whose names say they use tensor cores
+    layout_ms: float  # layout transforms and copies
+    kernels: int
+    top_kernels: list[tuple[str, float]]  # (name, ms), longest first
+
+    @property
+    def busy_share(self) -> float:
+        return min(1.0, self.kernel_ms / self.wall_ms) if self.wall_ms > 0 else 0.0
+
+    @property
+    def tensor_core_share(self) -> float:
+        return self.tensor_core_ms / self.kernel_ms if self.kernel_ms > 0 else 0.0
+
+
+def kernel_profile(step: Callable[[], object], device: torch.device, iterations: int = 5) -> KernelProfile | None:
+    """Which kernels ran and how busy the GPU was, from torch.profiler; None on the CPU."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            step()
+        _sync(device)
+        wall_ms = (time.perf_counter() - start) * 1e3
+    totals: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name] = totals.get(event.name, 0.0) + event.time_range.elapsed_us() / 1e3
+    kernel_ms = sum(totals.values())
+    return KernelProfile(
+        wall_ms=wall_ms,
+        kernel_ms=kernel_ms,
+        tensor_core_ms=sum(v for k, v in totals.items() if TENSOR_CORE_PATTERN.search(k)),
+        layout_ms=sum(v for k, v in totals.items() if LAYOUT_PATTERN.search(k)),
+        kernels=len(totals),
+        top_kernels=sorted(totals.items(), key=lambda kv: -kv[1])[:5],
+    )
+
+
+@contextmanager
+def inference_mode() -> Iterator[None]:
+    with torch.inference_mode():
+        yield

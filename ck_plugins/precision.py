@@ -1,0 +1,137 @@
+"""`resnet-fp16`: the seed's ResNet-50 tensor-core benchmark done right, with the reasons printed.
+
+Every precision (fp32 with TF32 off, tf32, autocast fp16, fp16, bf16) in NCHW and channels_last, with
+cudnn.benchmark on, warmed up, timed with CUDA events (host clock with synchronisation on a CPU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import engine, models, platform_info, stats
+from .backends.base import MEMORY_FORMATS
+from .backends.torch_eager import EagerBackend, EagerConfig
+from .diagnose import Facts, diagnose, unaligned_convs
+from .errors import BadInput, check_choice
+
+PRECISION_ORDER = ("fp32", "tf32", "amp", "fp16", "bf16")
+CPU_PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+LIB_OF = {"fp32": "torch-cudnn-fp32", "tf32": "torch-cudnn-tf32", "amp": "torch-amp", "fp16": "torch-cudnn-fp16",
+          "bf16": "torch-cudnn-bf16"}
+
+
+@dataclass(frozen=True)
+class Mode:
+    precision: str
+    memory_format: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision} {self.memory_format}"
+
+
+def resolve_device(name: str) -> torch.device:
+    check_choice("device", name, DEVICES)
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device", name, "'cpu' or 'auto': this machine has no CUDA GPU (torch.cuda.is_available() is False)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def parse_modes(precisions: str) -> list[str]:
+    chosen = [p.strip() for p in precisions.split(",") if p.strip()] if precisions not in ("", "all") else list(PRECISION_ORDER)
+    for p in chosen:
+        check_choice("precision", p, PRECISION_ORDER)
+    return ["fp32"] + [p for p in chosen if p != "fp32"]  # fp32 is the baseline every speed-up needs
+
+
+def run(batch_size: int, device: torch.device, precisions: list[str], warmup: int, iterations: int,
+        repetitions: int) -> dict:
+    runnable = precisions if device.type == "cuda" else [p for p in precisions if p in CPU_PRECISIONS]
+    skipped = [{"mode": p, "reason": f"{p} needs a CUDA GPU; this run is on the CPU"} for p in precisions
+               if p not in runnable]
+    model = models.build("resnet50")
+    plan = engine.RunPlan("resnet50", batch_size, warmup, iterations, repetitions, per_layer=False)
+    reference = engine.reference_logits(model, engine.seeded_images(batch_size, plan.seed), device)
+    rows = []
+    for precision in runnable:
+        for memory_format in MEMORY_FORMATS:
+            config = EagerConfig(device.type, precision, memory_format=memory_format)
+            measured = engine.run_point(plan, EagerBackend(_lib(precision, device), config), model, reference)
+            rows.append(_row(Mode(precision, memory_format), measured))
+    _add_speedups_and_reasons(rows, device, batch_size, model)
+    return {"program": "resnet-fp16", "model": "resnet50", "batch_size": batch_size, "device": device.type,
+            "warmup": warmup, "iterations": iterations, "repetitions": repetitions,
+            "platform": platform_info.describe(device), "repo": platform_info.repo_state(),
+            "modes": rows, "skipped": skipped}
+
+
+def _lib(precision: str, device: torch.device) -> str:
+    return LIB_OF[precision] if device.type == "cuda" else f"torch-cpu-{precision}".replace("-fp32", "")
+
+
+def _row(mode: Mode, m: engine.Measurement) -> dict:
+    row = {"precision": mode.precision, "memory_format": mode.memory_format, "lib": m.settings["lib"],
+           "run_success": m.run_success, "error": m.error}
+    if not m.run_success:
+        return row
+    summary = stats.summarise(m.samples_ms)
+    row.update(time_ms=summary.median_ms, time_ms_iqr=summary.iqr_ms, noisy=summary.noisy,
+               images_per_second=1e3 * m.plan.batch_size / summary.median_ms,
+               time_fw_ms_all=m.samples_ms, clock=m.clock,
+               memory_mbytes=m.memory.peak_allocated_mbytes if m.memory.peak_allocated_mbytes is not None
+               else m.memory.peak_rss_mbytes,
+               relative_error=m.accuracy.relative_error, top1_agreement=m.accuracy.top1_agreement)
+    if m.profile is not None:
+        row.update(gpu_busy_share=m.profile.busy_share, tensor_core_share=m.profile.tensor_core_share,
+                   layout_share=m.profile.layout_ms / m.profile.kernel_ms if m.profile.kernel_ms else 0.0,
+                   top_kernels=m.profile.top_kernels)
+    return row
+
+
+def _add_speedups_and_reasons(rows: list[dict], device: torch.device, batch_size: int, model) -> None:
+    def time_of(precision: str, memory_format: str) -> float | None:
+        for r in rows:
+            if r["precision"] == precision and r["memory_format"] == memory_format and r["run_success"]:
+                return r["time_ms"]
+        return None
+
+    baseline = time_of("fp32", "nchw")
+    unaligned = unaligned_convs(models.layer_work(model))
+    has_bf16 = bool({"avx512_bf16", "amx_bf16"} & platform_info.cpu_flags())
+    for r in rows:
+        if not r["run_success"]:
+            r["diagnosis"] = f"{r['precision']} {r['memory_format']} failed: {r['error']}"
+            continue
+        tf32 = time_of("tf32", r["memory_format"])
+        r["speedup_vs_fp32"] = baseline / r["time_ms"] if baseline else None
+        facts = Facts(r["precision"], device.type, batch_size, r["memory_format"],
+                      speedup_vs_fp32=r["speedup_vs_fp32"],
+                      speedup_vs_tf32=tf32 / r["time_ms"] if tf32 else None,
+                      gpu_busy_share=r.get("gpu_busy_share"), tensor_core_share=r.get("tensor_core_share"),
+                      layout_share=r.get("layout_share"), unaligned_convs=unaligned, cpu_has_bf16=has_bf16)
+        found = diagnose(facts)
+        r["diagnosis"], r["reasons"] = found.sentence, found.reasons
+
+
+def summary_table(result: dict) -> str:
+    """The seed's table (precision, execution time, throughput, speed-up), then one 'why' line per mode."""
+    lines = [f"ResNet-50, batch {result['batch_size']}, {result['device']}"
+             f" ({result['platform'].get('gpu') or result['platform']['cpu']}), median of "
+             f"{result['repetitions']}x{result['iterations']} iterations after {result['warmup']} warm-up",
+             "",
+             "| Precision | Layout | Execution time (ms/batch) | Throughput (img/s) | Speed-up vs fp32 |",
+             "|:---|:---|---:|---:|---:|"]
+    for r in result["modes"]:
+        if r["run_success"]:
+            noisy = " (noisy)" if r["noisy"] else ""
+            lines.append(f"| {r['precision']} | {r['memory_format']} | {r['time_ms']:.3f}{noisy} | "
+                         f"{r['images_per_second']:.1f} | {r['speedup_vs_fp32']:.2f} |")
+        else:
+            lines.append(f"| {r['precision']} | {r['memory_format']} | failed | - | - |")
+    lines += ["", "Why:"] + [f"- {r['diagnosis']}" for r in result["modes"]]
+    lines += [f"- {s['mode']}: not run ({s['reason']})" for s in result["skipped"]]
+    return "\n".join(lines)
