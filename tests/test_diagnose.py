@@ -1,0 +1,27 @@
+from ck_plugins.diagnose import Facts, diagnose
+
+
+def test_launch_bound_small_batch_is_named_first():
+    d = diagnose(Facts("fp16", "cuda", 1, "channels_last", speedup_vs_fp32=1.02, gpu_busy_share=0.21,
+                       tensor_core_share=0.9))
+    assert d.sentence.startswith("fp16 is 1.02x fp32 at batch 1: launch-bound, GPU busy 21% of the time")
+    assert d.faster is False
+
+
+def test_fast_fp16_credits_tensor_cores():
+    d = diagnose(Facts("fp16", "cuda", 256, "channels_last", speedup_vs_fp32=4.5, gpu_busy_share=0.99,
+                       tensor_core_share=0.93))
+    assert d.faster is True and "tensor-core kernels 93% of GPU time" in d.sentence
+
+
+def test_nchw_layout_cost_and_unaligned_channels_are_reasons():
+    d = diagnose(Facts("fp16", "cuda", 256, "nchw", speedup_vs_fp32=2.0, gpu_busy_share=0.99, tensor_core_share=0.8,
+                       layout_share=0.2, unaligned_convs=["conv1"], cudnn_benchmark=False))
+    assert any("20% of GPU time converting layouts (NCHW: use channels_last)" in r for r in d.reasons)
+    assert any("cudnn.benchmark off" in r for r in d.reasons)
+    assert any("1 convolution(s) with channels not multiples of 8 (conv1)" in r for r in d.reasons)
+
+
+def test_cpu_bf16_depends_on_instructions():
+    assert "no bf16 instructions" in diagnose(Facts("bf16", "cpu", 8, cpu_has_bf16=False)).sentence
+    assert "has bf16 instructions" in diagnose(Facts("bf16", "cpu", 8, cpu_has_bf16=True)).sentence

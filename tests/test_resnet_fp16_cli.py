@@ -1,0 +1,50 @@
+"""The plain entry point: a small CPU run, and bad input answered with one line and nothing written."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "ck_plugins", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--batch-size", "0"], "'0'"), (["--batch-size", "-4"], "'-4'"), (["--batch-size", "eight"], "'eight'"),
+    (["--precisions", "fp8"], "'fp8'"), (["--device", "tpu"], "'tpu'"), (["--iterations", "0"], "'0'"),
+])
+def test_bad_input_is_one_line_naming_the_value_and_nothing_is_written(tmp_path, args, named):
+    done = run_cli("resnet-fp16", *args, "--out", "result.json", cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "expected" in lines[0]
+    assert not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without a GPU")
+def test_cuda_on_a_machine_without_gpu_is_refused(tmp_path):
+    done = run_cli("resnet-fp16", "--device", "cuda", "--out", "result.json", cwd=tmp_path)
+    assert done.returncode == 2 and "'cuda'" in done.stderr and "no CUDA GPU" in done.stderr
+    assert not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU modes; the GPU run is the device note")
+def test_cpu_run_measures_fp32_and_bf16_and_says_what_was_not_run(tmp_path):
+    done = run_cli("resnet-fp16", "--batch-size", "1", "--iterations", "2", "--repetitions", "2", "--warmup", "1",
+                   "--out", "result.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| Precision | Layout | Execution time (ms/batch) | Throughput (img/s) | Speed-up vs fp32 |" in done.stdout
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert [(m["precision"], m["memory_format"]) for m in result["modes"]] == [
+        ("fp32", "nchw"), ("fp32", "channels_last"), ("bf16", "nchw"), ("bf16", "channels_last")]
+    assert {s["mode"] for s in result["skipped"]} == {"tf32", "amp", "fp16"}
+    for mode in result["modes"]:
+        assert mode["run_success"] and len(mode["time_fw_ms_all"]) == 2 and len(mode["time_fw_ms_all"][0]) == 2
+        assert mode["images_per_second"] == pytest.approx(1e3 / mode["time_ms"])
+        assert mode["top1_agreement"] >= 0.0 and mode["diagnosis"].startswith(mode["precision"])
+    fp32 = result["modes"][0]
+    assert fp32["speedup_vs_fp32"] == 1.0 and fp32["relative_error"] < 1e-5
+    assert "not run (fp16 needs a CUDA GPU" in done.stdout
