@@ -48,6 +48,7 @@ class Measurement:
     profile: measure.KernelProfile | None = None
     diagnosis: Diagnosis | None = None
     platform: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what could not be measured, and why
 
 
 def seeded_images(batch_size: int, seed: int, image_size: int = 224) -> torch.Tensor:
@@ -125,7 +126,10 @@ def _measure(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Me
             result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device)
                                 for _ in range(plan.repetitions)]
         if plan.profile:
-            result.profile = measure.kernel_profile(step, backend.device)
+            try:
+                result.profile = measure.kernel_profile(step, backend.device)
+            except (RuntimeError, AttributeError) as error:  # the profiler is optional; the timing stands
+                result.notes.append(f"kernel profile unavailable: {type(error).__name__}: {error}")
 
 
 def _release(backend: Backend) -> None:

@@ -160,16 +160,19 @@ LAYOUT_PATTERN = re.compile(r"nchwToNhwc|nhwcToNchw|transpose|permute|copy_kerne
 
 @dataclass
 class KernelProfile:
-    wall_ms: float  # host wall time of the profiled iterations, synchronised
-    kernel_ms: float  # sum of GPU kernel durations
+    iterations: int
+    wall_ms: float  # host wall time of the profiled iterations, synchronised (inflated by the profiler itself)
+    kernel_ms: float  # sum of GPU kernel (and memcpy/memset) durations over all profiled iterations
     tensor_core_ms: float  # kernels whose names say they use tensor cores
     layout_ms: float  # layout transforms and copies
     kernels: int
     top_kernels: list[tuple[str, float]]  # (name, ms), longest first
 
-    @property
-    def busy_share(self) -> float:
-        return min(1.0, self.kernel_ms / self.wall_ms) if self.wall_ms > 0 else 0.0
+    def busy_share(self, timed_ms_per_iteration: float) -> float:
+        """GPU-busy time per iteration over the unprofiled timed pass's time per iteration."""
+        if timed_ms_per_iteration <= 0:
+            return 0.0
+        return min(1.0, self.kernel_ms / self.iterations / timed_ms_per_iteration)
 
     @property
     def tensor_core_share(self) -> float:
@@ -195,6 +198,7 @@ def kernel_profile(step: Callable[[], object], device: torch.device, iterations:
             totals[event.name] = totals.get(event.name, 0.0) + event.time_range.elapsed_us() / 1e3
     kernel_ms = sum(totals.values())
     return KernelProfile(
+        iterations=iterations,
         wall_ms=wall_ms,
         kernel_ms=kernel_ms,
         tensor_core_ms=sum(v for k, v in totals.items() if TENSOR_CORE_PATTERN.search(k)),

@@ -84,9 +84,9 @@ def _row(mode: Mode, m: engine.Measurement) -> dict:
                time_fw_ms_all=m.samples_ms, clock=m.clock,
                memory_mbytes=m.memory.peak_allocated_mbytes if m.memory.peak_allocated_mbytes is not None
                else m.memory.peak_rss_mbytes,
-               relative_error=m.accuracy.relative_error, top1_agreement=m.accuracy.top1_agreement)
+               relative_error=m.accuracy.relative_error, top1_agreement=m.accuracy.top1_agreement, notes=m.notes)
     if m.profile is not None:
-        row.update(gpu_busy_share=m.profile.busy_share, tensor_core_share=m.profile.tensor_core_share,
+        row.update(gpu_busy_share=m.profile.busy_share(summary.median_ms), tensor_core_share=m.profile.tensor_core_share,
                    layout_share=m.profile.layout_ms / m.profile.kernel_ms if m.profile.kernel_ms else 0.0,
                    top_kernels=m.profile.top_kernels)
     return row
