@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 LAUNCH_BOUND_BUSY = 0.6  # GPU busy less than this share of the wall time: the host cannot feed it
 FEW_TENSOR_CORES = 0.5
 LAYOUT_HEAVY = 0.08
+ELEMENTWISE_HEAVY = 0.3
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Facts:
     gpu_busy_share: float | None = None
     tensor_core_share: float | None = None
     layout_share: float | None = None
+    elementwise_share: float | None = None  # unfused batch norm, ReLU, additions: memory-bound
     unaligned_convs: list[str] = field(default_factory=list)  # convolutions with channels not multiples of 8
     cpu_has_bf16: bool | None = None
 
@@ -54,16 +56,19 @@ def _reasons(f: Facts) -> list[str]:
     if not f.cudnn:
         reasons.append("cuDNN off: convolutions run as im2col + GEMM, bound by memory traffic")
     reduced = f.precision in ("fp16", "bf16", "amp", "tf32")
-    if reduced and f.tensor_core_share is not None:
-        if f.tensor_core_share < FEW_TENSOR_CORES:
-            reasons.append(f"tensor-core kernels only {f.tensor_core_share:.0%} of GPU time")
-        else:
-            reasons.append(f"tensor-core kernels {f.tensor_core_share:.0%} of GPU time")
+    if f.elementwise_share is not None and f.elementwise_share > ELEMENTWISE_HEAVY:
+        reasons.append(f"{f.elementwise_share:.0%} of GPU time in unfused batch norm, ReLU and additions, which are "
+                       "memory-bound (fold batch norm, fuse with torch.compile)")
     if f.layout_share is not None and f.layout_share > LAYOUT_HEAVY:
         reasons.append(f"{f.layout_share:.0%} of GPU time converting layouts"
                        + (" (NCHW: use channels_last)" if f.memory_format == "nchw" else ""))
     elif reduced and f.memory_format == "nchw" and f.precision != "tf32":
         reasons.append("NCHW layout: tensor-core convolutions want channels_last")
+    if reduced and f.tensor_core_share is not None:
+        if f.tensor_core_share < FEW_TENSOR_CORES:
+            reasons.append(f"tensor-core kernels only {f.tensor_core_share:.0%} of GPU time")
+        else:
+            reasons.append(f"tensor-core kernels {f.tensor_core_share:.0%} of GPU time")
     if not f.cudnn_benchmark:
         reasons.append("cudnn.benchmark off: algorithms chosen by heuristics, not measured")
     if f.speedup_vs_tf32 is not None and f.precision in ("fp16", "bf16", "amp"):

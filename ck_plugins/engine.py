@@ -126,10 +126,32 @@ def _measure(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Me
             result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device)
                                 for _ in range(plan.repetitions)]
         if plan.profile:
-            try:
-                result.profile = measure.kernel_profile(step, backend.device)
-            except (RuntimeError, AttributeError) as error:  # the profiler is optional; the timing stands
-                result.notes.append(f"kernel profile unavailable: {type(error).__name__}: {error}")
+            profile_loaded(backend, inputs, result)
+
+
+def profile_loaded(backend: Backend, inputs: object, result: Measurement) -> None:
+    """Kernel profile of a loaded backend. Never time anything in this process after it (see measure.kernel_profile)."""
+    try:
+        with torch.inference_mode():
+            result.profile = measure.kernel_profile(lambda: backend.predict(inputs), backend.device)
+    except (RuntimeError, AttributeError) as error:  # the profiler is optional; the timing stands
+        result.notes.append(f"kernel profile unavailable: {type(error).__name__}: {error}")
+
+
+def profile_point(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Measurement) -> None:
+    """A separate profiling pass for an already timed point: load again, warm up, profile."""
+    if not result.run_success:
+        return
+    try:
+        backend.load(model, plan.batch_size)
+        inputs = backend.prepare_input(seeded_images(plan.batch_size, plan.seed))
+        with torch.inference_mode():
+            measure.time_iterations(lambda: backend.predict(inputs), backend.device, plan.warmup, 1, 1)
+        profile_loaded(backend, inputs, result)
+    except (RuntimeError, Unsupported) as error:
+        result.notes.append(f"kernel profile failed: {type(error).__name__}: {error}")
+    finally:
+        _release(backend)
 
 
 def _release(backend: Backend) -> None:

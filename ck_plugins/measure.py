@@ -156,6 +156,7 @@ TENSOR_CORE_PATTERN = re.compile(
     r"hmma|gmma|wgmma|tensorop|s16816|h16816|bf16816|1688gemm|s1688|h1688|884gemm|"
     r"xmma.*(f16|bf16|tf32)|sm(80|86|89|90|100)_.*(f16|bf16|tf32)|cutlass.*(f16|bf16|tf32)", re.I)
 LAYOUT_PATTERN = re.compile(r"nchwToNhwc|nhwcToNchw|transpose|permute|copy_kernel.*contig", re.I)
+ELEMENTWISE_PATTERN = re.compile(r"elementwise|batch_norm|bn_fw|clamp|relu", re.I)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class KernelProfile:
     kernel_ms: float  # sum of GPU kernel (and memcpy/memset) durations over all profiled iterations
     tensor_core_ms: float  # kernels whose names say they use tensor cores
     layout_ms: float  # layout transforms and copies
+    elementwise_ms: float  # unfused memory-bound kernels: batch norm, ReLU, additions
     kernels: int
     top_kernels: list[tuple[str, float]]  # (name, ms), longest first
 
@@ -180,10 +182,18 @@ class KernelProfile:
 
 
 def kernel_profile(step: Callable[[], object], device: torch.device, iterations: int = 5) -> KernelProfile | None:
-    """Which kernels ran and how busy the GPU was, from torch.profiler; None on the CPU."""
+    """Which kernels ran and how busy the GPU was, from torch.profiler; None on the CPU.
+
+    CUPTI slows every later kernel launch unless it is torn down (pytorch/pytorch#144455), so we ask Kineto
+    to tear it down, and callers run every timed pass of a process before its first profile.
+    """
     if device.type != "cuda":
         return None
+    import os
+
     from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("TEARDOWN_CUPTI", "1")
 
     _sync(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -203,6 +213,8 @@ def kernel_profile(step: Callable[[], object], device: torch.device, iterations:
         kernel_ms=kernel_ms,
         tensor_core_ms=sum(v for k, v in totals.items() if TENSOR_CORE_PATTERN.search(k)),
         layout_ms=sum(v for k, v in totals.items() if LAYOUT_PATTERN.search(k)),
+        elementwise_ms=sum(v for k, v in totals.items()
+                           if ELEMENTWISE_PATTERN.search(k) and not LAYOUT_PATTERN.search(k)),
         kernels=len(totals),
         top_kernels=sorted(totals.items(), key=lambda kv: -kv[1])[:5],
     )

@@ -54,14 +54,15 @@ def run(batch_size: int, device: torch.device, precisions: list[str], warmup: in
     skipped = [{"mode": p, "reason": f"{p} needs a CUDA GPU; this run is on the CPU"} for p in precisions
                if p not in runnable]
     model = models.build("resnet50")
-    plan = engine.RunPlan("resnet50", batch_size, warmup, iterations, repetitions, per_layer=False)
+    plan = engine.RunPlan("resnet50", batch_size, warmup, iterations, repetitions, per_layer=False, profile=False)
     reference = engine.reference_logits(model, engine.seeded_images(batch_size, plan.seed), device)
-    rows = []
-    for precision in runnable:
-        for memory_format in MEMORY_FORMATS:
-            config = EagerConfig(device.type, precision, memory_format=memory_format)
-            measured = engine.run_point(plan, EagerBackend(_lib(precision, device), config), model, reference)
-            rows.append(_row(Mode(precision, memory_format), measured))
+    modes = [Mode(p, f) for p in runnable for f in MEMORY_FORMATS]
+    backends = [EagerBackend(_lib(m.precision, device), EagerConfig(device.type, m.precision, memory_format=m.memory_format))
+                for m in modes]
+    measured = [engine.run_point(plan, b, model, reference) for b in backends]  # every timed pass first,
+    for backend, point in zip(backends, measured):  # then the kernel profiles (they slow what follows)
+        engine.profile_point(plan, backend, model, point)
+    rows = [_row(mode, point) for mode, point in zip(modes, measured)]
     _add_speedups_and_reasons(rows, device, batch_size, model)
     return {"program": "resnet-fp16", "model": "resnet50", "batch_size": batch_size, "device": device.type,
             "warmup": warmup, "iterations": iterations, "repetitions": repetitions,
@@ -88,6 +89,7 @@ def _row(mode: Mode, m: engine.Measurement) -> dict:
     if m.profile is not None:
         row.update(gpu_busy_share=m.profile.busy_share(summary.median_ms), tensor_core_share=m.profile.tensor_core_share,
                    layout_share=m.profile.layout_ms / m.profile.kernel_ms if m.profile.kernel_ms else 0.0,
+                   elementwise_share=m.profile.elementwise_ms / m.profile.kernel_ms if m.profile.kernel_ms else 0.0,
                    top_kernels=m.profile.top_kernels)
     return row
 
@@ -112,7 +114,8 @@ def _add_speedups_and_reasons(rows: list[dict], device: torch.device, batch_size
                       speedup_vs_fp32=r["speedup_vs_fp32"],
                       speedup_vs_tf32=tf32 / r["time_ms"] if tf32 else None,
                       gpu_busy_share=r.get("gpu_busy_share"), tensor_core_share=r.get("tensor_core_share"),
-                      layout_share=r.get("layout_share"), unaligned_convs=unaligned, cpu_has_bf16=has_bf16)
+                      layout_share=r.get("layout_share"), elementwise_share=r.get("elementwise_share"),
+                      unaligned_convs=unaligned, cpu_has_bf16=has_bf16)
         found = diagnose(facts)
         r["diagnosis"], r["reasons"] = found.sentence, found.reasons
 

@@ -25,3 +25,11 @@ def test_nchw_layout_cost_and_unaligned_channels_are_reasons():
 def test_cpu_bf16_depends_on_instructions():
     assert "no bf16 instructions" in diagnose(Facts("bf16", "cpu", 8, cpu_has_bf16=False)).sentence
     assert "has bf16 instructions" in diagnose(Facts("bf16", "cpu", 8, cpu_has_bf16=True)).sentence
+
+
+def test_memory_bound_elementwise_work_explains_a_large_batch_before_tensor_cores():
+    d = diagnose(Facts("fp16", "cuda", 256, "channels_last", speedup_vs_fp32=4.45, gpu_busy_share=0.99,
+                       tensor_core_share=0.2, elementwise_share=0.6))
+    assert d.sentence == ("fp16 is 4.45x fp32 at batch 256: 60% of GPU time in unfused batch norm, ReLU and "
+                          "additions, which are memory-bound (fold batch norm, fuse with torch.compile); "
+                          "tensor-core kernels only 20% of GPU time")
