@@ -25,7 +25,22 @@ def characteristics_of(result: dict) -> dict:
             "modes": {f"{m['precision']} {m['memory_format']}": _mode_summary(m) for m in result["modes"]},
             "skipped": result["skipped"],
         }
-    raise ValueError(f"result.json has program {result.get('program')!r}; expected 'resnet-fp16'")
+    if result.get("program") == "point":
+        return _point_characteristics(result)
+    raise ValueError(f"result.json has program {result.get('program')!r}; expected 'resnet-fp16' or 'point'")
+
+
+def _point_characteristics(result: dict) -> dict:
+    runs = [c["run"] for c in result["point"]["characteristics_list"]]
+    env = result["point"]["choices"]["env"]
+    ok = [r for r in runs if r["run_success"]]
+    times = sorted(r["time_fw_ms"] for r in ok)
+    median = times[len(times) // 2] if times else 0.0
+    return {"execution_time": median / 1e3, "run_success": bool(ok), "point_file": result["point_file"],
+            "model": env["CK_MODEL"], "lib": env["CK_LIB"], "batch_size": env["CK_BATCH_SIZE"],
+            "time_fw_ms": median, "images_per_second": 1e3 * env["CK_BATCH_SIZE"] / median if median else 0.0,
+            "error": None if ok else runs[0].get("error"),
+            "diagnosis": (ok[0].get("diagnosis") or {}).get("sentence") if ok else None}
 
 
 def _mode_summary(mode: dict) -> dict:

@@ -26,3 +26,78 @@ def write_json_atomic(path: Path | str, data, indent: int | None = 1) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def uid_of(text: str) -> str:
+    """A deterministic 16-hex CK UID: the same name or features give the same UID on every machine."""
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def init_repo(root: Path | str, alias: str) -> Path:
+    """Make `root` a CK repository (descriptor and module alias files) if it is not one yet."""
+    root = Path(root)
+    if not (root / ".ckr.json").exists():
+        write_json_atomic(root / ".ckr.json", {"data_uoa": alias, "data_alias": alias, "data_uid": uid_of(alias),
+                                               "data_name": alias, "dict": {}})
+    ensure_alias(root, "experiment", MODULE_UIDS["experiment"])
+    return root
+
+
+def ensure_alias(folder: Path, name: str, uid: str) -> None:
+    """CK's two alias files, alias-a-<name> (holds the UID) and alias-u-<uid> (holds the name)."""
+    cm = Path(folder) / ".cm"
+    for file, text in ((cm / f"alias-a-{name}", uid), (cm / f"alias-u-{uid}", name)):
+        if not file.exists() or file.read_text().strip() != text:
+            _write_text_atomic(file, text + "\n")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def entry_name(model: str, lib: str) -> str:
+    return f"{model}-{lib}"
+
+
+def ensure_experiment_entry(root: Path | str, model: str, lib: str, tags: list[str]) -> Path:
+    name = entry_name(model, lib)
+    entry = Path(root) / "experiment" / name
+    meta = entry / ".cm" / "meta.json"
+    if not meta.exists():
+        write_json_atomic(meta, {"tags": tags, "model": model, "lib": lib})
+    ensure_alias(Path(root) / "experiment", name, uid_of(f"experiment:{name}"))
+    return entry
+
+
+def point_uid(env: dict) -> str:
+    """Points are found by their features (as CK's search_point_by_features): model, lib, batch, layout, graph."""
+    keys = ("CK_MODEL", "CK_LIB", "CK_BATCH_SIZE", "CK_MEMORY_FORMAT", "CK_CUDA_GRAPH")
+    return uid_of(json.dumps({k: env.get(k) for k in keys}, sort_keys=True))
+
+
+def write_point(entry: Path, point: dict) -> Path:
+    """Add the point as the next free subpoint ckp-<uid>.NNNN.json; never overwrites, never half-writes."""
+    uid = point_uid(point["choices"]["env"])
+    fd, tmp = tempfile.mkstemp(prefix=".ckp.", suffix=".tmp", dir=entry)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(point, handle, indent=1, allow_nan=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        for number in range(1, 10000):
+            target = entry / f"ckp-{uid}.{number:04d}.json"
+            try:
+                os.link(tmp, target)  # atomic and exclusive: fails if another writer took this number
+                return target
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"{entry}: more than 9999 subpoints for point {uid}")
+    finally:
+        Path(tmp).unlink(missing_ok=True)

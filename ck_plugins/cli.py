@@ -42,10 +42,71 @@ def _cmd_resnet_fp16(args) -> int:
     return 0 if all(r["run_success"] for r in result["modes"]) else 3
 
 
+def _parse_bool(what: str, value: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise BadInput(what, value, "true or false (also 1/0, yes/no)")
+
+
+def _add_point(sub) -> None:
+    p = sub.add_parser("point", help="measure one (model, lib, batch size) point and record it as a CK point")
+    env = os.environ.get
+    p.add_argument("--model", default=env("CK_MODEL", "resnet50"))
+    p.add_argument("--lib", default=env("CK_LIB", "torch-cpu"))
+    p.add_argument("--batch-size", default=_env_int("CK_BATCH_SIZE", 8))
+    p.add_argument("--iterations", default=_env_int("CK_ITERATIONS", 20))
+    p.add_argument("--repetitions", default=_env_int("CK_REPETITIONS", 3))
+    p.add_argument("--warmup", default=_env_int("CK_WARMUP", 5))
+    p.add_argument("--memory-format", default=env("CK_MEMORY_FORMAT", "nchw"), help="nchw or channels_last")
+    p.add_argument("--cuda-graph", default=env("CK_CUDA_GRAPH", "false"), help="capture in a CUDA graph: true/false")
+    p.add_argument("--compile-mode", default=env("CK_COMPILE_MODE", "default"))
+    p.add_argument("--freezing", default=env("CK_FREEZING", "false"), help="inductor weight freezing: true/false")
+    p.add_argument("--per-layer", default=env("CK_PER_LAYER", "true"), help="per-layer profiling pass: true/false")
+    p.add_argument("--profile", default=env("CK_PROFILE", "true"), help="kernel profile for the diagnosis")
+    p.add_argument("--family", default=env("CK_FAMILY", "any"), help="restrict libs to one program's family")
+    p.add_argument("--repo", default=env("CK_RESULTS_REPO", ""),
+                   help="CK repository that receives experiment/<model>-<lib>/ (default: this checkout)")
+    p.add_argument("--out", default="result.json")
+    p.set_defaults(func=_cmd_point)
+
+
+def _cmd_point(args) -> int:
+    from pathlib import Path
+
+    from . import backends, bench, engine, models
+    from .ckrepo import write_json_atomic
+    from .errors import check_choice
+    from .platform_info import REPO_ROOT
+
+    check_choice("model", args.model, models.MODELS)
+    backends.family_of(args.lib)
+    plan = engine.RunPlan(args.model, check_positive_int("batch size", args.batch_size),
+                          check_positive_int("warm-up iterations", args.warmup),
+                          check_positive_int("iterations", args.iterations),
+                          check_positive_int("repetitions", args.repetitions),
+                          per_layer=_parse_bool("per-layer", args.per_layer),
+                          profile=_parse_bool("profile", args.profile))
+    options = backends.Options(args.memory_format, _parse_bool("cuda graph", args.cuda_graph), args.compile_mode,
+                               _parse_bool("freezing", args.freezing))
+    request = bench.PointRequest(plan, args.lib, options, Path(args.repo or REPO_ROOT).resolve(), args.family)
+    backends.create(args.lib, options, args.family)  # names checked before anything is measured
+    measured = bench.measure_point(request)
+    path = bench.record(request, measured)
+    write_json_atomic(args.out, {"program": "point", "run_success": measured.run_success, "point_file": str(path),
+                                 "point": __import__("json").loads(path.read_text())})
+    print(bench.summary_line(measured))
+    print(f"point written to {path}")
+    return 0 if measured.run_success else 3
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_resnet_fp16(sub)
+    _add_point(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import measure, models, platform_info
+from . import measure, models, platform_info, stats
 from .backends.base import Backend
 from .diagnose import Diagnosis
 from .errors import Unsupported
@@ -49,6 +49,7 @@ class Measurement:
     diagnosis: Diagnosis | None = None
     platform: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
+    harness: dict | None = None  # our timing against a bare CUDA-event loop (GPU only)
 
 
 def seeded_images(batch_size: int, seed: int, image_size: int = 224) -> torch.Tensor:
@@ -115,6 +116,8 @@ def _measure(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Me
         step = lambda: backend.predict(inputs)  # noqa: E731
         timing = measure.time_iterations(step, backend.device, plan.warmup, plan.iterations, plan.repetitions)
         result.samples_ms, result.clock = timing.samples_ms, timing.clock
+        if backend.device.type == "cuda":
+            result.harness = harness_overhead(step, plan.iterations, timing.samples_ms)
         result.memory = measure.read_peak_memory(backend.device)
         if plan.accuracy and backend.name != "null":
             out = backend.predict(inputs)
@@ -127,6 +130,13 @@ def _measure(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Me
                                 for _ in range(plan.repetitions)]
         if plan.profile:
             profile_loaded(backend, inputs, result)
+
+
+def harness_overhead(step, iterations: int, samples_ms: list[list[float]]) -> dict:
+    """Our per-iteration-event median against one event pair around a bare loop of the same steps."""
+    bare_ms = measure.bare_event_loop_ms(step, iterations)
+    ours_ms = stats.summarise(samples_ms).median_ms
+    return {"bare_event_loop_ms": bare_ms, "harness_median_ms": ours_ms, "overhead_share": ours_ms / bare_ms - 1}
 
 
 def profile_loaded(backend: Backend, inputs: object, result: Measurement) -> None:

@@ -1,0 +1,75 @@
+"""The registry: every lib by name, its family (one CK program per family), and how to build it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import BadInput, check_choice
+from .base import MEMORY_FORMATS, Backend
+from .compiled import COMPILE_MODES, CompiledBackend
+from .null import NullBackend
+from .onnxrt import OnnxRuntimeBackend
+from .tensorrt import TensorRTBackend
+from .torch_eager import EagerBackend, EagerConfig
+
+
+@dataclass(frozen=True)
+class Options:
+    memory_format: str = "nchw"
+    cuda_graph: bool = False  # capture the forward pass in a CUDA graph (GPU eager backends)
+    compile_mode: str = "default"
+    freezing: bool = False
+
+
+def _eager(device: str, precision: str, cudnn: bool = True) -> Callable[[str, Options], Backend]:
+    def make(name: str, o: Options) -> Backend:
+        return EagerBackend(name, EagerConfig(device, precision, cudnn=cudnn, cudnn_benchmark=cudnn,
+                                              memory_format=o.memory_format, cuda_graph=o.cuda_graph))
+    return make
+
+
+def _compiled(precision: str) -> Callable[[str, Options], Backend]:
+    def make(name: str, o: Options) -> Backend:
+        config = EagerConfig("cuda", precision if precision != "fp32" else "tf32", memory_format=o.memory_format)
+        return CompiledBackend(name, config, o.compile_mode, o.freezing)
+    return make
+
+
+def _tensorrt(precision: str) -> Callable[[str, Options], Backend]:
+    return lambda name, o: TensorRTBackend(name, EagerConfig("cuda", precision, memory_format=o.memory_format))
+
+
+# lib -> (family, factory). A family is one CK program (program/bench-<family>).
+LIBS: dict[str, tuple[str, Callable[[str, Options], Backend]]] = {
+    "null": ("null", lambda name, o: NullBackend()),
+    "torch-cpu": ("cpu", _eager("cpu", "fp32")),
+    "torch-cpu-bf16": ("cpu", _eager("cpu", "bf16")),
+    "onnxruntime": ("cpu", lambda name, o: OnnxRuntimeBackend(name, "cpu")),
+    "torch-cublas-fp32": ("cublas", _eager("cuda", "fp32", cudnn=False)),
+    "torch-cublas-fp16": ("cublas", _eager("cuda", "fp16", cudnn=False)),
+    "torch-cudnn-fp32": ("cudnn", _eager("cuda", "fp32")),
+    "torch-cudnn-tf32": ("cudnn", _eager("cuda", "tf32")),
+    "torch-cudnn-fp16": ("fp16", _eager("cuda", "fp16")),
+    "torch-cudnn-bf16": ("fp16", _eager("cuda", "bf16")),
+    "torch-amp": ("fp16", _eager("cuda", "amp")),
+    "torch-compile-fp32": ("compile", _compiled("fp32")),
+    "torch-compile-fp16": ("compile", _compiled("fp16")),
+    "torch-compile-bf16": ("compile", _compiled("bf16")),
+    "tensorrt-fp32": ("tensorrt", _tensorrt("fp32")),
+    "tensorrt-fp16": ("tensorrt", _tensorrt("fp16")),
+}
+FAMILIES = sorted({family for family, _ in LIBS.values()})
+
+
+def family_of(lib: str) -> str:
+    return LIBS[check_choice("lib", lib, LIBS)][0]
+
+
+def create(lib: str, options: Options = Options(), family: str | None = None) -> Backend:
+    lib_family, factory = LIBS[check_choice("lib", lib, LIBS)]
+    if family not in (None, "", "any") and family != lib_family:
+        accepted = [name for name, (f, _) in LIBS.items() if f == family]
+        raise BadInput("lib", lib, f"one of this program's libs: {', '.join(accepted)}")
+    check_choice("memory format", options.memory_format, MEMORY_FORMATS)
+    check_choice("compile mode", options.compile_mode, COMPILE_MODES)
+    return factory(lib, options)

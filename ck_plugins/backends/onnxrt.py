@@ -1,0 +1,50 @@
+"""ONNX Runtime: the model exported to ONNX, run by the CPU execution provider (CUDA's where installed)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from ..errors import Unsupported
+from .base import Backend
+
+
+class OnnxRuntimeBackend(Backend):
+    fused = True
+    precision = "fp32"
+
+    def __init__(self, name: str = "onnxruntime", device: str = "cpu"):
+        self.name, self.device = name, torch.device("cpu")  # inputs and outputs live on the host
+        self.provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+        self._session = None
+
+    def check(self) -> None:
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise Unsupported(f"{self.name}: onnxruntime is not installed ({error})") from None
+        if self.provider not in onnxruntime.get_available_providers():
+            raise Unsupported(f"{self.name}: {self.provider} is not available "
+                              f"(have {', '.join(onnxruntime.get_available_providers())})")
+
+    def load(self, model: torch.nn.Module, batch_size: int) -> None:
+        self.check()
+        import onnxruntime
+
+        buffer = io.BytesIO()
+        example = torch.randn(batch_size, 3, 224, 224)
+        torch.onnx.export(model, (example,), buffer, input_names=["images"], output_names=["logits"],
+                          dynamo=False, opset_version=17)
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=[self.provider])
+
+    def prepare_input(self, images: torch.Tensor) -> np.ndarray:
+        return images.numpy()
+
+    def predict(self, inputs: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self._session.run(["logits"], {"images": inputs})[0])
+
+    def describe(self) -> dict:
+        return {"lib": self.name, "precision": self.precision, "device": self.device.type, "provider": self.provider}

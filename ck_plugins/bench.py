@@ -1,0 +1,106 @@
+"""One point, end to end: measure, baseline, profile, diagnose, record. What every bench-* CK program runs."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from . import backends, ckrepo, engine, models, platform_info, point
+from .diagnose import Facts, diagnose, unaligned_convs
+from .errors import Unsupported
+from .stats import summarise
+
+REDUCED = ("fp16", "bf16", "amp", "tf32")
+
+
+@dataclass(frozen=True)
+class PointRequest:
+    plan: engine.RunPlan
+    lib: str
+    options: backends.Options
+    repo: Path  # the CK repository that receives experiment/<model>-<lib>/
+    family: str | None = None
+
+
+def peak_tflops(gpu: str | None, precision: str) -> float | None:
+    if not gpu:
+        return None
+    table = json.loads(resources.files("ck_plugins").joinpath("data/peaks.json").read_text())
+    key = {"amp": "fp16"}.get(precision, precision)
+    for fragment, name in table["gpu_names"].items():  # most specific first: "H100 PCIe" before "H100"
+        if fragment in gpu:
+            return table["peak_tflops_dense"][name].get(key)
+    return None
+
+
+def measure_point(request: PointRequest) -> engine.Measurement:
+    """Baseline first, then the point, then its kernel profile: no timed pass ever follows a profile."""
+    backend = backends.create(request.lib, request.options, request.family)
+    model = models.build(request.plan.model, request.plan.seed)
+    baseline_ms = _baseline_ms(request, backend, model)
+    result = engine.run_point(request.plan, backend, model)
+    if result.run_success and backend.name != "null":
+        result.diagnosis = _diagnose(result, backend, baseline_ms, model)
+    return result
+
+
+def _baseline_ms(request: PointRequest, backend, model) -> float | None:
+    """fp32 (TF32 off) on cuDNN, same layout and batch, briefly timed: what a reduced precision is compared with."""
+    if backend.device.type != "cuda" or backend.precision not in REDUCED:
+        return None
+    try:
+        backend.check()
+    except Unsupported:
+        return None
+    plan = engine.RunPlan(request.plan.model, request.plan.batch_size, warmup=3, iterations=10, repetitions=1,
+                          per_layer=False, profile=False, accuracy=False)
+    fp32 = backends.create("torch-cudnn-fp32", backends.Options(memory_format=request.options.memory_format))
+    measured = engine.run_point(plan, fp32, model)
+    return summarise(measured.samples_ms).median_ms if measured.run_success else None
+
+
+def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None, model):
+    median = summarise(m.samples_ms).median_ms
+    p = m.profile
+    facts = Facts(
+        precision=backend.precision, device=backend.device.type, batch_size=m.plan.batch_size,
+        memory_format=m.settings.get("memory_format", "nchw"), cudnn=m.settings.get("cudnn", True),
+        cudnn_benchmark=m.settings.get("cudnn_benchmark", True),
+        speedup_vs_fp32=baseline_ms / median if baseline_ms else None,
+        gpu_busy_share=p.busy_share(median) if p else None,
+        tensor_core_share=p.tensor_core_share if p else None,
+        layout_share=p.layout_ms / p.kernel_ms if p and p.kernel_ms else None,
+        elementwise_share=p.elementwise_ms / p.kernel_ms if p and p.kernel_ms else None,
+        unaligned_convs=unaligned_convs(models.layer_work(model)),
+        cpu_has_bf16=bool({"avx512_bf16", "amx_bf16"} & platform_info.cpu_flags()),
+    )
+    return diagnose(facts)
+
+
+def record(request: PointRequest, m: engine.Measurement) -> Path:
+    """Validate and write the point into experiment/<model>-<lib>/ of the request's repository."""
+    gpu = (m.platform or {}).get("gpu")
+    data = point.from_measurement(m, peak_tflops(gpu, m.settings.get("precision", "fp32")),
+                                  platform_info.repo_state())
+    ckrepo.init_repo(request.repo, request.repo.name or "results")
+    entry = ckrepo.ensure_experiment_entry(request.repo, request.plan.model, request.lib,
+                                           [point.TAG, request.plan.model, request.lib])
+    return ckrepo.write_point(entry, data)
+
+
+def summary_line(m: engine.Measurement) -> str:
+    head = f"{m.plan.model} {m.settings['lib']} batch {m.plan.batch_size}"
+    if not m.run_success:
+        return f"{head}: FAILED: {m.error}"
+    s = summarise(m.samples_ms)
+    line = (f"{head}: {s.median_ms:.3f} ms/batch (IQR {s.iqr_ms:.3f}{', noisy' if s.noisy else ''}), "
+            f"{1e3 * m.plan.batch_size / s.median_ms:.1f} img/s")
+    if m.harness:
+        line += f", harness overhead {m.harness['overhead_share']:+.2%}"
+    if m.per_layer:
+        layer_sum = sum(t.time_ms for t in m.per_layer[0])
+        line += f", per-layer sum {layer_sum:.3f} ms ({layer_sum / s.median_ms:.0%} of the timed pass)"
+    if m.diagnosis:
+        line += f"\n  why: {m.diagnosis.sentence}"
+    return line

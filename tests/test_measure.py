@@ -1,0 +1,38 @@
+import time
+
+import pytest
+import torch
+
+from ck_plugins import measure, models, stats
+
+
+def test_host_timer_keeps_every_iteration_of_every_repetition():
+    calls = []
+    timing = measure.time_iterations(lambda: calls.append(time.sleep(0.002)), torch.device("cpu"), warmup=2,
+                                     iterations=4, repetitions=3)
+    assert len(calls) == 2 + 12 and timing.clock == "host-perf-counter"
+    assert [len(r) for r in timing.samples_ms] == [4, 4, 4] and min(min(r) for r in timing.samples_ms) >= 2.0
+
+
+def test_per_layer_pass_covers_every_leaf_in_order():
+    model = models.build("squeezenet-1.1")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        times = measure.per_layer_times(model, lambda: model(x), torch.device("cpu"), passes=1)
+    assert [t.label for t in times] == [label for label, _ in models.leaves(model)]
+    convs = [t for t in times if t.type == "Conv2d"]
+    assert len(convs) == 26 and all(t.time_ms > 0 for t in convs)
+    assert not model._forward_hooks and not model.features[0]._forward_pre_hooks  # hooks removed
+
+
+def test_statistics_flag_noise_and_bound_the_mean():
+    quiet = stats.summarise([10.0, 10.1, 9.9, 10.0])
+    noisy = stats.summarise([10.0, 14.0, 6.0, 10.0])
+    assert quiet.median_ms == 10.0 and not quiet.noisy and noisy.noisy
+    assert quiet.ci95_low_ms < quiet.mean_ms < quiet.ci95_high_ms
+    with pytest.raises(ValueError):
+        stats.summarise([])
+
+
+def test_kernel_profile_is_none_on_the_cpu():
+    assert measure.kernel_profile(lambda: None, torch.device("cpu")) is None

@@ -1,0 +1,65 @@
+import json
+import threading
+
+import pytest
+
+from ck_plugins import backends, ckrepo, engine, point
+from ck_plugins.errors import BadInput
+
+
+def null_point():
+    measured = engine.run_point(engine.RunPlan("alexnet", 4, warmup=1, iterations=3, repetitions=2,
+                                               per_layer=False, profile=False), backends.create("null"))
+    return point.from_measurement(measured, None, {"commit": "abc", "dirty": False})
+
+
+def test_a_measured_point_validates_and_keeps_raw_samples():
+    data = null_point()
+    runs = [c["run"] for c in data["characteristics_list"]]
+    assert data["features"]["statistical_repetitions"] == 2 and [len(r["time_fw_ms_all"]) for r in runs] == [3, 3]
+
+
+def test_schema_reports_every_problem_with_its_path():
+    data = null_point()
+    data["choices"]["env"]["CK_BATCH_SIZE"] = 0
+    data["characteristics_list"][0]["run"]["time_fw_ms_all"] = ["fast"]
+    del data["features"]["repo"]
+    found = point.problems(data)
+    assert any(p.startswith("choices/env/CK_BATCH_SIZE:") for p in found)
+    assert any(p.startswith("characteristics_list/0/run/time_fw_ms_all/0:") for p in found)
+    assert any("'repo' is a required property" in p for p in found)
+    with pytest.raises(point.InvalidPoint):
+        point.validate(data)
+
+
+def test_non_finite_times_never_reach_a_file(tmp_path):
+    data = null_point()
+    data["characteristics_list"][0]["run"]["time_fw_ms"] = float("nan")
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "null", ["t"])
+    with pytest.raises(ValueError):
+        ckrepo.write_point(entry, data)
+    assert list(entry.glob("ckp-*")) == [] and list(entry.glob(".ckp*")) == []
+
+
+def test_concurrent_writers_get_distinct_subpoints(tmp_path):
+    data = null_point()
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "null", ["t"])
+    threads = [threading.Thread(target=ckrepo.write_point, args=(entry, data)) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    names = sorted(p.name.split(".")[1] for p in entry.glob("ckp-*.json"))
+    assert names == [f"{n:04d}" for n in range(1, 9)]
+    assert all(json.loads(p.read_text()) == data for p in entry.glob("ckp-*.json"))
+
+
+def test_registry_refuses_unknown_names_naming_the_accepted_ones():
+    with pytest.raises(BadInput, match="lib 'torch-fp64'.*torch-cudnn-fp16"):
+        backends.create("torch-fp64")
+    with pytest.raises(BadInput, match="memory format 'nhwc'.*channels_last"):
+        backends.create("torch-cpu", backends.Options(memory_format="nhwc"))
+
+
+def test_tensorrt_without_tensorrt_is_a_failed_measurement_with_the_reason():
+    measured = engine.run_point(engine.RunPlan("alexnet", 1), backends.create("tensorrt-fp16"))
+    assert measured.run_success is False
+    assert "CUDA GPU" in measured.error or "TensorRT is not installed" in measured.error
