@@ -25,6 +25,7 @@ class Facts:
     elementwise_share: float | None = None  # unfused batch norm, ReLU, additions: memory-bound
     unaligned_convs: list[str] = field(default_factory=list)  # convolutions with channels not multiples of 8
     cpu_has_bf16: bool | None = None
+    fused: bool = False  # a compiler (inductor, TensorRT) already fused the layers
 
 
 @dataclass
@@ -57,8 +58,12 @@ def _reasons(f: Facts) -> list[str]:
         reasons.append("cuDNN off: convolutions run as im2col + GEMM, bound by memory traffic")
     reduced = f.precision in ("fp16", "bf16", "amp", "tf32")
     if f.elementwise_share is not None and f.elementwise_share > ELEMENTWISE_HEAVY:
-        reasons.append(f"{f.elementwise_share:.0%} of GPU time in unfused batch norm, ReLU and additions, which are "
-                       "memory-bound (fold batch norm, fuse with torch.compile)")
+        if f.fused:
+            reasons.append(f"{f.elementwise_share:.0%} of GPU time in fused batch norm/ReLU/addition kernels, "
+                           "which are memory-bound")
+        else:
+            reasons.append(f"{f.elementwise_share:.0%} of GPU time in unfused batch norm, ReLU and additions, "
+                           "which are memory-bound (fold batch norm, fuse with torch.compile)")
     if f.layout_share is not None and f.layout_share > LAYOUT_HEAVY:
         reasons.append(f"{f.layout_share:.0%} of GPU time converting layouts"
                        + (" (NCHW: use channels_last)" if f.memory_format == "nchw" else ""))
@@ -69,7 +74,7 @@ def _reasons(f: Facts) -> list[str]:
             reasons.append(f"tensor-core kernels only {f.tensor_core_share:.0%} of GPU time")
         else:
             reasons.append(f"tensor-core kernels {f.tensor_core_share:.0%} of GPU time")
-    if not f.cudnn_benchmark:
+    if f.cudnn and not f.cudnn_benchmark:
         reasons.append("cudnn.benchmark off: algorithms chosen by heuristics, not measured")
     if f.speedup_vs_tf32 is not None and f.precision in ("fp16", "bf16", "amp"):
         reasons.append(f"{f.speedup_vs_tf32:.2f}x TF32 (the fp32 baseline with TF32 on already uses tensor cores)")

@@ -124,6 +124,8 @@ def _measure(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Me
             ref = reference if reference is not None else reference_logits(model, images, backend.device)
             result.accuracy = compare(out, ref, "fp32 eager, TF32 off, same device")
         layered = backend.layer_model()
+        if plan.per_layer and layered is None and backend.name != "null":
+            result.notes.append(f"per-layer times unavailable: {backend.name} fuses layers; see its kernel profile")
         if plan.per_layer and layered is not None:
             layer_step = lambda: backend.layer_forward(inputs)  # noqa: E731
             result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device)

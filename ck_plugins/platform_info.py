@@ -1,6 +1,7 @@
 """Provenance: what machine and software a measurement ran on, and this repository's commit."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -39,8 +40,10 @@ def repo_state() -> dict:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
+    if commit is None:  # a copy without .git (the GPU machine gets a working tree): the caller may name it
+        return {"commit": os.environ.get("CKPB_COMMIT", "unknown"), "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit or "unknown", "dirty": bool(status) if status is not None else None}
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
 def tensorrt_version() -> str | None:

@@ -63,3 +63,21 @@ def test_tensorrt_without_tensorrt_is_a_failed_measurement_with_the_reason():
     measured = engine.run_point(engine.RunPlan("alexnet", 1), backends.create("tensorrt-fp16"))
     assert measured.run_success is False
     assert "CUDA GPU" in measured.error or "TensorRT is not installed" in measured.error
+
+
+try:
+    import torch
+    import torch_tensorrt  # noqa: F401
+    HAVE_TENSORRT = torch.cuda.is_available()
+except ImportError:
+    HAVE_TENSORRT = False
+
+
+@pytest.mark.skipif(not HAVE_TENSORRT, reason="needs torch_tensorrt and a CUDA GPU; neither machine of this project "
+                    "has TensorRT installed (install torch-tensorrt on a GPU machine to run it)")
+@pytest.mark.parametrize("lib", ["tensorrt-fp32", "tensorrt-fp16"])
+def test_tensorrt_engine_builds_and_matches_the_fp32_reference(lib):
+    measured = engine.run_point(engine.RunPlan("resnet50", 4, warmup=2, iterations=3, repetitions=1),
+                                backends.create(lib, backends.Options(memory_format="channels_last")))
+    assert measured.run_success, measured.error
+    assert measured.accuracy.top1_agreement >= 0.75 and measured.accuracy.relative_error < 0.05

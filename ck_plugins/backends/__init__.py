@@ -30,7 +30,7 @@ def _eager(device: str, precision: str, cudnn: bool = True) -> Callable[[str, Op
 
 def _compiled(precision: str) -> Callable[[str, Options], Backend]:
     def make(name: str, o: Options) -> Backend:
-        config = EagerConfig("cuda", precision if precision != "fp32" else "tf32", memory_format=o.memory_format)
+        config = EagerConfig("cuda", precision, memory_format=o.memory_format)
         return CompiledBackend(name, config, o.compile_mode, o.freezing)
     return make
 
