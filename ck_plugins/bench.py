@@ -79,12 +79,12 @@ def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None, model):
     return diagnose(facts)
 
 
-def record(request: PointRequest, m: engine.Measurement) -> Path:
+def record(request: PointRequest, m: engine.Measurement, sweep: dict | None = None) -> Path:
     """Validate and write the point into experiment/<model>-<lib>/ of the request's repository."""
     gpu = (m.platform or {}).get("gpu")
     data = point.from_measurement(m, peak_tflops(gpu, m.settings.get("precision", "fp32")),
-                                  platform_info.repo_state())
-    ckrepo.init_repo(request.repo, request.repo.name or "results")
+                                  platform_info.repo_state(), sweep)
+    ckrepo.init_repo(request.repo, ckrepo.RESULTS_ALIAS)
     entry = ckrepo.ensure_experiment_entry(request.repo, request.plan.model, request.lib,
                                            [point.TAG, request.plan.model, request.lib])
     return ckrepo.write_point(entry, data)

@@ -94,7 +94,11 @@ def _cmd_point(args) -> int:
     request = bench.PointRequest(plan, args.lib, options, Path(args.repo or REPO_ROOT).resolve(), args.family)
     backends.create(args.lib, options, args.family)  # names checked before anything is measured
     measured = bench.measure_point(request)
-    path = bench.record(request, measured)
+    sweep = None
+    if os.environ.get("CK_SWEEP_ID"):  # run by the sweep's CK route
+        sweep = {"id": os.environ["CK_SWEEP_ID"], "config": os.environ.get("CK_SWEEP_CONFIG", ""),
+                 **({"shard": os.environ["CK_SWEEP_SHARD"]} if os.environ.get("CK_SWEEP_SHARD") else {})}
+    path = bench.record(request, measured, sweep)
     write_json_atomic(args.out, {"program": "point", "run_success": measured.run_success, "point_file": str(path),
                                  "point": __import__("json").loads(path.read_text())})
     print(bench.summary_line(measured))
@@ -102,11 +106,85 @@ def _cmd_point(args) -> int:
     return 0 if measured.run_success else 3
 
 
+def _add_explore(sub) -> None:
+    p = sub.add_parser("explore", help="sweep models x libs x batch sizes (script/explore-batch-size-libs-models)")
+    p.add_argument("--config", default="default", help="preset name (default, large-batch, ci) or a JSON path")
+    p.add_argument("--models", help="comma-separated subset of the config's models")
+    p.add_argument("--libs", help="comma-separated subset of the config's libs")
+    p.add_argument("--batch-sizes", help="comma-separated batch sizes (replace the config's)")
+    p.add_argument("--device", default="any", help="any, cpu or cuda: keep only libs of that device")
+    p.add_argument("--shard", help="I/N: run the I-th of N deterministic parts (0-based)")
+    p.add_argument("--workers", default="0", help="parallel workers (default: one per visible GPU, else 1)")
+    p.add_argument("--repo", default=os.environ.get("CK_RESULTS_REPO", ""),
+                   help="CK repository that receives the points (default: this checkout)")
+    p.add_argument("--fresh", action="store_true", help="start a new sweep even if the last one is incomplete")
+    p.add_argument("--via-ck", action="store_true", help="use CK's autotune pipeline (one CK run per point)")
+    p.add_argument("--dry-run", action="store_true", help="list the (model, lib) tasks and stop")
+    p.set_defaults(func=_cmd_explore)
+    w = sub.add_parser("explore-worker", help=argparse.SUPPRESS)
+    for name in ("--task", "--config-json", "--sweep", "--repo"):
+        w.add_argument(name, required=True)
+    w.set_defaults(func=_cmd_explore_worker)
+
+
+def _cmd_explore(args) -> int:
+    import time
+    from pathlib import Path
+
+    from . import explore
+    from .platform_info import REPO_ROOT
+
+    config = explore.load_config(args.config)
+    tasks = explore.plan_tasks(config, explore.parse_list(args.models), explore.parse_list(args.libs),
+                               explore.parse_list(args.batch_sizes), args.device)
+    shard = explore.parse_shard(args.shard)
+    if shard:
+        tasks = explore.shard(tasks, *shard)
+    workers = check_positive_int("workers", args.workers) if args.workers != "0" else 0
+    if args.dry_run or not tasks:
+        for task in tasks:
+            print(f"{task.model} {task.lib} {task.memory_format} batch {','.join(map(str, task.batch_sizes))}")
+        print(f"{len(tasks)} tasks, {sum(len(t.batch_sizes) for t in tasks)} points")
+        return 0
+    repo = Path(args.repo or REPO_ROOT).resolve()
+    key = explore.sweep_key(config, tasks, args.shard or "")
+    sweep = explore.open_sweep(repo, key, config, args.shard or "", args.fresh)
+    explore.remove_stale_temporaries(repo)
+    print(f"sweep {sweep['id']} ({config.name}): {len(tasks)} (model, lib) tasks into {repo}", flush=True)
+    start = time.perf_counter()
+    if args.via_ck:
+        outcome = explore.run_via_ck(tasks, config, sweep, repo)
+    else:
+        outcome = explore.run(tasks, config, sweep, repo, workers)
+    summary = explore.finish(repo, key, sweep, outcome, time.perf_counter() - start)
+    ratio = summary["wall_over_measured"]
+    print(f"wall {summary['wall_s']:.1f} s, measured {summary['measured_s']:.1f} s"
+          f"{f', ratio {ratio:.2f}' if ratio else ''}; {summary['points']} points, {summary['failed']} failed")
+    for reason, count in summary["failures"].items():
+        print(f"  {count} failed: {reason}")
+    return 0
+
+
+def _cmd_explore_worker(args) -> int:
+    import json
+    from pathlib import Path
+
+    from . import explore
+
+    config = json.loads(args.config_json)
+    config = explore.SweepConfig(**{**config, "models": tuple(config["models"]),
+                                    "batch_sizes": tuple(config["batch_sizes"])})
+    task = json.loads(args.task)
+    task = explore.Task(task["model"], task["lib"], tuple(task["batch_sizes"]), task["memory_format"])
+    return explore.worker(task, config, json.loads(args.sweep), Path(args.repo))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_resnet_fp16(sub)
     _add_point(sub)
+    _add_explore(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

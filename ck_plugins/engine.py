@@ -23,6 +23,7 @@ class RunPlan:
     per_layer: bool = True
     profile: bool = True
     accuracy: bool = True
+    per_layer_passes: int = 3  # per repetition; the median is kept
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _measure(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Me
             result.notes.append(f"per-layer times unavailable: {backend.name} fuses layers; see its kernel profile")
         if plan.per_layer and layered is not None:
             layer_step = lambda: backend.layer_forward(inputs)  # noqa: E731
-            result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device)
+            result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device, plan.per_layer_passes)
                                 for _ in range(plan.repetitions)]
         if plan.profile:
             profile_loaded(backend, inputs, result)

@@ -54,7 +54,7 @@ def choices_env(m: "Measurement") -> dict:
             "CK_CUDA_GRAPH": bool(settings.get("cuda_graph", False))}
 
 
-def from_measurement(m: "Measurement", peak_tflops: float | None, repo_state: dict) -> dict:
+def from_measurement(m: "Measurement", peak_tflops: float | None, repo_state: dict, sweep: dict | None = None) -> dict:
     point = {
         "choices": {"env": choices_env(m), "settings": m.settings},
         "features": {"schema_version": SCHEMA_VERSION,
@@ -63,6 +63,8 @@ def from_measurement(m: "Measurement", peak_tflops: float | None, repo_state: di
                      "repo": repo_state, "model": {"flops_per_image": m.flops_per_image}},
         "characteristics_list": [{"run": r} for r in _runs(m, peak_tflops)],
     }
+    if sweep:
+        point["features"]["sweep"] = sweep
     return validate(_plain(point))
 
 

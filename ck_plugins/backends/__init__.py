@@ -59,6 +59,22 @@ LIBS: dict[str, tuple[str, Callable[[str, Options], Backend]]] = {
     "tensorrt-fp16": ("tensorrt", _tensorrt("fp16")),
 }
 FAMILIES = sorted({family for family, _ in LIBS.values()})
+CHANNELS_LAST_FAMILIES = ("fp16", "compile", "tensorrt")  # where tensor cores want NHWC
+
+
+def default_memory_format(lib: str) -> str:
+    return "channels_last" if family_of(lib) in CHANNELS_LAST_FAMILIES else "nchw"
+
+
+def runnable(lib: str) -> str | None:
+    """None when `lib` can run on this machine, else the reason it cannot."""
+    from ..errors import Unsupported
+
+    try:
+        create(lib).check()
+    except Unsupported as error:
+        return str(error)
+    return None
 
 
 def family_of(lib: str) -> str:

@@ -1,0 +1,130 @@
+"""The sweep end to end on the CPU: ci config, kill -9 and resume, re-runs, shards merged by git, hangs, CK route."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ck_plugins import explore, point
+
+ENV = dict(os.environ, PYTHONWARNINGS="ignore::SyntaxWarning")
+
+
+def sweep(repo, *args, wait=True):
+    command = [sys.executable, "-m", "ck_plugins", "explore", "--repo", str(repo), *args]
+    if not wait:
+        return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def points(repo):
+    found = []
+    for path in sorted(Path(repo).glob("experiment/*/ckp-*.json")):
+        data = json.loads(path.read_text())
+        env = data["choices"]["env"]
+        found.append((env["CK_MODEL"], env["CK_LIB"], env["CK_BATCH_SIZE"], data["features"]["sweep"]["id"],
+                      path.name.split(".")[1], data))
+    return found
+
+
+def config_file(tmp_path, **overrides):
+    data = json.loads((explore.CONFIG_DIR / "ci.json").read_text())
+    data.update(overrides)
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_ci_config_end_to_end_records_valid_points_tagged_like_the_seed(tmp_path):
+    done = sweep(tmp_path, "--config", "ci")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = points(tmp_path)
+    assert sorted((m, lib, b) for m, lib, b, *_ in found) == sorted(
+        (m, lib, b) for m in ("squeezenet-1.0", "squeezenet-1.1") for lib in ("null", "torch-cpu") for b in (1, 2))
+    assert all(point.problems(data) == [] and len(data["characteristics_list"]) == 3 for *_, data in found)
+    meta = json.loads((tmp_path / "experiment" / "squeezenet-1.1-torch-cpu" / ".cm" / "meta.json").read_text())
+    assert meta["tags"] == ["explore-batch-size-libs-models", "squeezenet-1.1", "torch-cpu"]
+    assert "8 points, 0 failed" in done.stdout
+
+
+def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_path):
+    config = config_file(tmp_path, models=["squeezenet-1.1"], batch_sizes=[1, 2, 3, 4, 5, 6])
+    repo = tmp_path / "repo"
+    proc = sweep(repo, "--config", str(config), wait=False)
+    deadline = time.time() + 300
+    while len(list(repo.glob("experiment/*-torch-cpu/ckp-*.json"))) < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # the sweep process; its worker dies with it (PR_SET_PDEATHSIG)
+    proc.wait()
+    before = len(points(repo))
+    assert 0 < before < 12
+    time.sleep(1)
+    resumed = sweep(repo, "--config", str(config))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    found = points(repo)
+    keys = Counter((m, lib, b) for m, lib, b, *_ in found)
+    assert len(keys) == 12 and set(keys.values()) == {1}  # every point once: nothing lost, nothing doubled
+    assert len({sweep_id for *_, sweep_id, _, _ in found}) == 1 and not list(repo.glob("experiment/*/.ckp.*"))
+    assert all(point.problems(data) == [] for *_, data in found)
+    again = sweep(repo, "--config", str(config), "--libs", "null")
+    assert again.returncode == 0
+    subpoints = Counter(sub for m, lib, b, _, sub, _ in points(repo) if lib == "null")
+    assert subpoints == {"0001": 6, "0002": 6}  # a new sweep adds repetitions to the same points
+
+
+def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_path):
+    config = explore.load_config("ci")
+    tasks = explore.plan_tasks(config)
+    parts = [explore.shard(tasks, i, 3) for i in range(3)]
+    assert sorted(t for part in parts for t in part) == sorted(tasks) and sum(map(len, parts)) == len(tasks)
+    git = lambda cwd, *a: subprocess.run(["git", "-C", str(cwd), *a], check=True, capture_output=True, text=True)
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    (origin / "README").write_text("results\n")
+    git(origin, "add", "-A")
+    git(origin, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clones = []
+    for index in range(2):
+        clone = tmp_path / f"host{index}"
+        git(tmp_path, "clone", "-q", str(origin), str(clone))
+        assert sweep(clone, "--config", "ci", "--shard", f"{index}/2").returncode == 0
+        (clone / ".gitignore").write_text(".ck-sweeps/\n")
+        git(clone, "add", "-A")
+        git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"shard {index}")
+        clones.append(clone)
+    git(clones[0], "pull", "-q", "--no-rebase", "--no-edit", str(clones[1]), "main")
+    merged = points(clones[0])
+    assert len(merged) == 8 and len({(m, lib, b) for m, lib, b, *_ in merged}) == 8
+
+
+def test_a_hung_worker_becomes_failed_points_and_the_sweep_goes_on(tmp_path):
+    config = config_file(tmp_path, models=["squeezenet-1.1"], libs=["torch-cpu"], time_limit_s=0.3)
+    done = sweep(tmp_path / "repo", "--config", str(config))
+    assert done.returncode == 0 and "2 points, 2 failed" in done.stdout
+    found = points(tmp_path / "repo")
+    runs = [data["characteristics_list"][0]["run"] for *_, data in found]
+    assert len(runs) == 2 and all(not r["run_success"] and "timed out after 0.3 s" in r["error"] for r in runs)
+
+
+@pytest.mark.parametrize("args, named", [(["--config", "nope"], "'nope'"), (["--shard", "2/2"], "'2/2'"),
+                                         (["--config", "ci", "--libs", "torch-cudnn-fp16"], "'torch-cudnn-fp16'")])
+def test_bad_sweep_arguments_are_one_line(tmp_path, args, named):
+    done = sweep(tmp_path, *args)
+    assert done.returncode == 2 and named in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_ck_route_records_the_same_entries(ck_env, tmp_path):
+    env = dict(ck_env)
+    done = subprocess.run([sys.executable, "-m", "ck_plugins", "explore", "--config", "ci", "--via-ck", "--models",
+                           "squeezenet-1.1", "--libs", "null", "--repo", str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    found = points(tmp_path)
+    assert sorted((m, lib, b) for m, lib, b, *_ in found) == [("squeezenet-1.1", "null", 1), ("squeezenet-1.1", "null", 2)]
+    assert all(point.problems(data) == [] for *_, data in found)
