@@ -296,10 +296,19 @@ def _record_failure(task: Task, batch: int, config: SweepConfig, sweep: dict, re
     bench.record(bench.PointRequest(plan, task.lib, None, repo), failed, _sweep_features(sweep))
 
 
+def remaining(tasks: list[Task], repo: Path, sweep_id: str) -> list[Task]:
+    """The tasks with only the batch sizes this sweep has not recorded yet (no worker starts just to skip)."""
+    done = recorded(repo, sweep_id)
+    left = [Task(t.model, t.lib, tuple(b for b in t.batch_sizes if (t.model, t.lib, b) not in done), t.memory_format)
+            for t in tasks]
+    return [t for t in left if t.batch_sizes]
+
+
 def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers: int) -> Outcome:
     """Run the tasks, `workers` at a time (one per GPU), with a progress bar; return what was measured."""
     from tqdm import tqdm
 
+    tasks = remaining(tasks, repo, sweep["id"])
     total = Outcome()
     bar = tqdm(total=sum(len(t.batch_sizes) for t in tasks), unit="point", dynamic_ncols=True, mininterval=1.0)
     lock = threading.Lock()
@@ -365,11 +374,8 @@ def run_via_ck(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path) 
     from . import backends
 
     outcome = Outcome()
-    for task in tasks:
-        done = recorded(repo, sweep["id"])
-        sizes = [b for b in task.batch_sizes if (task.model, task.lib, b) not in done]
-        if not sizes:
-            continue
+    for task in remaining(tasks, repo, sweep["id"]):
+        sizes = list(task.batch_sizes)
         env = {"CK_PYTHON": sys.executable, "CK_LIB": task.lib, "CK_MODEL": task.model, "CK_FAMILY": "any",
                "CK_ITERATIONS": config.iterations, "CK_REPETITIONS": config.repetitions, "CK_WARMUP": config.warmup,
                "CK_MEMORY_FORMAT": task.memory_format, "CK_PER_LAYER": str(config.per_layer).lower(),

@@ -71,10 +71,20 @@ def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_
     assert len(keys) == 12 and set(keys.values()) == {1}  # every point once: nothing lost, nothing doubled
     assert len({sweep_id for *_, sweep_id, _, _ in found}) == 1 and not list(repo.glob("experiment/*/.ckp.*"))
     assert all(point.problems(data) == [] for *_, data in found)
+    assert f"{12 - before} points" in resumed.stdout  # the resumed run measured only what was missing
     again = sweep(repo, "--config", str(config), "--libs", "null")
     assert again.returncode == 0
     subpoints = Counter(sub for m, lib, b, _, sub, _ in points(repo) if lib == "null")
     assert subpoints == {"0001": 6, "0002": 6}  # a new sweep adds repetitions to the same points
+
+
+def test_remaining_keeps_only_unrecorded_batch_sizes(tmp_path):
+    config = config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"], batch_sizes=[1, 2])
+    assert sweep(tmp_path / "repo", "--config", str(config)).returncode == 0
+    sweep_id = points(tmp_path / "repo")[0][3]
+    task = explore.Task("squeezenet-1.1", "null", (1, 2, 3), "nchw")
+    assert explore.remaining([task], tmp_path / "repo", sweep_id) == [explore.Task("squeezenet-1.1", "null", (3,), "nchw")]
+    assert explore.remaining([task], tmp_path / "repo", "another-sweep") == [task]
 
 
 def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_path):
