@@ -24,6 +24,7 @@ class RunPlan:
     profile: bool = True
     accuracy: bool = True
     per_layer_passes: int = 3  # per repetition; the median is kept
+    harness_check: bool = True  # also time a bare CUDA-event loop, to report our overhead (GPU only)
 
 
 @dataclass
@@ -60,8 +61,9 @@ def seeded_images(batch_size: int, seed: int, image_size: int = 224) -> torch.Te
 
 def reference_logits(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """fp32 logits with TF32 off, on `device`, in chunks so the reference never needs much memory."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False  # one pass: autotuning its algorithms would cost more than it runs
     try:
         ref_model = model.to(device)
         with torch.inference_mode():
@@ -69,7 +71,8 @@ def reference_logits(model: torch.nn.Module, images: torch.Tensor, device: torch
         model.to("cpu")
         return out
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
 
 
 def compare(out: torch.Tensor, ref: torch.Tensor, reference: str) -> Accuracy:
@@ -117,7 +120,7 @@ def _measure(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Me
         step = lambda: backend.predict(inputs)  # noqa: E731
         timing = measure.time_iterations(step, backend.device, plan.warmup, plan.iterations, plan.repetitions)
         result.samples_ms, result.clock = timing.samples_ms, timing.clock
-        if backend.device.type == "cuda":
+        if backend.device.type == "cuda" and plan.harness_check:
             result.harness = harness_overhead(step, plan.iterations, timing.samples_ms)
         result.memory = measure.read_peak_memory(backend.device)
         if plan.accuracy and backend.name != "null":

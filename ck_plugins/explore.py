@@ -211,7 +211,8 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path) -> int:
             print(json.dumps({"batch": batch, "skipped": True}), flush=True)
             continue
         plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions,
-                              per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes)
+                              per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
+                              harness_check=False)
         request = bench.PointRequest(plan, task.lib, options, repo)
         measured = engine.run_point(plan, backends.create(task.lib, options), model)
         bench.record(request, measured, _sweep_features(sweep))
