@@ -102,3 +102,24 @@ def write_point(entry: Path, point: dict) -> Path:
         raise RuntimeError(f"{entry}: more than 9999 subpoints for point {uid}")
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def merge_repo(source: Path | str, target: Path | str) -> tuple[int, int]:
+    """Copy every experiment point of `source` into `target` as new subpoints; identical points are skipped.
+
+    Returns (added, skipped). Entries and alias files are created as needed; nothing in `target` is overwritten.
+    """
+    source, target = Path(source), Path(target)
+    init_repo(target, RESULTS_ALIAS)
+    added = skipped = 0
+    for entry in sorted(p for p in (source / "experiment").iterdir() if p.is_dir() and not p.name.startswith(".")):
+        meta = json.loads((entry / ".cm" / "meta.json").read_text())
+        into = ensure_experiment_entry(target, meta["model"], meta["lib"], meta["tags"])
+        existing = {f.read_bytes() for f in into.glob("ckp-*.json")}
+        for path in sorted(entry.glob("ckp-*.json")):
+            if path.read_bytes() in existing:
+                skipped += 1
+                continue
+            write_point(into, json.loads(path.read_text()))
+            added += 1
+    return added, skipped

@@ -179,12 +179,34 @@ def _cmd_explore_worker(args) -> int:
     return explore.worker(task, config, json.loads(args.sweep), Path(args.repo))
 
 
+def _add_merge(sub) -> None:
+    p = sub.add_parser("merge", help="copy the experiment points of one CK repository into another")
+    p.add_argument("source")
+    p.add_argument("--into", default="", help="target repository (default: this checkout)")
+    p.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(args) -> int:
+    from pathlib import Path
+
+    from .ckrepo import merge_repo
+    from .platform_info import REPO_ROOT
+
+    source = Path(args.source)
+    if not (source / "experiment").is_dir():
+        raise BadInput("source repository", args.source, "a CK repository folder holding experiment/")
+    added, skipped = merge_repo(source, Path(args.into or REPO_ROOT))
+    print(f"{added} points added, {skipped} identical points skipped")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_resnet_fp16(sub)
     _add_point(sub)
     _add_explore(sub)
+    _add_merge(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -81,3 +81,16 @@ def test_tensorrt_engine_builds_and_matches_the_fp32_reference(lib):
                                 backends.create(lib, backends.Options(memory_format="channels_last")))
     assert measured.run_success, measured.error
     assert measured.accuracy.top1_agreement >= 0.75 and measured.accuracy.relative_error < 0.05
+
+
+def test_merge_renumbers_clashing_subpoints_and_skips_identical_points(tmp_path):
+    data = null_point()
+    for repo in ("a", "b"):
+        entry = ckrepo.ensure_experiment_entry(tmp_path / repo, "alexnet", "null", ["t", "alexnet", "null"])
+        ckrepo.write_point(entry, data)
+    other = json.loads(json.dumps(data))
+    other["features"]["repo"]["commit"] = "def"
+    ckrepo.write_point(tmp_path / "b" / "experiment" / "alexnet-null", other)
+    assert ckrepo.merge_repo(tmp_path / "b", tmp_path / "a") == (1, 1)
+    merged = sorted(p.name.split(".")[1] for p in (tmp_path / "a" / "experiment" / "alexnet-null").glob("ckp-*"))
+    assert merged == ["0001", "0002"]
