@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import BadInput, check_choice
+from ..libnames import FAMILY_OF, default_memory_format  # noqa: F401 (default_memory_format re-exported)
 from .base import MEMORY_FORMATS, Backend
 from .compiled import COMPILE_MODES, CompiledBackend
 from .null import NullBackend
@@ -39,31 +40,28 @@ def _tensorrt(precision: str) -> Callable[[str, Options], Backend]:
     return lambda name, o: TensorRTBackend(name, EagerConfig("cuda", precision, memory_format=o.memory_format))
 
 
-# lib -> (family, factory). A family is one CK program (program/bench-<family>).
-LIBS: dict[str, tuple[str, Callable[[str, Options], Backend]]] = {
-    "null": ("null", lambda name, o: NullBackend()),
-    "torch-cpu": ("cpu", _eager("cpu", "fp32")),
-    "torch-cpu-bf16": ("cpu", _eager("cpu", "bf16")),
-    "onnxruntime": ("cpu", lambda name, o: OnnxRuntimeBackend(name, "cpu")),
-    "torch-cublas-fp32": ("cublas", _eager("cuda", "fp32", cudnn=False)),
-    "torch-cublas-fp16": ("cublas", _eager("cuda", "fp16", cudnn=False)),
-    "torch-cudnn-fp32": ("cudnn", _eager("cuda", "fp32")),
-    "torch-cudnn-tf32": ("cudnn", _eager("cuda", "tf32")),
-    "torch-cudnn-fp16": ("fp16", _eager("cuda", "fp16")),
-    "torch-cudnn-bf16": ("fp16", _eager("cuda", "bf16")),
-    "torch-amp": ("fp16", _eager("cuda", "amp")),
-    "torch-compile-fp32": ("compile", _compiled("fp32")),
-    "torch-compile-fp16": ("compile", _compiled("fp16")),
-    "torch-compile-bf16": ("compile", _compiled("bf16")),
-    "tensorrt-fp32": ("tensorrt", _tensorrt("fp32")),
-    "tensorrt-fp16": ("tensorrt", _tensorrt("fp16")),
+# lib -> factory; families (one CK program each) are in libnames.
+FACTORIES: dict[str, Callable[[str, Options], Backend]] = {
+    "null": lambda name, o: NullBackend(),
+    "torch-cpu": _eager("cpu", "fp32"),
+    "torch-cpu-bf16": _eager("cpu", "bf16"),
+    "onnxruntime": lambda name, o: OnnxRuntimeBackend(name, "cpu"),
+    "torch-cublas-fp32": _eager("cuda", "fp32", cudnn=False),
+    "torch-cublas-fp16": _eager("cuda", "fp16", cudnn=False),
+    "torch-cudnn-fp32": _eager("cuda", "fp32"),
+    "torch-cudnn-tf32": _eager("cuda", "tf32"),
+    "torch-cudnn-fp16": _eager("cuda", "fp16"),
+    "torch-cudnn-bf16": _eager("cuda", "bf16"),
+    "torch-amp": _eager("cuda", "amp"),
+    "torch-compile-fp32": _compiled("fp32"),
+    "torch-compile-fp16": _compiled("fp16"),
+    "torch-compile-bf16": _compiled("bf16"),
+    "tensorrt-fp32": _tensorrt("fp32"),
+    "tensorrt-fp16": _tensorrt("fp16"),
 }
-FAMILIES = sorted({family for family, _ in LIBS.values()})
-CHANNELS_LAST_FAMILIES = ("fp16", "compile", "tensorrt")  # where tensor cores want NHWC
-
-
-def default_memory_format(lib: str) -> str:
-    return "channels_last" if family_of(lib) in CHANNELS_LAST_FAMILIES else "nchw"
+LIBS: dict[str, tuple[str, Callable[[str, Options], Backend]]] = {
+    name: (FAMILY_OF[name], factory) for name, factory in FACTORIES.items()}
+FAMILIES = sorted(set(FAMILY_OF.values()))
 
 
 def runnable(lib: str) -> str | None:

@@ -1,0 +1,17 @@
+"""Lib names, their families (one CK program each) and usual layouts. No torch: the reading side uses it too."""
+from __future__ import annotations
+
+FAMILY_OF = {
+    "null": "null",
+    "torch-cpu": "cpu", "torch-cpu-bf16": "cpu", "onnxruntime": "cpu",
+    "torch-cublas-fp32": "cublas", "torch-cublas-fp16": "cublas",
+    "torch-cudnn-fp32": "cudnn", "torch-cudnn-tf32": "cudnn",
+    "torch-cudnn-fp16": "fp16", "torch-cudnn-bf16": "fp16", "torch-amp": "fp16",
+    "torch-compile-fp32": "compile", "torch-compile-fp16": "compile", "torch-compile-bf16": "compile",
+    "tensorrt-fp32": "tensorrt", "tensorrt-fp16": "tensorrt",
+}
+CHANNELS_LAST_FAMILIES = ("fp16", "compile", "tensorrt")  # where tensor cores want NHWC
+
+
+def default_memory_format(lib: str) -> str:
+    return "channels_last" if FAMILY_OF.get(lib) in CHANNELS_LAST_FAMILIES else "nchw"
