@@ -59,3 +59,27 @@ def postprocess(i: dict) -> dict:
         return {"return": 1, "error": f"{path.resolve()}: {error}"}
     write_json_atomic(TIMER_FILE, characteristics)
     return {"return": 0}
+
+
+def analyse(i: dict) -> dict:
+    """`ck analyse precision-bench`: i['tags'], i['repo'] (comma-separated paths; default every registered
+    repository), i['report_dir'], i['baseline'], i['adaptive_libs']."""
+    import warnings
+
+    from . import readpoints, report
+
+    tags = [t for t in str(i.get("tags") or readpoints.TAG).split(",") if t]
+    try:
+        sources = [p for p in str(i.get("repo", "")).split(",") if p] or readpoints.registered_repos(tags)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = readpoints.load(sources, tags)
+        libs = [x for x in str(i.get("adaptive_libs", "")).split(",") if x] or None
+        built = report.build(loaded, Path(i.get("report_dir") or "report"), i.get("baseline"), adaptive_libs=libs)
+    except (ValueError, RuntimeError) as error:
+        return {"return": 1, "error": str(error)}
+    if i.get("out") == "con":
+        for model, figures in built.summary["models"].items():
+            print(f"{model}: fastest {figures['fastest_lib']}, {figures['time_per_image_ms']:.3f} ms per image")
+        print(f"report: {built.html_path.resolve()}")
+    return {"return": 0, "summary": built.summary, "html": str(built.html_path.resolve())}

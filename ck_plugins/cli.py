@@ -200,6 +200,48 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+def _add_analyse(sub) -> None:
+    p = sub.add_parser("analyse", help="tables, plots and the ideal adaptive solution from CK experiment points")
+    p.add_argument("--repo", action="append", default=[], help="a CK repository or entry folder (repeatable)")
+    p.add_argument("--all-repos", action="store_true", help="every repository registered with CK (pulled ones too)")
+    p.add_argument("--tags", default="explore-batch-size-libs-models", help="comma-separated tags the entries need")
+    p.add_argument("--baseline", help="lib every speed-up is computed over (default: the CPU lib if any)")
+    p.add_argument("--adaptive-libs", help="comma-separated libs the ideal adaptive solution may use (default all)")
+    p.add_argument("--title", default="ck-precision-bench report")
+    p.add_argument("--out", default="report", help="folder for report.html, summary.json and the PNG plots")
+    p.set_defaults(func=_cmd_analyse)
+
+
+def _cmd_analyse(args) -> int:
+    import warnings
+    from pathlib import Path
+
+    from . import readpoints, report
+
+    tags = [t for t in args.tags.split(",") if t]
+    sources: list = list(args.repo)
+    if args.all_repos:
+        sources += readpoints.registered_repos(tags)
+    if not sources:
+        raise BadInput("repositories", "", "--repo PATH (repeatable) or --all-repos")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped input is listed below and in the report
+        loaded = readpoints.load(sources, tags)
+    for line in loaded.skipped:
+        print(f"warning: skipped {line}", file=sys.stderr)
+    libs = [x for x in (args.adaptive_libs or "").split(",") if x] or None
+    try:
+        built = report.build(loaded, Path(args.out), args.baseline, args.title, libs)
+    except ValueError as error:
+        raise BadInput("analysis input", ", ".join(map(str, sources)), str(error)) from None
+    for model, figures in built.summary["models"].items():
+        print(f"{model}: fastest {figures['fastest_lib']}, {figures['time_per_image_ms']:.3f} ms/image at batch "
+              f"{figures['best_batch_size']}; ideal adaptive {figures['ideal_adaptive_ratio_to_best_single_lib'] or 0:.2f}x "
+              "the best single lib")
+    print(f"report: {built.html_path.resolve()}\nsummary: {built.summary_path.resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_point(sub)
     _add_explore(sub)
     _add_merge(sub)
+    _add_analyse(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
