@@ -1,0 +1,53 @@
+"""The HTML report in a real headless Chromium: it loads without console errors and the plots are drawn."""
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from ck_plugins import readpoints, report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it with "
+                                "apt-get when run as root; otherwise: apt-get install chromium)")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--enable-logging=stderr", "--v=0"]
+
+
+def pixels_vary(png: bytes) -> float:
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    return float(np.asarray(image)[..., :3].std())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    repo = Path(__file__).resolve().parent.parent
+    return report.build(readpoints.load([repo]), tmp_path_factory.mktemp("report"), title="H200")
+
+
+def test_report_loads_in_chromium_without_console_errors_and_the_screenshot_is_not_blank(built, tmp_path):
+    shot = tmp_path / "shot.png"
+    done = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
+                           f"--screenshot={shot}", built.html_path.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    assert shot.exists(), done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    assert console == []  # a self-contained page: nothing to fail, nothing logged
+    assert pixels_vary(shot.read_bytes()) > 0.05  # text, tables and plots, not a blank page
+
+
+def test_every_plot_in_the_page_is_an_image_with_content(built, tmp_path):
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          built.html_path.resolve().as_uri()], capture_output=True, text=True, timeout=180).stdout
+    images = re.findall(r"src=\"data:image/png;base64,([A-Za-z0-9+/=]+)\"", dom)
+    models = {m for m in built.summary["models"]}
+    assert len(images) >= 2 * len(models) + 1  # per-model bars and curves, per-layer bars, the ideal solution
+    assert all(pixels_vary(base64.b64decode(data)) > 0.02 for data in images)
+    assert "Ideal adaptive solution" in dom and "Headline" in dom
