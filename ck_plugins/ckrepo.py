@@ -76,15 +76,25 @@ def ensure_experiment_entry(root: Path | str, model: str, lib: str, tags: list[s
     return entry
 
 
-def point_uid(env: dict) -> str:
-    """Points are found by their features (as CK's search_point_by_features): model, lib, batch, layout, graph."""
+def point_features(point: dict) -> dict:
+    """What makes two measurements the same point (as CK's search_point_by_features): model, lib, batch,
+    layout, CUDA graph, and for compiled libs the compile mode and freezing (from the settings in older points)."""
+    env, settings = point["choices"]["env"], point["choices"].get("settings", {})
     keys = ("CK_MODEL", "CK_LIB", "CK_BATCH_SIZE", "CK_MEMORY_FORMAT", "CK_CUDA_GRAPH")
-    return uid_of(json.dumps({k: env.get(k) for k in keys}, sort_keys=True))
+    features = {k: env.get(k) for k in keys}
+    if "compile_mode" in settings or "CK_COMPILE_MODE" in env:
+        features["CK_COMPILE_MODE"] = env.get("CK_COMPILE_MODE", settings.get("compile_mode"))
+        features["CK_FREEZING"] = bool(env.get("CK_FREEZING", settings.get("freezing")))
+    return features
+
+
+def point_uid(point: dict) -> str:
+    return uid_of(json.dumps(point_features(point), sort_keys=True))
 
 
 def write_point(entry: Path, point: dict) -> Path:
     """Add the point as the next free subpoint ckp-<uid>.NNNN.json; never overwrites, never half-writes."""
-    uid = point_uid(point["choices"]["env"])
+    uid = point_uid(point)
     fd, tmp = tempfile.mkstemp(prefix=".ckp.", suffix=".tmp", dir=entry)
     try:
         with os.fdopen(fd, "w") as handle:

@@ -38,6 +38,8 @@ def _cmd_resnet_fp16(args) -> int:
     result = precision.run(batch_size, device, modes, warmup, iterations, repetitions)
     write_json_atomic(args.out, result)
     print(precision.summary_table(result))
+    if device.type == "cpu":
+        print(precision.shipped_gpu_tables())
     print(f"\nresult written to {os.path.abspath(args.out)}")
     return 0 if all(r["run_success"] for r in result["modes"]) else 3
 

@@ -48,7 +48,9 @@ def validate(point: dict) -> dict:
 
 def choices_env(m: "Measurement") -> dict:
     settings = m.settings
-    return {"CK_MODEL": m.plan.model, "CK_LIB": settings["lib"], "CK_BATCH_SIZE": m.plan.batch_size,
+    compiled = {"CK_COMPILE_MODE": settings["compile_mode"], "CK_FREEZING": bool(settings.get("freezing"))} \
+        if "compile_mode" in settings else {}
+    return {**compiled, "CK_MODEL": m.plan.model, "CK_LIB": settings["lib"], "CK_BATCH_SIZE": m.plan.batch_size,
             "CK_ITERATIONS": m.plan.iterations, "CK_REPETITIONS": m.plan.repetitions, "CK_WARMUP": m.plan.warmup,
             "CK_SEED": m.plan.seed, "CK_MEMORY_FORMAT": settings.get("memory_format", "nchw"),
             "CK_CUDA_GRAPH": bool(settings.get("cuda_graph", False))}

@@ -138,3 +138,22 @@ def summary_table(result: dict) -> str:
     lines += ["", "Why:"] + [f"- {r['diagnosis']}" for r in result["modes"]]
     lines += [f"- {s['mode']}: not run ({s['reason']})" for s in result["skipped"]]
     return "\n".join(lines)
+
+
+def shipped_gpu_tables() -> str:
+    """On a machine without a GPU: the same benchmark as measured on the GPUs whose results this repository ships."""
+    import json
+
+    from .platform_info import REPO_ROOT
+
+    lines = []
+    for path in sorted((REPO_ROOT / "docs" / "results").glob("*/resnet-fp16-bs*.json")):
+        result = json.loads(path.read_text())
+        lines.append(f"\n{result['platform'].get('gpu')} (shipped in {path.relative_to(REPO_ROOT)}), batch "
+                     f"{result['batch_size']}:")
+        lines += [f"  {m['precision']:>4} {m['memory_format']:<13} {m['images_per_second']:>9.1f} img/s  "
+                  f"{m['speedup_vs_fp32']:.2f}x fp32" for m in result["modes"] if m["run_success"]]
+    if not lines:
+        return ""
+    return "\nNo GPU here. The same benchmark on the GPU machines this repository has results from:" + "".join(
+        "\n" + line for line in lines)

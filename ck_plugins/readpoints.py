@@ -82,7 +82,7 @@ def _read_entry(entry: Path, tags: set[str], rows: _Rows) -> None:
 def _read_point(data: dict, entry_tags: list[str], path: Path, counters: Counter, rows: _Rows) -> None:
     env = data["choices"]["env"]
     if "CK_MODEL" in env:
-        model, lib, batch = env["CK_MODEL"], _variant(env), int(env["CK_BATCH_SIZE"])
+        model, lib, batch = env["CK_MODEL"], _variant(env, data["choices"].get("settings", {})), int(env["CK_BATCH_SIZE"])
         legacy = False
     else:
         model, lib = _legacy_model_lib(entry_tags, env)
@@ -116,14 +116,20 @@ def _read_point(data: dict, entry_tags: list[str], path: Path, counters: Counter
                                         layer.get("direction", "forward"), float(layer["time_ms"])))
 
 
-def _variant(env: dict) -> str:
-    """Our lib name, with the layout or CUDA graph appended where they are not the lib's usual ones."""
+def _variant(env: dict, settings: dict) -> str:
+    """Our lib name, with what differs from the lib's usual configuration appended: layout, CUDA graph,
+    compile mode, weight freezing."""
     lib = env["CK_LIB"]
     usual = default_memory_format(lib)
     if env.get("CK_MEMORY_FORMAT", usual) != usual:
         lib += f"+{env['CK_MEMORY_FORMAT']}"
     if env.get("CK_CUDA_GRAPH"):
         lib += "+graph"
+    mode = env.get("CK_COMPILE_MODE", settings.get("compile_mode", "default"))
+    if mode != "default":
+        lib += f"+{mode}"
+    if env.get("CK_FREEZING", settings.get("freezing")):
+        lib += "+freezing"
     return lib
 
 

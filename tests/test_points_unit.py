@@ -94,3 +94,20 @@ def test_merge_renumbers_clashing_subpoints_and_skips_identical_points(tmp_path)
     assert ckrepo.merge_repo(tmp_path / "b", tmp_path / "a") == (1, 1)
     merged = sorted(p.name.split(".")[1] for p in (tmp_path / "a" / "experiment" / "alexnet-null").glob("ckp-*"))
     assert merged == ["0001", "0002"]
+
+
+def test_compile_mode_and_freezing_make_distinct_points_and_lib_labels(tmp_path):
+    from ck_plugins import readpoints
+
+    base = null_point()
+    base["choices"]["env"].update(CK_LIB="torch-compile-fp16", CK_MEMORY_FORMAT="channels_last")
+    base["choices"]["settings"] = {"lib": "torch-compile-fp16", "compile_mode": "default", "freezing": False}
+    frozen = json.loads(json.dumps(base))
+    frozen["choices"]["settings"]["freezing"] = True  # an older point: the setting only, not CK_FREEZING
+    assert ckrepo.point_uid(base) != ckrepo.point_uid(frozen)
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "torch-compile-fp16", ["t"])
+    ckrepo.write_point(entry, base)
+    ckrepo.write_point(entry, frozen)
+    assert sorted(p.name.split(".")[1] for p in entry.glob("ckp-*")) == ["0001", "0001"]
+    libs = set(readpoints.load([tmp_path]).runs.index.get_level_values("lib"))
+    assert libs == {"torch-compile-fp16", "torch-compile-fp16+freezing"}

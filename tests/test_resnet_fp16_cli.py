@@ -48,3 +48,4 @@ def test_cpu_run_measures_fp32_and_bf16_and_says_what_was_not_run(tmp_path):
     fp32 = result["modes"][0]
     assert fp32["speedup_vs_fp32"] == 1.0 and fp32["relative_error"] < 1e-5
     assert "not run (fp16 needs a CUDA GPU" in done.stdout
+    assert "The same benchmark on the GPU machines" in done.stdout and "NVIDIA H200" in done.stdout
