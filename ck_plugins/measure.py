@@ -106,8 +106,8 @@ def per_layer_times(model: nn.Module, step: Callable[[], object], device: torch.
                     passes: int = 3) -> list[LayerTime]:
     """Forward time of every leaf module, from hooks, in a pass separate from the timed one.
 
-    Each pass brackets every leaf with events (CUDA) or perf_counter (CPU); the median over `passes` is
-    kept. Work outside leaf modules (residual additions, concatenations, flatten) is not attributed.
+    Each pass brackets every call of every leaf with events (CUDA) or perf_counter (CPU), summing the calls
+    of a module run more than once (a Bottleneck's ReLU); the median over `passes` is kept. Work outside leaf modules (residual additions, concatenations, flatten) is not attributed.
     """
     labelled = leaves(model)
     per_pass: list[list[float]] = []
@@ -132,23 +132,27 @@ def per_layer_times(model: nn.Module, step: Callable[[], object], device: torch.
 
 
 def _mark(marks: dict, label: str, slot: int, device: torch.device):
+    """Slot 0 opens a [start, end] pair for this call of the layer, slot 1 closes it (a module may run twice)."""
     def hook(*_args):
-        pair = marks.setdefault(label, [None, None])
         if device.type == "cuda":
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            pair[slot] = event
+            value = torch.cuda.Event(enable_timing=True)
+            value.record()
         else:
-            pair[slot] = time.perf_counter()
+            value = time.perf_counter()
+        calls = marks.setdefault(label, [])
+        if slot == 0:
+            calls.append([value, None])
+        elif calls:
+            calls[-1][1] = value
     return hook
 
 
-def _elapsed_ms(pair, device: torch.device) -> float:
-    if not pair or pair[0] is None or pair[1] is None:
-        return 0.0
-    if device.type == "cuda":
-        return pair[0].elapsed_time(pair[1])
-    return (pair[1] - pair[0]) * 1e3
+def _elapsed_ms(calls, device: torch.device) -> float:
+    total = 0.0
+    for start, end in calls or []:
+        if end is not None:
+            total += start.elapsed_time(end) if device.type == "cuda" else (end - start) * 1e3
+    return total
 
 
 # ---------------------------------------------------------------------------------------- kernel profile

@@ -36,3 +36,18 @@ def test_statistics_flag_noise_and_bound_the_mean():
 
 def test_kernel_profile_is_none_on_the_cpu():
     assert measure.kernel_profile(lambda: None, torch.device("cpu")) is None
+
+
+def test_a_module_called_twice_is_timed_for_both_calls():
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.slow = torch.nn.Identity()
+
+        def forward(self, x):
+            return self.slow(self.slow(x))
+
+    model = Twice()
+    model.slow.register_forward_hook(lambda *a: time.sleep(0.01))  # registered first: inside the timed call
+    times = measure.per_layer_times(model, lambda: model(torch.ones(1)), torch.device("cpu"), passes=1)
+    assert times[0].label == "slow" and times[0].time_ms >= 20.0
