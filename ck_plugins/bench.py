@@ -1,12 +1,11 @@
 """One point, end to end: measure, baseline, profile, diagnose, record. What every bench-* CK program runs."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from . import backends, ckrepo, engine, models, platform_info, point
+from .roofline import peak_tflops
 from .diagnose import Facts, diagnose, unaligned_convs
 from .errors import Unsupported
 from .stats import summarise
@@ -21,17 +20,6 @@ class PointRequest:
     options: backends.Options
     repo: Path  # the CK repository that receives experiment/<model>-<lib>/
     family: str | None = None
-
-
-def peak_tflops(gpu: str | None, precision: str) -> float | None:
-    if not gpu:
-        return None
-    table = json.loads(resources.files("ck_plugins").joinpath("data/peaks.json").read_text())
-    key = {"amp": "fp16"}.get(precision, precision)
-    for fragment, name in table["gpu_names"].items():  # most specific first: "H100 PCIe" before "H100"
-        if fragment in gpu:
-            return table["peak_tflops_dense"][name].get(key)
-    return None
 
 
 def measure_point(request: PointRequest) -> engine.Measurement:

@@ -244,6 +244,76 @@ def _cmd_analyse(args) -> int:
     return 0
 
 
+def _add_service(sub) -> None:
+    p = sub.add_parser("serve", help="run the result service (submissions, dashboard, results.git)")
+    p.add_argument("--data", default="service-data", help="folder for the database and the results repository")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", default="8000")
+    p.add_argument("--db-url", default=os.environ.get("CKPB_DB_URL", ""),
+                   help="SQLAlchemy URL (default: SQLite in --data; e.g. postgresql+psycopg://...)")
+    p.set_defaults(func=_cmd_serve)
+    c = sub.add_parser("submit", help="validate this repository's points and send them to a result service")
+    c.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    c.add_argument("--token", default=os.environ.get("CKPB_TOKEN", ""), help="your token (or CKPB_TOKEN)")
+    c.add_argument("--repo", default=".", help="the CK repository whose experiment points are sent")
+    c.add_argument("--entries", help="comma-separated experiment entries (default: all)")
+    c.add_argument("--check", action="store_true", help="validate only; send nothing")
+    c.set_defaults(func=_cmd_submit)
+
+
+def _parse_tokens(text: str) -> dict[str, str]:
+    tokens = {}
+    for item in filter(None, text.split(",")):
+        name, _, token = item.partition(":")
+        if not name or len(token) < 16:
+            raise BadInput("CKPB_TOKENS entry", name or item[:20], "name:token with a token of 16+ characters")
+        tokens[token] = name
+    return tokens
+
+
+def _cmd_serve(args) -> int:
+    from pathlib import Path
+
+    import uvicorn
+
+    from .submit.server import create_app
+
+    admin = os.environ.get("CKPB_ADMIN_TOKEN", "")
+    if len(admin) < 16:
+        raise BadInput("CKPB_ADMIN_TOKEN", "(hidden)" if admin else "", "an admin token of 16+ characters")
+    tokens = _parse_tokens(os.environ.get("CKPB_TOKENS", ""))
+    app = create_app(Path(args.data), tokens, admin, args.db_url or None)
+    uvicorn.run(app, host=args.host, port=check_positive_int("port", args.port), log_level="warning")
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    from pathlib import Path
+
+    from .submit import client
+
+    points, problems = client.collect(Path(args.repo), [e for e in (args.entries or "").split(",") if e] or None)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problems in {args.repo}; nothing sent", file=sys.stderr)
+        return 2
+    if args.check or not points:
+        print(f"{len(points)} valid points")
+        return 0
+    if not args.token:
+        raise BadInput("token", "", "--token or CKPB_TOKEN")
+    try:
+        answers = client.send(args.url, args.token, points)
+    except (RuntimeError, OSError) as error:
+        print(f"error: the service refused or could not be reached: {str(error)[:500]}", file=sys.stderr)
+        return 3
+    accepted = sum(a["accepted"] for a in answers)
+    print(f"{accepted} points accepted, {sum(a['duplicates'] for a in answers)} already there; "
+          f"submissions {', '.join(a['submission'] for a in answers if a['submission'])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_explore(sub)
     _add_merge(sub)
     _add_analyse(sub)
+    _add_service(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,333 @@
+"""Sharing results: `ck pull repo` from git, and the result service (real uvicorn server, SQLite, git over HTTP)."""
+import copy
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ck_plugins import readpoints
+from ck_plugins.submit.server import create_app
+
+REPO = Path(__file__).resolve().parent.parent
+LEGACY = REPO.parent / "shared" / "legacy-ck-caffe" / "ck-caffe-nvidia-gtx1080"
+TOKEN, ADMIN = "alice-token-0123456789", "admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def valid_point(tag: str = "") -> dict:
+    """A real H200 point of this repository (a sweep point: it names its commit), made distinct by `tag`."""
+    path = sorted((REPO / "experiment" / "alexnet-torch-cudnn-fp16").glob("ckp-*.0001.json"))[0]
+    item = json.loads(path.read_text())
+    item["features"]["repo"]["commit"] += tag
+    return item
+
+
+def git(cwd, *args):
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout
+
+
+def commit_all(cwd, message):
+    git(cwd, "add", "-A")
+    git(cwd, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
+# ------------------------------------------------------------------------------------- sharing by git
+@pytest.mark.skipif(not LEGACY.is_dir(), reason=f"needs the legacy CK-Caffe data at {LEGACY} (shared/ beside the checkout)")
+def test_ck_pull_repo_brings_legacy_points_next_to_ours_and_later_pulls_bring_new_ones(ck, ck_env, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(LEGACY, source)
+    moved = sorted((source / "experiment" / "bvlc-alexnet-cpu").glob("ckp-*"))[-1]
+    held = moved.read_bytes()
+    moved.unlink()  # published later
+    git(tmp_path, "init", "-q", "-b", "main", str(source))
+    commit_all(source, "legacy results")
+    bare = tmp_path / "ck-caffe-nvidia-gtx1080.git"
+    git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
+    pulled = ck("pull", "repo", f"--url={bare}")
+    assert pulled.returncode == 0, pulled.stdout[-2000:] + pulled.stderr[-2000:]
+
+    def count():
+        done = subprocess.run([sys.executable, "-m", "ck_plugins", "analyse", "--all-repos", "--out",
+                               str(tmp_path / "report")], env=ck_env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+        return summary["repetitions"], summary["models"]
+
+    before, models = count()
+    assert {"alexnet", "squeezenet-1.1", "resnet50"} <= set(models)  # pulled legacy next to our own points
+    moved.write_bytes(held)
+    commit_all(source, "one more point")
+    git(source, "push", "-q", str(bare), "main")
+    assert ck("pull", "repo:ck-caffe-nvidia-gtx1080").returncode == 0
+    after, _ = count()
+    assert after == before + 3
+
+
+# ---------------------------------------------------------------------------------- the real service
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data: Path):
+        self.data, self.port, self.proc = data, free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        env = dict(os.environ, CKPB_TOKENS=f"alice:{TOKEN}", CKPB_ADMIN_TOKEN=ADMIN)
+        self.proc = subprocess.Popen([sys.executable, "-m", "ck_plugins", "serve", "--data", str(self.data),
+                                      "--port", str(self.port)], env=env, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/api/leaderboard", timeout=2)
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(self.proc.stderr.read().decode()[-2000:] if self.proc.poll() is not None else "no answer")
+
+    def post(self, points, token=TOKEN):
+        request = urllib.request.Request(self.url + "/api/submissions", data=json.dumps({"points": points}).encode(),
+                                         headers={"Authorization": f"Bearer {token}"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+
+
+def database_counts(data: Path) -> tuple[int, int]:
+    engine = sa.create_engine(f"sqlite:///{data / 'service.db'}")
+    with engine.connect() as db:
+        return (db.execute(sa.text("select count(*) from submissions where withdrawn = 0")).scalar(),
+                db.execute(sa.text("select count(*) from points")).scalar())
+
+
+def published(data: Path) -> tuple[int, int]:
+    """(publish commits, point files) in the results repository as served (the bare repository)."""
+    log = git(data / "results.git", "log", "--format=%s", "main")
+    files = [f for f in git(data / "results.git", "ls-tree", "-r", "--name-only", "main").split() if "/ckp-" in f]
+    return sum(line.startswith("publish ") for line in log.splitlines()), len(files)
+
+
+def test_the_whole_loop_submit_dashboard_and_ck_pull_from_another_installation(tmp_path, ck_env):
+    server = Server(tmp_path / "service").start()
+    try:
+        repo = tmp_path / "mine"
+        shutil.copytree(REPO / "experiment" / "alexnet-torch-cudnn-fp16", repo / "experiment" / "alexnet-torch-cudnn-fp16")
+        done = subprocess.run([sys.executable, "-m", "ck_plugins", "submit", "--url", server.url, "--token", TOKEN,
+                               "--repo", str(repo)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "8 points accepted" in done.stdout, done.stderr[-2000:]
+        board = json.loads(urllib.request.urlopen(server.url + "/api/leaderboard").read())
+        assert board[0]["submitter"] == "alice" and board[0]["model"] == "alexnet"
+        other = dict(ck_env, CK_REPOS=str(tmp_path / "other-CK"), HOME=str(tmp_path / "other-home"))
+        os.makedirs(other["HOME"])
+        pulled = subprocess.run(["ck", "pull", "repo", f"--url={server.url}/results.git"], env=other,
+                                capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert pulled.returncode == 0, pulled.stdout[-2000:] + pulled.stderr[-2000:]
+        clone = Path(other["CK_REPOS"]) / "results"
+        assert len(readpoints.load([clone]).runs) == 8 * 3
+        again = subprocess.run([sys.executable, "-m", "ck_plugins", "submit", "--url", server.url, "--token", TOKEN,
+                                "--repo", str(repo)], capture_output=True, text=True, timeout=300)
+        assert "0 points accepted, 8 already there" in again.stdout
+    finally:
+        server.stop()
+
+
+def test_fifty_concurrent_submitters_are_each_stored_and_published_once(tmp_path):
+    server = Server(tmp_path / "service").start()
+    answers = []
+    try:
+        def submit(i):
+            mine = valid_point(f"-{i}")
+            answers.append(server.post([mine]))
+            answers.append(server.post([mine]))  # the same again: a duplicate
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(50)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    finally:
+        server.stop()
+    assert sorted(status for status, _ in answers) == [200] * 100
+    assert sum(a["accepted"] for _, a in answers) == 50 and sum(a["duplicates"] for _, a in answers) == 50
+    assert database_counts(tmp_path / "service") == (50, 50)
+    assert published(tmp_path / "service") == (50, 50)
+
+
+def test_killed_during_submissions_the_service_restarts_consistent(tmp_path):
+    server = Server(tmp_path / "service").start()
+    accepted, stop = [], threading.Event()
+
+    def keep_submitting():
+        for i in range(200):
+            if stop.is_set():
+                return
+            try:
+                status, answer = server.post([valid_point(f"-k{i}")])
+            except OSError:
+                return  # the server died mid-request
+            if status == 200:
+                accepted.append(answer["submission"])
+
+    worker = threading.Thread(target=keep_submitting)
+    worker.start()
+    while len(accepted) < 5:
+        time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    stop.set()
+    worker.join()
+    restarted = Server(tmp_path / "service")
+    restarted.port, restarted.url = server.port, server.url
+    restarted.start()
+    try:
+        submissions, points = database_counts(tmp_path / "service")
+        assert submissions == points >= len(accepted)  # every answered submission is there, whole
+        assert published(tmp_path / "service") == (submissions, points)  # and published exactly once
+        log = git(tmp_path / "service" / "results.git", "log", "--format=%s", "main")
+        assert all(f"publish {sid}" in log for sid in accepted)
+        assert git(tmp_path / "service" / "work", "status", "--porcelain") == ""
+    finally:
+        restarted.stop()
+
+
+# --------------------------------------------------------------------------------- hostile submissions
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory):
+    app = create_app(tmp_path_factory.mktemp("fuzz"), {TOKEN: "alice"}, ADMIN)
+    return TestClient(app), app.state.store
+
+
+def json_values():
+    return st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+                        | st.text(max_size=30), lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+
+
+FIELDS = [("choices", "env", "CK_BATCH_SIZE"), ("choices", "env", "CK_LIB"), ("choices", "env", "CK_MODEL"),
+          ("features", "schema_version"), ("features", "repo", "commit"), ("features", "platform", "gpu"),
+          ("features", "model", "flops_per_image"), ("characteristics_list",),
+          ("characteristics_list", 0, "run", "time_fw_ms"), ("characteristics_list", 0, "run", "images_per_second"),
+          ("characteristics_list", 1, "run", "time_fw_ms_all"), ("characteristics_list", 2, "run", "run_success")]
+
+
+def assert_rejected_and_nothing_stored(client, store, body: bytes, headers=AUTH, status=None):
+    before = database_counts(store.data_dir)
+    response = client.post("/api/submissions", content=body, headers=headers)
+    assert 400 <= response.status_code < 500, (response.status_code, body[:200])
+    if status:
+        assert response.status_code == status
+    assert response.json()["error"]
+    assert database_counts(store.data_dir) == before
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(field=st.sampled_from(FIELDS), value=json_values())
+def test_a_wrong_value_in_any_field_is_rejected_naming_the_field(app_client, field, value):
+    client, store = app_client
+    item = valid_point("-fuzz")
+    target = item
+    for key in field[:-1]:
+        target = target[key]
+    if target[field[-1]] == value:
+        return
+    target[field[-1]] = value
+    before = database_counts(store.data_dir)
+    response = client.post("/api/submissions", content=json.dumps({"points": [item]}), headers=AUTH)
+    if response.status_code == 200:  # a harmless change (e.g. another valid GPU name) is a valid point
+        assert response.json()["accepted"] in (0, 1)
+        return
+    assert response.status_code == 422
+    problems = " ".join(response.json()["problems"])
+    derived = {"CK_BATCH_SIZE": "images_per_second", "time_fw_ms": "images_per_second",
+               "run_success": "successful repetitions"}  # fields that feed a consistency check
+    assert str(field[-1]) in problems or derived.get(field[-1], "\0") in problems, problems
+    assert database_counts(store.data_dir) == before
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(times=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=5),
+       lib=st.sampled_from(["../../etc/passwd", "..", "a/b", "ok..lib", "x" * 70, "UPPER", "tor\x00ch"]))
+def test_impossible_times_and_hostile_names_are_rejected(app_client, times, lib):
+    client, store = app_client
+    item = valid_point("-hostile")
+    item["characteristics_list"][0]["run"]["time_fw_ms_all"] = times
+    item["choices"]["env"]["CK_LIB"] = lib
+    body = json.dumps({"points": [item]}).encode()  # NaN and Infinity written as JSON's non-standard literals
+    assert_rejected_and_nothing_stored(client, store, body, status=422)
+
+
+def test_tokens_sizes_and_shapes(app_client):
+    client, store = app_client
+    good = json.dumps({"points": [valid_point("-shape")]}).encode()
+    assert_rejected_and_nothing_stored(client, store, good, headers={}, status=401)
+    assert_rejected_and_nothing_stored(client, store, good, headers={"Authorization": "Bearer wrong"}, status=401)
+    assert_rejected_and_nothing_stored(client, store, b"{" * 100000, status=422)
+    assert_rejected_and_nothing_stored(client, store, b"\xff\xfe", status=422)
+    assert_rejected_and_nothing_stored(client, store, b'{"points": []}', status=422)
+    assert_rejected_and_nothing_stored(client, store, json.dumps({"points": [1] * 201}).encode(), status=422)
+    huge = valid_point("-huge")
+    huge["characteristics_list"][0]["run"]["time_fw_ms_all"] = [1.0] * 60000
+    assert_rejected_and_nothing_stored(client, store, json.dumps({"points": [huge]}).encode(), status=422)
+    assert_rejected_and_nothing_stored(client, store, b"x" * (9 * 2**20), status=413)
+    few = valid_point("-few")
+    few["characteristics_list"] = few["characteristics_list"][:2]
+    few["features"]["statistical_repetitions"] = 2
+    assert_rejected_and_nothing_stored(client, store, json.dumps({"points": [few]}).encode(), status=422)
+    fast = valid_point("-fast")
+    for c in fast["characteristics_list"]:
+        c["run"]["time_fw_ms"] = c["run"]["time_fw_ms"] / 1e4
+        c["run"]["images_per_second"] = c["run"]["images_per_second"] * 1e4
+    response = client.post("/api/submissions", content=json.dumps({"points": [fast]}), headers=AUTH)
+    assert response.status_code == 422 and "above the" in " ".join(response.json()["problems"])
+    assert client.post("/api/submissions/nope/withdraw", headers=AUTH).status_code == 403
+    assert client.post("/api/submissions/nope/withdraw", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 404
+
+
+def test_admin_withdraws_a_submission_from_the_results(app_client):
+    client, store = app_client
+    answer = client.post("/api/submissions", content=json.dumps({"points": [valid_point("-withdraw")]}),
+                         headers=AUTH).json()
+    files_before = published(store.data_dir)[1]
+    done = client.post(f"/api/submissions/{answer['submission']}/withdraw", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert done.status_code == 200 and published(store.data_dir)[1] == files_before - 1
+    assert all(row["submitter"] != "alice" or row["images_per_second"] for row in client.get("/api/leaderboard").json())
+
+
+# ------------------------------------------------------------------------------------------ dashboard
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it as root)")
+def test_dashboard_in_chromium_shows_the_leaderboard_without_console_errors(tmp_path):
+    server = Server(tmp_path / "service").start()
+    try:
+        assert server.post([valid_point("-dash")])[0] == 200
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",
+                 f"--user-data-dir={tmp_path / 'profile'}"]
+        dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", server.url + "/"], capture_output=True, text=True,
+                             timeout=180)
+        assert "<table id=\"leaderboard\">" in dom.stdout and "<td>alice</td>" in dom.stdout
+        assert "data:image/png;base64," in dom.stdout
+        assert not [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    finally:
+        server.stop()
