@@ -10,54 +10,39 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from importlib import resources
 from pathlib import Path
 
-# (lib, memory format, cuda graph) -> the anchor's variant of the same configuration
-ANCHOR_OF = {
-    ("torch-cublas-fp32", "nchw", False): "cublas-fp32", ("torch-cublas-fp16", "nchw", False): "cublas-fp16",
-    ("torch-cudnn-fp32", "nchw", False): "cudnn-fp32", ("torch-cudnn-tf32", "nchw", False): "cudnn-tf32-bench",
-    ("torch-cudnn-fp16", "channels_last", False): "fp16-cl-bench",
-    ("torch-cudnn-bf16", "channels_last", False): "bf16-cl-bench", ("torch-amp", "nchw", False): "seed-amp-O1",
-    ("torch-cudnn-fp16", "channels_last", True): "cudagraph-fp16-cl",
-    ("torch-compile-fp16", "channels_last", False): "compile-fp16-cl",
-}
-
-
-def anchors() -> dict:
-    text = resources.files("ck_plugins").joinpath("data/anchors/plain-pytorch-h200-2026-11-21.jsonl").read_text()
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return {(r["model"], r["variant"], r["bs"]): r for r in rows}
-
+from ck_plugins.analysis import ANCHOR_VARIANT, anchors
+from ck_plugins.readpoints import lib_label
 
 def rows(repo: Path):
     for path in sorted(repo.glob("experiment/resnet50-*/ckp-*.json")):
         data = json.loads(path.read_text())
         env, runs = data["choices"]["env"], [c["run"] for c in data["characteristics_list"]]
-        yield env, runs, data["features"]["platform"].get("gpu")
+        yield env, data["choices"].get("settings", {}), runs, data["features"]["platform"].get("gpu")
 
 
 def main(repo: Path) -> None:
-    table = anchors()
+    table = {(r.model, r.variant, r.bs): r.img_per_s for r in anchors().itertuples()}
     print("| lib | layout | graph | batch | ours img/s | anchor | anchor img/s | diff | harness overhead |"
           " per-layer sum / total | why |")
     print("|---|---|---|---:|---:|---|---:|---:|---:|---:|---|")
-    for env, runs, gpu in rows(repo):
-        key = (env["CK_LIB"], env["CK_MEMORY_FORMAT"], env["CK_CUDA_GRAPH"])
-        head = f"| {key[0]} | {key[1]} | {key[2]} | {env['CK_BATCH_SIZE']} |"
+    for env, settings, runs, gpu in rows(repo):
+        label = lib_label(env, settings)
+        head = f"| {label} | {env['CK_MEMORY_FORMAT']} | {env['CK_CUDA_GRAPH']} | {env['CK_BATCH_SIZE']} |"
         if not runs[0]["run_success"]:
             print(f"{head} failed | | | | | | {runs[0]['error'][:90]} |")
             continue
         ips = statistics.median(r["images_per_second"] for r in runs)
-        variant = ANCHOR_OF.get(key)
+        variant = ANCHOR_VARIANT.get(label)
         anchor = table.get(("resnet50", variant, env["CK_BATCH_SIZE"])) if variant else None
-        diff = f"{ips / anchor['img_per_s'] - 1:+.1%}" if anchor else ""
+        diff = f"{ips / anchor - 1:+.1%}" if anchor else ""
         harness = runs[0].get("harness") or {}
         overhead = f"{harness['overhead_share']:+.2%}" if harness else ""
         layers = sum(x["time_ms"] for x in runs[0]["per_layer_info"])
-        layer_share = f"{layers / runs[0]['time_fw_ms']:.0%}" if layers else "fused"
+        layer_share = f"{layers / runs[0]['time_fw_ms']:.0%}" if layers else "none recorded"
         why = (runs[0].get("diagnosis") or {}).get("sentence", "")
-        print(f"{head} {ips:.1f} | {variant or ''} | {anchor['img_per_s'] if anchor else ''} | {diff} | {overhead} |"
+        print(f"{head} {ips:.1f} | {variant or ''} | {anchor or ''} | {diff} | {overhead} |"
               f" {layer_share} | {why} |")
     print(f"\nGPU: {gpu}")
 

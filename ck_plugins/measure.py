@@ -7,9 +7,8 @@ from __future__ import annotations
 import re
 import resource
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
@@ -222,9 +221,3 @@ def kernel_profile(step: Callable[[], object], device: torch.device, iterations:
         kernels=len(totals),
         top_kernels=sorted(totals.items(), key=lambda kv: -kv[1])[:5],
     )
-
-
-@contextmanager
-def inference_mode() -> Iterator[None]:
-    with torch.inference_mode():
-        yield

@@ -82,7 +82,7 @@ def _read_entry(entry: Path, tags: set[str], rows: _Rows) -> None:
 def _read_point(data: dict, entry_tags: list[str], path: Path, counters: Counter, rows: _Rows) -> None:
     env = data["choices"]["env"]
     if "CK_MODEL" in env:
-        model, lib, batch = env["CK_MODEL"], _variant(env, data["choices"].get("settings", {})), int(env["CK_BATCH_SIZE"])
+        model, lib, batch = env["CK_MODEL"], lib_label(env, data["choices"].get("settings", {})), int(env["CK_BATCH_SIZE"])
         legacy = False
     else:
         model, lib = _legacy_model_lib(entry_tags, env)
@@ -116,7 +116,7 @@ def _read_point(data: dict, entry_tags: list[str], path: Path, counters: Counter
                                         layer.get("direction", "forward"), float(layer["time_ms"])))
 
 
-def _variant(env: dict, settings: dict) -> str:
+def lib_label(env: dict, settings: dict) -> str:
     """Our lib name, with what differs from the lib's usual configuration appended: layout, CUDA graph,
     compile mode, weight freezing."""
     lib = env["CK_LIB"]

@@ -61,7 +61,6 @@ FACTORIES: dict[str, Callable[[str, Options], Backend]] = {
 }
 LIBS: dict[str, tuple[str, Callable[[str, Options], Backend]]] = {
     name: (FAMILY_OF[name], factory) for name, factory in FACTORIES.items()}
-FAMILIES = sorted(set(FAMILY_OF.values()))
 
 
 def runnable(lib: str) -> str | None:
