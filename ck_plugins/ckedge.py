@@ -83,3 +83,25 @@ def analyse(i: dict) -> dict:
             print(f"{model}: fastest {figures['fastest_lib']}, {figures['time_per_image_ms']:.3f} ms per image")
         print(f"report: {built.html_path.resolve()}")
     return {"return": 0, "summary": built.summary, "html": str(built.html_path.resolve())}
+
+
+def submit(i: dict) -> dict:
+    """`ck submit precision-bench --url=... --token=... --repo=PATH [--check=yes]`: every problem is returned."""
+    import os
+
+    from .submit import client
+
+    points, problems = client.collect(Path(i.get("repo") or "."))
+    if problems:
+        return {"return": 1, "error": f"{len(problems)} problems, nothing sent: " + "; ".join(problems[:5]),
+                "problems": problems}
+    if i.get("check") == "yes" or not points:
+        return {"return": 0, "valid_points": len(points)}
+    token = i.get("token") or os.environ.get("CKPB_TOKEN", "")
+    if not i.get("url") or not token:
+        return {"return": 1, "error": "--url and --token (or CKPB_TOKEN) are required to send"}
+    try:
+        answers = client.send(i["url"], token, points)
+    except (RuntimeError, OSError) as error:
+        return {"return": 1, "error": f"the service refused or could not be reached: {str(error)[:500]}"}
+    return {"return": 0, "answers": answers}

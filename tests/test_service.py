@@ -150,6 +150,11 @@ def test_the_whole_loop_submit_dashboard_and_ck_pull_from_another_installation(t
         again = subprocess.run([sys.executable, "-m", "ck_plugins", "submit", "--url", server.url, "--token", TOKEN,
                                 "--repo", str(repo)], capture_output=True, text=True, timeout=300)
         assert "0 points accepted, 8 already there" in again.stdout
+        through_ck = subprocess.run(["ck", "submit", "precision-bench", f"--url={server.url}", f"--token={TOKEN}",
+                                     f"--repo={repo}", "--out=json"], env=ck_env, capture_output=True, text=True,
+                                    timeout=300, stdin=subprocess.DEVNULL)
+        answer = json.loads(through_ck.stdout[through_ck.stdout.index("{"):])
+        assert through_ck.returncode == 0 and answer["answers"][0]["duplicates"] == 8
     finally:
         server.stop()
 

@@ -13,3 +13,9 @@ def analyse(i):
     from ck_plugins.ckedge import analyse as run
 
     return run(i)
+
+
+def submit(i):
+    from ck_plugins.ckedge import submit as run
+
+    return run(i)
