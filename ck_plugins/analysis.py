@@ -81,13 +81,29 @@ def layer_time_per_image(layers: pd.DataFrame, model: str, libs: list[str], batc
     return table[keep]
 
 
+def trusted_layers(layers: pd.DataFrame, runs: pd.DataFrame, max_overhead: float = 0.2,
+                   direction: str = "forward") -> tuple[pd.DataFrame, float]:
+    """The per-layer rows of repetitions whose per-layer sum is within `max_overhead` of the timed pass, and the
+    share of repetitions dropped. Where the GPU is launch-bound, timing every layer costs more than the layers,
+    so such rows would make per-layer plans look worse than they are."""
+    part = layers[layers["direction"] == direction]
+    keys = ["model", "lib", "batch_size", "repetition"]
+    sums = part.groupby(keys, observed=True)["time_ms"].sum()
+    share = sums / runs["time_ms"].reindex(sums.index)
+    good = share[share <= 1 + max_overhead].index
+    kept = part.set_index(keys)
+    kept = kept[kept.index.isin(good)].reset_index()
+    return kept, (1 - len(good) / len(share)) if len(share) else 0.0
+
+
 def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | None = None,
                    direction: str = "forward") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The notebook's ideal adaptive solution: each layer on the lib with its least time per image.
 
-    Per (model, layer, lib): the least mean-over-repetitions time per image over batch sizes. Returns
-    (summary: per model the time spent in each lib, the total, the best single lib and the ratio;
-     choices: per (model, layer) the lib chosen and its time per image).
+    Per (model, layer, lib): the least mean-over-repetitions time per image over batch sizes (the notebook took
+    the least repetition). Returns (summary: per model the time spent in each lib, the total, the best single
+    lib and the ratio; choices: per (model, layer) the lib chosen and its time per image). Pass the rows of
+    `trusted_layers` to leave out per-layer data the profiling pass distorted.
     """
     part = layers[layers["direction"] == direction]
     if libs is not None:
@@ -100,8 +116,8 @@ def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | 
     summary = choices.groupby(["model", "lib"], observed=True)["time_per_image_ms"].sum().unstack("lib").fillna(0.0)
     summary["total_ms"] = summary.sum(axis=1)
     best = best_time_per_image(stats)["time_per_image_ms"]
-    if libs is not None:
-        best = best[best.index.get_level_values("lib").isin(libs)]
+    used = set(part["lib"].unique())  # compare with the libs the solution could use: those with per-layer data
+    best = best[best.index.get_level_values("lib").isin(used)]
     single = best.groupby(level="model", observed=True)
     summary["best_single_lib"] = single.idxmin().map(lambda key: key[1]).reindex(summary.index)
     summary["best_single_lib_ms"] = single.min().reindex(summary.index)

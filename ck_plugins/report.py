@@ -67,8 +67,10 @@ def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str
     best = analysis.best_time_per_image(stats)
     libs = sorted(best.index.get_level_values("lib").unique())
     baseline = baseline or default_baseline(libs)
-    ideal, choices = analysis.ideal_adaptive(loaded.layers, stats, adaptive_libs)
+    trusted, dropped = analysis.trusted_layers(loaded.layers, loaded.runs)
+    ideal, choices = analysis.ideal_adaptive(trusted, stats, adaptive_libs)
     summary = headline(loaded, stats, best, baseline, ideal)
+    summary["per_layer_repetitions_dropped"] = dropped
     sections = _sections(loaded, stats, best, baseline, ideal, choices, out_dir)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>")
@@ -89,6 +91,10 @@ def _sections(loaded, stats, best, baseline, ideal, choices, out_dir: Path) -> l
     s.append(_table("Memory per batch (MB)", stats["memory_mbytes"].unstack("batch_size")))
     s.append(_table("Good-enough batch size (within 5% of the best time per image) and its memory",
                     analysis.good_enough_batch(stats)))
+    dropped = analysis.trusted_layers(loaded.layers, loaded.runs)[1]
+    s.append(f"<h2>Ideal adaptive solution</h2><p>From the repetitions whose per-layer sum is within 20% of the "
+             f"timed pass; {dropped:.0%} of repetitions left out (launch-bound runs, where timing each layer costs "
+             "more than the layer).</p>")
     s.append(_table("Ideal adaptive solution: ms per image spent in each lib", ideal))
     if not ideal.empty:
         s.append(_img(plots.ideal_stacked(ideal), out_dir / "ideal-adaptive.png"))
