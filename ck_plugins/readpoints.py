@@ -46,6 +46,7 @@ class _Rows:
 def load(repos: list[Path | str], tags: list[str] | None = None) -> Loaded:
     """Every point of every experiment entry in `repos` (repository roots or entry folders) with all `tags`."""
     rows = _Rows()
+    counters: Counter = Counter()  # repetitions numbered across every entry and repository read together
     for repo in map(Path, repos):
         if not repo.is_dir():
             rows.skip(repo, "no such repository folder")
@@ -53,11 +54,11 @@ def load(repos: list[Path | str], tags: list[str] | None = None) -> Loaded:
         entries = [repo] if (repo / ".cm" / "meta.json").is_file() and list(repo.glob("ckp-*")) else \
             sorted(p for p in (repo / "experiment").glob("*") if p.is_dir() and not p.name.startswith("."))
         for entry in entries:
-            _read_entry(entry, set(tags or []), rows)
+            _read_entry(entry, set(tags or []), rows, counters)
     return Loaded(_runs_frame(rows.runs), _layers_frame(rows.layers), rows.skipped)
 
 
-def _read_entry(entry: Path, tags: set[str], rows: _Rows) -> None:
+def _read_entry(entry: Path, tags: set[str], rows: _Rows, counters: Counter) -> None:
     try:
         meta = json.loads((entry / ".cm" / "meta.json").read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -66,7 +67,6 @@ def _read_entry(entry: Path, tags: set[str], rows: _Rows) -> None:
     entry_tags = meta.get("tags", [])
     if not tags <= set(entry_tags):
         return
-    counters: Counter = Counter()
     for path in sorted(entry.glob("ckp-*.*.json")):
         if path.name.count(".") != 2 or not path.name.split(".")[1].isdigit():
             continue  # .flat.json, .features.json: CK's derived files

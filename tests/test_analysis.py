@@ -115,3 +115,13 @@ def test_our_points_tables_and_variants(tmp_path):
     good = analysis.good_enough_batch(stats)
     best = analysis.best_time_per_image(stats)
     assert (good["time_per_image_ms"] <= best["time_per_image_ms"].reindex(good.index) * 1.05 + 1e-12).all()
+
+
+def test_the_same_model_and_lib_in_two_repositories_are_repetitions_of_one_another(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    entry = repo / "experiment" / "alexnet-torch-cudnn-fp16"
+    shutil.copytree(entry, tmp_path / "experiment" / entry.name)
+    one = readpoints.load([repo]).runs
+    both = readpoints.load([repo, tmp_path]).runs
+    assert both.index.is_unique and len(both) == len(one) + len(readpoints.load([tmp_path]).runs)
+    analysis.trusted_layers(readpoints.load([repo, tmp_path]).layers, both)  # needs unique keys
