@@ -71,7 +71,7 @@ def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str
     ideal, choices = analysis.ideal_adaptive(trusted, stats, adaptive_libs)
     summary = headline(loaded, stats, best, baseline, ideal)
     summary["per_layer_repetitions_dropped"] = dropped
-    sections = _sections(loaded, stats, best, baseline, ideal, choices, out_dir)
+    sections = _sections(loaded, stats, best, summary, ideal, choices, out_dir)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>")
     html_path = out_dir / "report.html"
@@ -80,8 +80,9 @@ def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str
     return Report(html_path, summary_path, summary)
 
 
-def _sections(loaded, stats, best, baseline, ideal, choices, out_dir: Path) -> list[str]:
-    s = [_headline_html(loaded, best, baseline, ideal)]
+def _sections(loaded, stats, best, summary, ideal, choices, out_dir: Path) -> list[str]:
+    baseline = summary["baseline"]
+    s = [_headline_html(summary)]
     for model in best.index.get_level_values("model").unique():
         s.append(_img(plots.time_per_image_bars(stats, model), out_dir / f"time-per-image-{model}.png"))
     s.append(_table("Mean execution time per batch (ms)", analysis.mean_time_per_batch(stats)))
@@ -91,9 +92,8 @@ def _sections(loaded, stats, best, baseline, ideal, choices, out_dir: Path) -> l
     s.append(_table("Memory per batch (MB)", stats["memory_mbytes"].unstack("batch_size")))
     s.append(_table("Good-enough batch size (within 5% of the best time per image) and its memory",
                     analysis.good_enough_batch(stats)))
-    dropped = analysis.trusted_layers(loaded.layers, loaded.runs)[1]
     s.append(f"<h2>Ideal adaptive solution</h2><p>From the repetitions whose per-layer sum is within 20% of the "
-             f"timed pass; {dropped:.0%} of repetitions left out (launch-bound runs, where timing each layer costs "
+             f"timed pass; {summary['per_layer_repetitions_dropped']:.0%} of repetitions left out (launch-bound runs, where timing each layer costs "
              "more than the layer).</p>")
     s.append(_table("Ideal adaptive solution: ms per image spent in each lib", ideal))
     if not ideal.empty:
@@ -117,17 +117,16 @@ def _sections(loaded, stats, best, baseline, ideal, choices, out_dir: Path) -> l
     return s
 
 
-def _headline_html(loaded, best, baseline, ideal) -> str:
+def _headline_html(summary: dict) -> str:
     rows = []
-    for model, part in best.groupby(level="model", observed=True):
-        part = part.droplevel("model")
-        fastest = part["time_per_image_ms"].idxmin()
-        ratio = ideal["ratio_to_best_single_lib"].get(model, np.nan)
-        rows.append(f"<li><b>{html.escape(model)}</b>: fastest lib <b>{html.escape(fastest)}</b>, "
-                    f"{part.loc[fastest, 'time_per_image_ms']:.3f} ms per image at batch "
-                    f"{int(part.loc[fastest, 'best_batch_size'])} ({part.loc[fastest, 'images_per_second']:.0f} img/s); "
-                    f"the ideal adaptive solution would take {ratio:.2f}x the best single lib's time</li>")
-    return f"<h2>Headline</h2><p>{len(loaded.runs)} repetitions read; baseline {html.escape(baseline)}.</p><ul>{''.join(rows)}</ul>"
+    for model, f in summary["models"].items():
+        ratio = f["ideal_adaptive_ratio_to_best_single_lib"]
+        rows.append(f"<li><b>{html.escape(model)}</b>: fastest lib <b>{html.escape(f['fastest_lib'])}</b>, "
+                    f"{f['time_per_image_ms']:.3f} ms per image at batch {f['best_batch_size']} "
+                    f"({f['images_per_second']:.0f} img/s); the ideal adaptive solution would take "
+                    f"{'n/a' if ratio is None else f'{ratio:.2f}x'} the best single lib's time</li>")
+    return (f"<h2>Headline</h2><p>{summary['repetitions']} repetitions read; baseline "
+            f"{html.escape(summary['baseline'])}.</p><ul>{''.join(rows)}</ul>")
 
 
 def _per_layer(loaded, best, out_dir: Path) -> list[str]:
