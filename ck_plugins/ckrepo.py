@@ -85,6 +85,8 @@ def point_features(point: dict) -> dict:
     if "compile_mode" in settings or "CK_COMPILE_MODE" in env:
         features["CK_COMPILE_MODE"] = env.get("CK_COMPILE_MODE", settings.get("compile_mode"))
         features["CK_FREEZING"] = bool(env.get("CK_FREEZING", settings.get("freezing")))
+        if env.get("CK_DYNAMIC_BATCH"):  # one compilation for all batch sizes is not the same point as one per size
+            features["CK_DYNAMIC_BATCH"] = True
     return features
 
 

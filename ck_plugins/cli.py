@@ -126,6 +126,7 @@ def _add_explore(sub) -> None:
     w = sub.add_parser("explore-worker", help=argparse.SUPPRESS)
     for name in ("--task", "--config-json", "--sweep", "--repo"):
         w.add_argument(name, required=True)
+    w.add_argument("--wait", action="store_true", help="prepare, say ready, then wait for a line on stdin")
     w.set_defaults(func=_cmd_explore_worker)
 
 
@@ -178,7 +179,7 @@ def _cmd_explore_worker(args) -> int:
                                     "batch_sizes": tuple(config["batch_sizes"])})
     task = json.loads(args.task)
     task = explore.Task(task["model"], task["lib"], tuple(task["batch_sizes"]), task["memory_format"])
-    return explore.worker(task, config, json.loads(args.sweep), Path(args.repo))
+    return explore.worker(task, config, json.loads(args.sweep), Path(args.repo), args.wait)
 
 
 def _add_merge(sub) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,7 @@ class RunPlan:
     accuracy: bool = True
     per_layer_passes: int = 3  # per repetition; the median is kept
     harness_check: bool = True  # also time a bare CUDA-event loop, to report our overhead (GPU only)
+    min_repetition_ms: float = 0.0  # > 0: iterations is a minimum, a repetition lasts at least this long
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Measurement:
     platform: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
     harness: dict | None = None  # our timing against a bare CUDA-event loop (GPU only)
+    warmup_s: float | None = None  # wall time of load and warm-up: cuDNN autotuning, compilation
 
 
 def seeded_images(batch_size: int, seed: int, image_size: int = 224) -> torch.Tensor:
@@ -90,52 +93,113 @@ def run_point(plan: RunPlan, backend: Backend, model: torch.nn.Module | None = N
 
     `model` and `reference` (fp32 logits of the seeded images) may be passed in when several backends share them.
     """
-    result = Measurement(plan, backend.describe(), run_success=False)
+    session = Session(plan.model, backend, plan.batch_size, plan.seed, model, reference)
     try:
-        backend.check()
-        result.platform = platform_info.describe(backend.device)
-        model = model if model is not None else models.build(plan.model, plan.seed)
-        _measure(plan, backend, model, result, reference)
-        result.run_success = True
-    except Unsupported as error:
-        result.error = str(error)
-    except torch.cuda.OutOfMemoryError as error:
-        result.error = f"out of memory at batch {plan.batch_size}: {str(error).splitlines()[0]}"
-    except (RuntimeError, ValueError, TypeError, AssertionError) as error:
-        result.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return session.measure(plan)
     finally:
-        _release(backend)
-    return result
+        session.close()
 
 
-def _measure(plan: RunPlan, backend: Backend, model: torch.nn.Module, result: Measurement,
-             reference: torch.Tensor | None) -> None:
-    images = seeded_images(plan.batch_size, plan.seed)
-    result.layer_work = models.layer_work(model)
-    result.flops_per_image = sum(w.flops for w in result.layer_work if w.type in ("Conv2d", "Linear"))
-    measure.reset_peak_memory(backend.device)
-    backend.load(model, plan.batch_size)
-    inputs = backend.prepare_input(images)
-    with torch.inference_mode():
-        step = lambda: backend.predict(inputs)  # noqa: E731
-        timing = measure.time_iterations(step, backend.device, plan.warmup, plan.iterations, plan.repetitions)
-        result.samples_ms, result.clock = timing.samples_ms, timing.clock
-        if backend.device.type == "cuda" and plan.harness_check:
-            result.harness = harness_overhead(step, plan.iterations, timing.samples_ms)
-        result.memory = measure.read_peak_memory(backend.device)
-        if plan.accuracy and backend.name != "null":
-            out = backend.predict(inputs)
-            ref = reference if reference is not None else reference_logits(model, images, backend.device)
-            result.accuracy = compare(out, ref, "fp32 eager, TF32 off, same device")
+class Session:
+    """One backend measured at several batch sizes of one model, in one process (what a sweep worker does).
+
+    The model is built and its work counted once; the seeded images are drawn once for the largest batch (a
+    batch of b is their first b, as drawing b would give); the fp32 reference is computed once, when first
+    needed; and a backend whose load does not depend on the batch size is loaded once.
+    """
+
+    def __init__(self, model_name: str, backend: Backend, max_batch: int, seed: int = 0,
+                 model: torch.nn.Module | None = None, reference: torch.Tensor | None = None):
+        self.backend, self.max_batch = backend, max_batch
+        self.model_name, self.seed = model_name, seed
+        self._model, self._reference = model, reference
+        self._images: torch.Tensor | None = None
+        self._layer_work: list[models.LayerWork] | None = None
+        self._loaded_batch: int | None = None
+
+    def measure(self, plan: RunPlan) -> Measurement:
+        result = Measurement(plan, self.backend.describe(), run_success=False)
+        try:
+            if plan.batch_size > self.max_batch or plan.seed != self.seed or plan.model != self.model_name:
+                raise ValueError(f"plan {plan.model} batch {plan.batch_size} seed {plan.seed} is outside this "
+                                 f"session ({self.model_name}, batch <= {self.max_batch}, seed {self.seed})")
+            self.backend.check()
+            result.platform = platform_info.describe(self.backend.device)
+            self._measure(plan, result)
+            result.run_success = True
+        except Unsupported as error:
+            result.error = str(error)
+        except torch.cuda.OutOfMemoryError as error:
+            result.error = f"out of memory at batch {plan.batch_size}: {str(error).splitlines()[0]}"
+        except (RuntimeError, ValueError, TypeError, AssertionError) as error:
+            result.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if not result.run_success:
+            self.close()  # whatever failed may have left the backend half-loaded: the next plan loads again
+        return result
+
+    def close(self) -> None:
+        self._loaded_batch = None
+        _release(self.backend)
+
+    def prepare_host(self) -> None:
+        """What needs no device: build the model, count its work, draw the images."""
+        if self._model is None:
+            self._model = models.build(self.model_name, self.seed)
+        if self._layer_work is None:
+            self._layer_work = models.layer_work(self._model)
+        if self._images is None:
+            self._images = seeded_images(self.max_batch, self.seed)
+
+    def _prepare(self, plan: RunPlan) -> torch.Tensor:
+        self.prepare_host()
+        if self._loaded_batch is None or (self._loaded_batch != plan.batch_size and not self.backend.batch_agnostic):
+            self._loaded_batch = None
+            _release(self.backend)
+            self.backend.load(self._model, plan.batch_size)
+            self._loaded_batch = plan.batch_size
+        return self._images[:plan.batch_size]
+
+    def _reference_for(self, batch_size: int) -> torch.Tensor:
+        if self._reference is None or len(self._reference) < batch_size:
+            self._reference = reference_logits(self._model, self._images, self.backend.device)
+        return self._reference[:batch_size]
+
+    def _measure(self, plan: RunPlan, result: Measurement) -> None:
+        backend = self.backend
+        start = time.perf_counter()
+        measure.reset_peak_memory(backend.device)
+        images = self._prepare(plan)
+        result.layer_work = self._layer_work
+        result.flops_per_image = sum(w.flops for w in result.layer_work if w.type in ("Conv2d", "Linear"))
+        inputs = backend.prepare_input(images)
+        load_s = time.perf_counter() - start
+        with torch.inference_mode():
+            step = lambda: backend.predict(inputs)  # noqa: E731
+            timing = measure.time_iterations(step, backend.device, plan.warmup, plan.iterations, plan.repetitions,
+                                             plan.min_repetition_ms)
+            result.samples_ms, result.clock = timing.samples_ms, timing.clock
+            result.warmup_s = load_s + timing.warmup_s
+            if backend.device.type == "cuda" and plan.harness_check:
+                result.harness = harness_overhead(step, plan.iterations, timing.samples_ms)
+            result.memory = measure.read_peak_memory(backend.device)
+            if plan.accuracy and backend.name != "null":
+                out = backend.predict(inputs)
+                result.accuracy = compare(out, self._reference_for(plan.batch_size), "fp32 eager, TF32 off, same device")
+            self._per_layer(plan, inputs, result)
+            if plan.profile:
+                profile_loaded(backend, inputs, result)
+
+    def _per_layer(self, plan: RunPlan, inputs, result: Measurement) -> None:
+        backend = self.backend
+        if not plan.per_layer or backend.name == "null":
+            return
         layered = backend.layer_model()
-        if plan.per_layer and layered is None and backend.name != "null":
+        if layered is None:
             result.notes.append(f"per-layer times unavailable: {backend.name} fuses layers; see its kernel profile")
-        if plan.per_layer and layered is not None:
-            layer_step = lambda: backend.layer_forward(inputs)  # noqa: E731
-            result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device, plan.per_layer_passes)
-                                for _ in range(plan.repetitions)]
-        if plan.profile:
-            profile_loaded(backend, inputs, result)
+            return
+        layer_step = lambda: backend.layer_forward(inputs)  # noqa: E731
+        result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device, plan.per_layer_passes)
+                            for _ in range(plan.repetitions)]
 
 
 def harness_overhead(step, iterations: int, samples_ms: list[list[float]]) -> dict:

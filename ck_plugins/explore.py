@@ -44,6 +44,7 @@ class SweepConfig:
     per_layer_passes: int = 1
     memory_format: str = "lib-default"
     time_limit_s: float = 900.0
+    min_repetition_ms: float = 0.0  # > 0: iterations is a minimum; a repetition lasts at least this long
 
 
 @dataclass(frozen=True, order=True)
@@ -85,7 +86,7 @@ def load_config(name_or_path: str) -> SweepConfig:
         check_choice("model", name, model_registry.MODELS)
     libs = data["libs"] if data["libs"] == "available" else tuple(data["libs"])
     options = {k: data[k] for k in ("repetitions", "iterations", "warmup", "per_layer", "per_layer_passes",
-                                    "memory_format", "time_limit_s") if k in data}
+                                    "memory_format", "time_limit_s", "min_repetition_ms") if k in data}
     return SweepConfig(path.stem, models, libs, expand_batch_sizes(data["batch_sizes"]), **options)
 
 
@@ -199,25 +200,38 @@ def remove_stale_temporaries(repo: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- worker
-def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path) -> int:
-    """In the subprocess: measure every batch size of one (model, lib); one JSON line per point on stdout."""
-    from . import backends, bench, engine, models
+def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool = False) -> int:
+    """In the subprocess: measure every batch size of one (model, lib); one JSON line per point on stdout.
+
+    With `wait`, the host-side preparation (imports, the model, its work, the images) is done first, then the
+    worker says {"ready": true} and waits for a line on stdin before it touches the GPU: the parent starts the
+    next worker while this one's predecessor measures, and only one process at a time uses the device.
+    """
+    from . import backends, bench, engine
 
     done = recorded(repo, sweep["id"])
-    model = models.build(task.model)
-    options = backends.Options(memory_format=task.memory_format)
+    # compile libs compile once for every batch size: one compilation per size would take most of the sweep
+    options = backends.Options(memory_format=task.memory_format, dynamic_batch=True)
+    backend = backends.create(task.lib, options)
+    session = engine.Session(task.model, backend, max(task.batch_sizes))
+    session.prepare_host()
+    if wait:
+        print(json.dumps({"ready": True}), flush=True)
+        if not sys.stdin.readline():
+            return 0  # the parent went away before our turn
     for batch in task.batch_sizes:
         if (task.model, task.lib, batch) in done:
             print(json.dumps({"batch": batch, "skipped": True}), flush=True)
             continue
         plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions,
                               per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
-                              harness_check=False)
-        request = bench.PointRequest(plan, task.lib, options, repo)
-        measured = engine.run_point(plan, backends.create(task.lib, options), model)
-        bench.record(request, measured, _sweep_features(sweep))
+                              harness_check=False, min_repetition_ms=config.min_repetition_ms)
+        measured = session.measure(plan)
+        bench.record(bench.PointRequest(plan, task.lib, options, repo), measured,
+                     _sweep_features(sweep))
         print(json.dumps({"batch": batch, "ok": measured.run_success, "error": measured.error,
                           "measured_ms": sum(map(sum, measured.samples_ms))}), flush=True)
+    session.close()
     return 0
 
 
@@ -236,40 +250,72 @@ def _die_with_parent() -> None:
 
 
 # -------------------------------------------------------------------------------------------------- parent
-def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point) -> Outcome:
+class Worker:
+    """One explore-worker subprocess, its stderr drained from the start (a full pipe would block it)."""
+
+    def __init__(self, task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, wait: bool):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        command = [sys.executable, "-m", "ck_plugins", "explore-worker", "--task", json.dumps(asdict(task)),
+                   "--config-json", json.dumps(asdict(config)), "--sweep", json.dumps(sweep), "--repo", str(repo),
+                   *(["--wait"] if wait else [])]
+        self.task, self.waits = task, wait
+        self.proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE if wait else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=_die_with_parent)
+        self.stderr_tail: list[str] = []
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_tail = (self.stderr_tail + [line])[-20:]
+
+    def go(self) -> None:
+        if self.waits:
+            try:
+                self.proc.stdin.write("go\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # it died while preparing: its missing points are recorded as failed
+
+    def finish(self) -> int:
+        code = self.proc.wait()
+        self._drain.join(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        return code
+
+
+def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point,
+             started: Worker | None = None) -> Outcome:
     """Run one worker under the time limit; whatever it did not record becomes a failed point with the reason."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    command = [sys.executable, "-m", "ck_plugins", "explore-worker", "--task", json.dumps(asdict(task)),
-               "--config-json", json.dumps(asdict(config)), "--sweep", json.dumps(sweep), "--repo", str(repo)]
+    running = started or Worker(task, config, sweep, repo, gpu, wait=False)
     outcome, reported = Outcome(), set()
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=_die_with_parent) as proc:
-        timer = threading.Timer(config.time_limit_s, proc.kill)
-        timer.start()
-        stderr_tail: list[str] = []
-        drain = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr.readlines()[-20:]), daemon=True)
-        drain.start()
-        for line in proc.stdout:
-            message = _parse(line)
-            if message is None:
-                continue
-            reported.add(message["batch"])
-            if not message.get("skipped"):
-                outcome.points += 1
-                outcome.measured_ms += message.get("measured_ms", 0.0)
-                if not message["ok"]:
-                    outcome.failed[message["error"][:120]] += 1
-            on_point(task, message["batch"])
-        code = proc.wait()
-        timed_out = not timer.is_alive() and code != 0
-        timer.cancel()
-        drain.join(timeout=5)
+    running.go()
+    timer = threading.Timer(config.time_limit_s, running.proc.kill)
+    timer.start()
+    for line in running.proc.stdout:
+        message = _parse(line)
+        if message is None:
+            continue
+        reported.add(message["batch"])
+        if not message.get("skipped"):
+            outcome.points += 1
+            outcome.measured_ms += message.get("measured_ms", 0.0)
+            if not message["ok"]:
+                outcome.failed[message["error"][:120]] += 1
+        on_point(task, message["batch"])
+    code = running.finish()
+    timed_out = not timer.is_alive() and code != 0
+    timer.cancel()
     missing = [b for b in task.batch_sizes if b not in reported]
     if missing:
+        last = "".join(running.stderr_tail).strip().splitlines()[-1:] or ["no output"]
         reason = (f"worker timed out after {config.time_limit_s:g} s" if timed_out else
-                  f"worker exited with code {code}: {''.join(stderr_tail).strip().splitlines()[-1:] or ['no output']}")
+                  f"worker exited with code {code}: {last}")
         for batch in missing:
             _record_failure(task, batch, config, sweep, repo, reason)
             outcome.points += 1
@@ -323,13 +369,25 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
     for task in tasks:
         pending.put(task)
 
+    def take() -> Task | None:
+        try:
+            return pending.get_nowait()
+        except queue.Empty:
+            return None
+
     def serve(gpu: int | None) -> None:
-        while True:
-            try:
-                task = pending.get_nowait()
-            except queue.Empty:
-                return
-            outcome = run_task(task, config, sweep, repo, gpu, on_point)
+        # On a GPU the next worker prepares on the host while this one measures; on a CPU it would take the
+        # cores being measured, so CPU workers start one after the other.
+        def start(task: Task | None) -> Worker | None:
+            return Worker(task, config, sweep, repo, gpu, wait=True) if task and gpu is not None else None
+
+        upcoming = take()
+        started = start(upcoming)
+        while upcoming:
+            task, running = upcoming, started
+            upcoming = take()
+            started = start(upcoming)
+            outcome = run_task(task, config, sweep, repo, gpu, on_point, running)
             with lock:
                 total.points += outcome.points
                 total.measured_ms += outcome.measured_ms

@@ -4,6 +4,7 @@ Raw per-iteration samples are returned; statistics are derived elsewhere (stats.
 """
 from __future__ import annotations
 
+import math
 import re
 import resource
 import time
@@ -20,6 +21,10 @@ from .models import leaves
 class Timing:
     samples_ms: list[list[float]]  # [repetition][iteration], milliseconds per batch
     clock: str  # "cuda-events" or "host-perf-counter"
+    warmup_s: float = 0.0  # host wall time of the warm-up, synchronised (cuDNN autotuning, compilation)
+
+
+MAX_ITERATIONS = 10_000
 
 
 def _sync(device: torch.device) -> None:
@@ -28,18 +33,33 @@ def _sync(device: torch.device) -> None:
 
 
 def time_iterations(step: Callable[[], object], device: torch.device, warmup: int, iterations: int,
-                    repetitions: int) -> Timing:
+                    repetitions: int, min_repetition_ms: float = 0.0) -> Timing:
     """Run `step` warmup times, then repetitions x iterations timed one by one.
 
     On a GPU each iteration is bracketed by CUDA events recorded on the current stream, with no host
     synchronisation between iterations (so the launch queue stays full); on the CPU by perf_counter.
+    With `min_repetition_ms`, `iterations` is a minimum: a repetition runs as many iterations as fill that time,
+    estimated from three synchronised steps after the warm-up (as timeit's autorange), at most MAX_ITERATIONS.
     """
+    start = time.perf_counter()
     for _ in range(warmup):
         step()
     _sync(device)
+    warmup_s = time.perf_counter() - start
+    if min_repetition_ms > 0:
+        iterations = max(iterations, _iterations_filling(step, device, min_repetition_ms))
     if device.type == "cuda":
-        return Timing([_time_cuda(step, iterations) for _ in range(repetitions)], "cuda-events")
-    return Timing([_time_host(step, iterations) for _ in range(repetitions)], "host-perf-counter")
+        return Timing([_time_cuda(step, iterations) for _ in range(repetitions)], "cuda-events", warmup_s)
+    return Timing([_time_host(step, iterations) for _ in range(repetitions)], "host-perf-counter", warmup_s)
+
+
+def _iterations_filling(step, device: torch.device, target_ms: float) -> int:
+    start = time.perf_counter()
+    for _ in range(3):
+        step()
+    _sync(device)
+    per_step_ms = max((time.perf_counter() - start) * 1e3 / 3, 1e-3)
+    return min(MAX_ITERATIONS, math.ceil(target_ms / per_step_ms))
 
 
 def _time_cuda(step, iterations: int) -> list[float]:

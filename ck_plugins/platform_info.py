@@ -1,6 +1,7 @@
 """Provenance: what machine and software a measurement ran on, and this repository's commit."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -32,6 +33,12 @@ def cpu_flags() -> set[str]:
 
 
 def repo_state() -> dict:
+    """The checkout's commit and whether it was modified, read once per process (a sweep records many points)."""
+    return dict(_repo_state())
+
+
+@functools.lru_cache(maxsize=1)
+def _repo_state() -> dict:
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)

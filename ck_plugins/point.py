@@ -48,9 +48,10 @@ def validate(point: dict) -> dict:
 
 def choices_env(m: "Measurement") -> dict:
     settings = m.settings
-    compiled = {"CK_COMPILE_MODE": settings["compile_mode"], "CK_FREEZING": bool(settings.get("freezing"))} \
-        if "compile_mode" in settings else {}
-    return {**compiled, "CK_MODEL": m.plan.model, "CK_LIB": settings["lib"], "CK_BATCH_SIZE": m.plan.batch_size,
+    compiled = {"CK_COMPILE_MODE": settings["compile_mode"], "CK_FREEZING": bool(settings.get("freezing")),
+                "CK_DYNAMIC_BATCH": bool(settings.get("dynamic_batch"))} if "compile_mode" in settings else {}
+    autorange = {"CK_MIN_REPETITION_MS": m.plan.min_repetition_ms} if m.plan.min_repetition_ms else {}
+    return {**compiled, **autorange, "CK_MODEL": m.plan.model, "CK_LIB": settings["lib"], "CK_BATCH_SIZE": m.plan.batch_size,
             "CK_ITERATIONS": m.plan.iterations, "CK_REPETITIONS": m.plan.repetitions, "CK_WARMUP": m.plan.warmup,
             "CK_SEED": m.plan.seed, "CK_MEMORY_FORMAT": settings.get("memory_format", "nchw"),
             "CK_CUDA_GRAPH": bool(settings.get("cuda_graph", False))}
@@ -82,6 +83,7 @@ def _runs(m: "Measurement", peak_tflops: float | None) -> list[dict]:
         "diagnosis": asdict(m.diagnosis) if m.diagnosis else None,
         "profile": _profile(m),
         "harness": m.harness,
+        "warmup_s": m.warmup_s,
         "notes": m.notes,
     }
     work = {w.label: w.flops for w in m.layer_work}

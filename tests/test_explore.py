@@ -138,3 +138,16 @@ def test_the_ck_route_records_the_same_entries(ck_env, tmp_path):
     found = points(tmp_path)
     assert sorted((m, lib, b) for m, lib, b, *_ in found) == [("squeezenet-1.1", "null", 1), ("squeezenet-1.1", "null", 2)]
     assert all(point.problems(data) == [] for *_, data in found)
+
+
+def test_a_prestarted_worker_prepares_then_measures_only_after_go(tmp_path):
+    config = explore.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    task = explore.Task("squeezenet-1.1", "null", (1, 2), "nchw")
+    sweep_state = {"id": "prestart-1", "config": "ci", "shard": ""}
+    started = explore.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)
+    assert json.loads(started.proc.stdout.readline()) == {"ready": True}
+    time.sleep(0.5)
+    assert points(tmp_path) == []  # ready, but nothing measured before its turn
+    seen = []
+    outcome = explore.run_task(task, config, sweep_state, tmp_path, None, lambda t, b: seen.append(b), started)
+    assert seen == [1, 2] and outcome.points == 2 and not outcome.failed and len(points(tmp_path)) == 2

@@ -51,3 +51,13 @@ def test_a_module_called_twice_is_timed_for_both_calls():
     model.slow.register_forward_hook(lambda *a: time.sleep(0.01))  # registered first: inside the timed call
     times = measure.per_layer_times(model, lambda: model(torch.ones(1)), torch.device("cpu"), passes=1)
     assert times[0].label == "slow" and times[0].time_ms >= 20.0
+
+
+def test_a_minimum_repetition_time_raises_the_iteration_count_to_fill_it():
+    timing = measure.time_iterations(lambda: time.sleep(0.002), torch.device("cpu"), warmup=1, iterations=2,
+                                     repetitions=2, min_repetition_ms=40)
+    counts = [len(r) for r in timing.samples_ms]
+    assert counts[0] == counts[1] and 8 <= counts[0] <= 20  # about 40 ms / 2 ms; never below the 2 asked for
+    assert sum(timing.samples_ms[0]) >= 30 and timing.warmup_s >= 0.002
+    short = measure.time_iterations(lambda: time.sleep(0.002), torch.device("cpu"), 1, 5, 1, min_repetition_ms=1)
+    assert len(short.samples_ms[0]) == 5

@@ -20,6 +20,7 @@ class Options:
     cuda_graph: bool = False  # capture the forward pass in a CUDA graph (GPU eager backends)
     compile_mode: str = "default"
     freezing: bool = False
+    dynamic_batch: bool = False  # compile libs: one compilation for every batch size (a sweep's choice)
 
 
 def _eager(device: str, precision: str, cudnn: bool = True) -> Callable[[str, Options], Backend]:
@@ -32,7 +33,7 @@ def _eager(device: str, precision: str, cudnn: bool = True) -> Callable[[str, Op
 def _compiled(precision: str) -> Callable[[str, Options], Backend]:
     def make(name: str, o: Options) -> Backend:
         config = EagerConfig("cuda", precision, memory_format=o.memory_format)
-        return CompiledBackend(name, config, o.compile_mode, o.freezing)
+        return CompiledBackend(name, config, o.compile_mode, o.freezing, o.dynamic_batch)
     return make
 
 

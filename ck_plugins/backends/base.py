@@ -19,6 +19,7 @@ class Backend(ABC):
     device: torch.device
     precision: str  # fp32, tf32, fp16, bf16, amp or "none" (null backend)
     fused: bool = False  # True where layers are fused, so per-layer times come from elsewhere or not at all
+    batch_agnostic: bool = False  # True where one load() serves every batch size (a sweep loads it once)
 
     @abstractmethod
     def check(self) -> None:
