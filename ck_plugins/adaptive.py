@@ -1,8 +1,9 @@
 """Plans that run each layer under its own configuration, and the model that realises them.
 
-A configuration is what can live in one process: precision (fp32, fp16, bf16) and memory format. The plan's
-cost counts each layer's measured time and the conversions of its inputs when their producer ran under
-another configuration, on the real dataflow graph (torch.fx), so the branches of ResNet (downsample,
+A configuration is what can live in one process: precision (fp32, TF32, fp16, bf16), memory format, and cuDNN
+on or off (cuDNN and TF32 are process-wide switches, so a layer that needs other settings runs under
+torch.backends' own context managers). The plan's cost counts each layer's measured time and the measured
+conversions (cast, relayout) of its inputs when their producer ran under another dtype or layout, on the real dataflow graph (torch.fx), so the branches of ResNet (downsample,
 residual additions) and GoogLeNet (inception concatenations) are costed as they execute.
 
 Planners: `greedy` (the notebook's per-layer choice, conversions ignored) and `plan` (dynamic programming
@@ -12,25 +13,47 @@ above it); it plans ResNet-50 (126 layers, 4 configurations) in about a second.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 @dataclass(frozen=True, order=True)
 class Config:
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32 (TF32 off), tf32, fp16, bf16
     memory_format: str = "nchw"
+    cudnn: bool = True  # False: convolutions as im2col + GEMM (cuBLAS on a GPU)
 
     def __str__(self) -> str:
-        return f"{self.precision}/{self.memory_format}"
+        return f"{self.precision}/{self.memory_format}" + ("" if self.cudnn else "/no-cudnn")
+
+    @property
+    def tensor(self) -> tuple[torch.dtype, torch.memory_format]:
+        """What a layer's input must be: configurations that differ only in switches need no conversion."""
+        return DTYPES[self.precision], FORMATS[self.memory_format]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Measured cost of converting one layer input: a fixed part (the launch) plus a part per MiB (fp32 size)."""
+    fixed_ms: float
+    ms_per_mbyte: float
+
+    def ms(self, mbytes: float) -> float:
+        return self.fixed_ms + self.ms_per_mbyte * mbytes
+
+
+def converts(a: Config, b: Config) -> bool:
+    return a.tensor != b.tensor
 
 
 @dataclass(frozen=True)
@@ -63,7 +86,7 @@ def dataflow(model: nn.Module, image_size: int = 224) -> list[Layer]:
 
 
 def plan_cost(layers: list[Layer], plan: dict[str, Config], layer_ms: dict[tuple[str, Config], float],
-              convert_ms_per_mbyte: dict[tuple[Config, Config], float], batch_size: int = 1) -> float:
+              conversions: dict[tuple[Config, Config], Conversion], batch_size: int = 1) -> float:
     """Exact cost of a plan: every layer's time plus every conversion of an input from another configuration."""
     images = Config()  # the images arrive as fp32 NCHW
     total, timed = 0.0, set()
@@ -74,8 +97,8 @@ def plan_cost(layers: list[Layer], plan: dict[str, Config], layer_ms: dict[tuple
             timed.add(layer.label)
         for producer in layer.producers:
             source = plan[producer] if producer else images
-            if source != config:
-                total += convert_ms_per_mbyte[source, config] * layer.input_mbytes * batch_size
+            if converts(source, config):
+                total += conversions[source, config].ms(layer.input_mbytes * batch_size)
     return total
 
 
@@ -88,13 +111,13 @@ def labels(layers: list[Layer]) -> list[str]:
     return list(dict.fromkeys(layer.label for layer in layers))
 
 
-def plan(layers: list[Layer], configs: list[Config], layer_ms, convert_ms_per_mbyte,
+def plan(layers: list[Layer], configs: list[Config], layer_ms, conversions,
          batch_size: int = 1) -> dict[str, Config]:
     """Dynamic programming over the execution order (each layer's previous layer taken as its producer), then
     local search on the exact graph cost until no single layer's change helps, started from the DP's plan, the
     greedy plan and every uniform plan; the cheapest result wins."""
     def convert(a: Config, b: Config, layer: Layer) -> float:
-        return 0.0 if a == b else convert_ms_per_mbyte[a, b] * layer.input_mbytes * batch_size
+        return conversions[a, b].ms(layer.input_mbytes * batch_size) if converts(a, b) else 0.0
 
     calls = {label: sum(1 for layer in layers if layer.label == label) for label in labels(layers)}
     best: dict[Config, tuple[float, list[Config]]] = {Config(): (0.0, [])}  # state: the previous layer's config
@@ -110,18 +133,18 @@ def plan(layers: list[Layer], configs: list[Config], layer_ms, convert_ms_per_mb
     for layer, config in zip(layers, path):
         dp.setdefault(layer.label, config)  # a module called twice keeps its first call's configuration
     starts = [dp, greedy(layers, configs, layer_ms)] + [{label: c for label in labels(layers)} for c in configs]
-    found = [_local_search(layers, configs, start, layer_ms, convert_ms_per_mbyte, batch_size) for start in starts]
-    return min(found, key=lambda p: plan_cost(layers, p, layer_ms, convert_ms_per_mbyte, batch_size))
+    found = [_local_search(layers, configs, start, layer_ms, conversions, batch_size) for start in starts]
+    return min(found, key=lambda p: plan_cost(layers, p, layer_ms, conversions, batch_size))
 
 
-def _local_search(layers, configs, chosen, layer_ms, convert_ms_per_mbyte, batch_size) -> dict[str, Config]:
-    cost = plan_cost(layers, chosen, layer_ms, convert_ms_per_mbyte, batch_size)
+def _local_search(layers, configs, chosen, layer_ms, conversions, batch_size) -> dict[str, Config]:
+    cost = plan_cost(layers, chosen, layer_ms, conversions, batch_size)
     improved = True
     while improved:
         improved = False
         for label, config in itertools.product(labels(layers), configs):
             trial = {**chosen, label: config}
-            trial_cost = plan_cost(layers, trial, layer_ms, convert_ms_per_mbyte, batch_size)
+            trial_cost = plan_cost(layers, trial, layer_ms, conversions, batch_size)
             if trial_cost < cost - 1e-12:
                 chosen, cost, improved = trial, trial_cost, True
     return chosen
@@ -129,20 +152,40 @@ def _local_search(layers, configs, chosen, layer_ms, convert_ms_per_mbyte, batch
 
 # ------------------------------------------------------------------------------------------------ builder
 class Converted(nn.Module):
-    """A layer run under its configuration: its weights in that precision, its input cast and laid out."""
+    """A layer run under its configuration: its weights in that precision and layout, its input cast and laid
+    out, and cuDNN or TF32 switched for it where the configuration differs from the process's (fp32, cuDNN on)."""
 
     def __init__(self, layer: nn.Module, config: Config):
         super().__init__()
         self.config = config
-        self.dtype, self.format = DTYPES[config.precision], FORMATS[config.memory_format]
+        self.dtype, self.format = config.tensor
         self.layer = layer.to(self.dtype)
+        if any(p.dim() == 4 for p in self.layer.parameters()):
+            self.layer = self.layer.to(memory_format=self.format)
+        self.switched = config.precision == "tf32" or not config.cudnn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
         if x.dim() == 4:
-            x = x.to(self.dtype).contiguous(memory_format=self.format)
-        else:
-            x = x.to(self.dtype)
-        return self.layer(x)
+            x = x.contiguous(memory_format=self.format)
+        if not self.switched:
+            return self.layer(x)
+        with switches(self.config):
+            return self.layer(x)
+
+
+@contextlib.contextmanager
+def switches(config: Config):
+    """cuDNN on/off and TF32 for one layer, restored after it (CUDA-graph capture records the kernels chosen)."""
+    tf32 = config.precision == "tf32"
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        with torch.backends.cudnn.flags(enabled=config.cudnn, benchmark=torch.backends.cudnn.benchmark,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=tf32):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class Realised(nn.Module):
@@ -167,3 +210,52 @@ def build(model: nn.Module, chosen: dict[str, Config]) -> Realised:
         parent = body.get_submodule(parent_name) if parent_name else body
         setattr(parent, name, Converted(getattr(parent, name), config))
     return Realised(body.eval())
+
+
+# ------------------------------------------------------------------------------------------- conversions
+def measure_conversions(configs: list[Config], device: torch.device,
+                        sizes_mbytes: tuple[float, ...] = (0.25, 4.0, 64.0)) -> dict[tuple[Config, Config], Conversion]:
+    """Time every conversion between the configurations' dtypes and layouts on `device` at a few tensor sizes
+    (fp32 MiB, activation-shaped) and fit fixed + per-MiB costs (least squares, clipped at zero)."""
+    from . import measure
+    from .stats import summarise
+
+    found: dict[tuple[Config, Config], Conversion] = {}
+    measured: dict[tuple, Conversion] = {}
+    for a, b in itertools.permutations(configs, 2):
+        if not converts(a, b):
+            continue
+        key = (a.tensor, b.tensor)
+        if key not in measured:
+            times = []
+            for mbytes in sizes_mbytes:
+                side = max(1, round(math.sqrt(mbytes * 2**20 / 4 / 64)))
+                x = torch.randn(1, 64, side, side, device=device).to(a.tensor[0]).contiguous(memory_format=a.tensor[1])
+                step = lambda: x.to(b.tensor[0]).contiguous(memory_format=b.tensor[1])  # noqa: E731
+                timing = measure.time_iterations(step, device, warmup=3, iterations=20, repetitions=3)
+                times.append((64 * side * side * 4 / 2**20, summarise(timing.samples_ms).median_ms))
+            measured[key] = _fit(times)
+        found[a, b] = measured[key]
+    return found
+
+
+def _fit(points: list[tuple[float, float]]) -> Conversion:
+    n = len(points)
+    mean_x, mean_y = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / var) if var else 0.0
+    return Conversion(max(0.0, mean_y - slope * mean_x), slope)
+
+
+# ------------------------------------------------------------------------------------------------ plan files
+PLAN_SCHEMA = "ck-precision-bench/adaptive-plan-v1"
+
+
+def plan_to_json(chosen: dict[str, Config]) -> dict[str, dict]:
+    return {label: asdict(config) for label, config in chosen.items()}
+
+
+def plan_from_json(data: dict) -> dict[str, Config]:
+    if data.get("schema") != PLAN_SCHEMA:
+        raise ValueError(f"adaptive plan schema {data.get('schema')!r}: expected {PLAN_SCHEMA!r}")
+    return {label: Config(**config) for label, config in data["plan"].items()}

@@ -78,7 +78,8 @@ def ensure_experiment_entry(root: Path | str, model: str, lib: str, tags: list[s
 
 def point_features(point: dict) -> dict:
     """What makes two measurements the same point (as CK's search_point_by_features): model, lib, batch,
-    layout, CUDA graph, and for compiled libs the compile mode and freezing (from the settings in older points)."""
+    layout, CUDA graph, for compiled libs the compile mode, freezing and dynamic batch (from the settings in older
+    points), and for the adaptive lib its plan's digest."""
     env, settings = point["choices"]["env"], point["choices"].get("settings", {})
     keys = ("CK_MODEL", "CK_LIB", "CK_BATCH_SIZE", "CK_MEMORY_FORMAT", "CK_CUDA_GRAPH")
     features = {k: env.get(k) for k in keys}
@@ -87,6 +88,8 @@ def point_features(point: dict) -> dict:
         features["CK_FREEZING"] = bool(env.get("CK_FREEZING", settings.get("freezing")))
         if env.get("CK_DYNAMIC_BATCH"):  # one compilation for all batch sizes is not the same point as one per size
             features["CK_DYNAMIC_BATCH"] = True
+    if env.get("CK_ADAPTIVE_PLAN"):  # each plan is its own configuration
+        features["CK_ADAPTIVE_PLAN"] = env["CK_ADAPTIVE_PLAN"]
     return features
 
 
@@ -118,6 +121,7 @@ def write_point(entry: Path, point: dict) -> Path:
 
 def merge_repo(source: Path | str, target: Path | str) -> tuple[int, int]:
     """Copy every experiment point of `source` into `target` as new subpoints; identical points are skipped.
+    Adaptive plan files come along (their names carry their digests).
 
     Returns (added, skipped). Entries and alias files are created as needed; nothing in `target` is overwritten.
     """
@@ -134,4 +138,7 @@ def merge_repo(source: Path | str, target: Path | str) -> tuple[int, int]:
                 continue
             write_point(into, json.loads(path.read_text()))
             added += 1
+        for plan in sorted(entry.glob("plan-*.json")):  # adaptive plans: named by digest, so never overwritten
+            if not (into / plan.name).exists():
+                write_json_atomic(into / plan.name, json.loads(plan.read_text()))
     return added, skipped

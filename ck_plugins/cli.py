@@ -69,6 +69,7 @@ def _add_point(sub) -> None:
     p.add_argument("--per-layer", default=env("CK_PER_LAYER", "true"), help="per-layer profiling pass: true/false")
     p.add_argument("--profile", default=env("CK_PROFILE", "true"), help="kernel profile for the diagnosis")
     p.add_argument("--family", default=env("CK_FAMILY", "any"), help="restrict libs to one program's family")
+    p.add_argument("--plan", default=env("CK_ADAPTIVE_PLAN", ""), help="adaptive lib: the plan file to run")
     p.add_argument("--repo", default=env("CK_RESULTS_REPO", ""),
                    help="CK repository that receives experiment/<model>-<lib>/ (default: this checkout)")
     p.add_argument("--out", default="result.json")
@@ -92,7 +93,7 @@ def _cmd_point(args) -> int:
                           per_layer=_parse_bool("per-layer", args.per_layer),
                           profile=_parse_bool("profile", args.profile))
     options = backends.Options(args.memory_format, _parse_bool("cuda graph", args.cuda_graph), args.compile_mode,
-                               _parse_bool("freezing", args.freezing))
+                               _parse_bool("freezing", args.freezing), plan=args.plan)
     request = bench.PointRequest(plan, args.lib, options, Path(args.repo or REPO_ROOT).resolve(), args.family)
     backends.create(args.lib, options, args.family)  # names checked before anything is measured
     measured = bench.measure_point(request)
@@ -180,6 +181,46 @@ def _cmd_explore_worker(args) -> int:
     task = json.loads(args.task)
     task = explore.Task(task["model"], task["lib"], tuple(task["batch_sizes"]), task["memory_format"])
     return explore.worker(task, config, json.loads(args.sweep), Path(args.repo), args.wait)
+
+
+def _add_adaptive(sub) -> None:
+    p = sub.add_parser("adaptive", help="measure the candidate libs per layer, plan, build and measure the adaptive model")
+    p.add_argument("--models", default="all", help="comma-separated models, or all")
+    p.add_argument("--batch-sizes", default="16", help="comma-separated batch sizes")
+    p.add_argument("--device", default="cuda", help="cuda or cpu")
+    p.add_argument("--cuda-graph", default="false", help="run candidates and the adaptive model in CUDA graphs")
+    p.add_argument("--libs", help="comma-separated candidate libs (default: every single-configuration lib)")
+    p.add_argument("--repetitions", default="3")
+    p.add_argument("--repo", default="", help="CK repository for the points and plans (default: this checkout)")
+    p.set_defaults(func=_cmd_adaptive)
+
+
+def _cmd_adaptive(args) -> int:
+    from pathlib import Path
+
+    from . import adaptive_run, models
+    from .errors import check_choice
+    from .explore import parse_list
+    from .platform_info import REPO_ROOT
+
+    chosen = list(models.MODELS) if args.models == "all" else parse_list(args.models)
+    for name in chosen:
+        check_choice("model", name, models.MODELS)
+    check_choice("device", args.device, ("cuda", "cpu"))
+    libs = tuple(parse_list(args.libs) or []) or None
+    for lib in libs or ():
+        check_choice("candidate lib", lib, adaptive_run.CANDIDATES[args.device])
+    sizes = [check_positive_int("batch size", b) for b in parse_list(args.batch_sizes)]
+    graph = _parse_bool("cuda graph", args.cuda_graph)
+    repo = Path(args.repo or REPO_ROOT).resolve()
+    failed = 0
+    for model in chosen:
+        for batch in sizes:
+            outcome = adaptive_run.run(model, batch, repo, args.device, graph, libs,
+                                       check_positive_int("repetitions", args.repetitions))
+            print(outcome.line(), flush=True)
+            failed += outcome.measured_ms is None
+    return 3 if failed else 0
 
 
 def _add_merge(sub) -> None:
@@ -321,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_resnet_fp16(sub)
     _add_point(sub)
     _add_explore(sub)
+    _add_adaptive(sub)
     _add_merge(sub)
     _add_analyse(sub)
     _add_service(sub)

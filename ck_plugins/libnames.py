@@ -9,6 +9,7 @@ FAMILY_OF = {
     "torch-cudnn-fp16": "fp16", "torch-cudnn-bf16": "fp16", "torch-amp": "fp16",
     "torch-compile-fp32": "compile", "torch-compile-fp16": "compile", "torch-compile-bf16": "compile",
     "tensorrt-fp32": "tensorrt", "tensorrt-fp16": "tensorrt",
+    "adaptive": "adaptive",
 }
 CHANNELS_LAST_FAMILIES = ("fp16", "compile", "tensorrt")  # where tensor cores want NHWC
 

@@ -1,5 +1,6 @@
 """The planner and the builder on synthetic per-layer data whose optimum is known (found by brute force)."""
 import itertools
+import json
 import random
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from ck_plugins import adaptive, models
-from ck_plugins.adaptive import Config
+from ck_plugins.adaptive import Config, Conversion
 
 A, B = Config("fp32", "nchw"), Config("bf16", "channels_last")
 
@@ -55,7 +56,7 @@ def test_greedy_alternates_but_the_planner_sees_that_conversions_cost_more():
     layers = adaptive.dataflow(model, image_size=16)
     layer_ms = {(layer.label, c): (0.9 if (int(layer.label) % 2) == (c == B) else 1.0)
                 for layer in layers for c in (A, B)}
-    convert = {(A, B): 100.0, (B, A): 100.0}
+    convert = {(A, B): Conversion(0.0, 100.0), (B, A): Conversion(0.0, 100.0)}
     greedy = adaptive.greedy(layers, [A, B], layer_ms)
     planned = adaptive.plan(layers, [A, B], layer_ms, convert)
     assert len(set(greedy.values())) == 2 and set(planned.values()) == {A}  # all fp32: no conversion at all
@@ -68,10 +69,10 @@ def test_greedy_alternates_but_the_planner_sees_that_conversions_cost_more():
 def test_planner_finds_the_brute_force_optimum_on_a_branching_network(seed):
     rng = random.Random(seed)
     layers = adaptive.dataflow(Branchy(), image_size=32)
-    configs = [A, B, Config("fp16", "nchw")]
+    configs = [A, B, Config("fp16", "nchw"), Config("fp32", "nchw", cudnn=False)]
     layer_ms = {(layer.label, c): rng.uniform(0.1, 1.0) for layer in layers for c in configs}
-    convert = {(x, y): rng.uniform(0.5, 30.0) for x in configs for y in configs if x != y}
-    convert.update({(Config(), y): convert.get((A, y), 0.0) for y in configs if y != Config()})
+    convert = {(x, y): Conversion(rng.uniform(0.0, 0.2), rng.uniform(0.5, 30.0))
+               for x in configs for y in configs if adaptive.converts(x, y)}
     planned = adaptive.plan(layers, configs, layer_ms, convert)
     assert adaptive.plan_cost(layers, planned, layer_ms, convert) == pytest.approx(
         brute_force(layers, configs, layer_ms, convert))
@@ -90,3 +91,67 @@ def test_built_model_runs_each_layer_in_its_configuration_and_stays_close_to_fp3
         ref, out = model(x), realised(x)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert float((out - ref).norm() / ref.norm()) < 0.05
+
+
+def test_switches_apply_to_their_layer_only_and_cudnn_off_needs_no_conversion():
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append((torch.backends.cudnn.enabled, x.dtype))
+            return x
+
+    off = Config("fp32", "nchw", cudnn=False)
+    body = nn.Sequential(Probe(), Probe())
+    realised = adaptive.build(body, {"0": off, "1": A})
+    realised(torch.randn(1, 3, 4, 4))
+    assert seen == [(False, torch.float32), (True, torch.float32)] and torch.backends.cudnn.enabled
+    assert not adaptive.converts(A, off) and adaptive.converts(A, B)
+
+
+def test_measured_conversions_are_nonnegative_and_grow_with_size():
+    costs = adaptive.measure_conversions([A, B, Config("fp32", "nchw", cudnn=False)], torch.device("cpu"),
+                                         sizes_mbytes=(0.25, 16.0))
+    assert set(costs) == {(A, B), (B, A), (Config("fp32", "nchw", cudnn=False), B), (B, Config("fp32", "nchw", cudnn=False))}
+    assert all(c.fixed_ms >= 0 and c.ms_per_mbyte > 0 for c in costs.values())
+    assert costs[A, B].ms(16.0) > costs[A, B].ms(0.25)
+
+
+def test_plans_round_trip_through_json_and_a_wrong_schema_is_refused():
+    chosen = {"conv1": B, "fc": Config("tf32", "nchw", cudnn=False)}
+    data = {"schema": adaptive.PLAN_SCHEMA, "plan": adaptive.plan_to_json(chosen)}
+    assert adaptive.plan_from_json(data) == chosen
+    with pytest.raises(ValueError, match="schema"):
+        adaptive.plan_from_json({"schema": "other", "plan": {}})
+
+
+def test_the_adaptive_lib_is_planned_built_measured_and_recorded_like_any_other(tmp_path):
+    from ck_plugins import adaptive_run, backends, engine, point
+
+    outcome = adaptive_run.run("squeezenet-1.1", 1, tmp_path, "cpu", repetitions=1, min_repetition_ms=0)
+    assert outcome.measured_ms and outcome.best_single_lib in ("torch-cpu", "torch-cpu-bf16")
+    assert outcome.planned_ms <= outcome.greedy_ms + 1e-9 and sum(outcome.configs_used.values()) > 20
+    recorded = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("experiment/*/ckp-*.json")}
+    assert set(recorded) == {"squeezenet-1.1-torch-cpu", "squeezenet-1.1-torch-cpu-bf16", "squeezenet-1.1-adaptive"}
+    ours = recorded["squeezenet-1.1-adaptive"]
+    assert point.problems(ours) == [] and ours["characteristics_list"][0]["run"]["run_success"]
+    settings = ours["choices"]["settings"]["plan"]
+    assert settings["planned_ms"] == pytest.approx(outcome.planned_ms) and settings["best_single_lib"]
+    assert ours["choices"]["env"]["CK_ADAPTIVE_PLAN"] == settings["digest"]
+    again = engine.run_point(engine.RunPlan("squeezenet-1.1", 1, 1, 2, 1, per_layer=False, profile=False),
+                             backends.create("adaptive", backends.Options(plan=str(outcome.plan_file))))
+    assert again.run_success and again.accuracy.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("content, says", [(None, "needs a plan file"), ("{", "unreadable"),
+                                            ('{"schema": "x", "plan": {}}', "schema")])
+def test_a_missing_or_bad_plan_is_a_failed_point_with_the_reason(tmp_path, content, says):
+    from ck_plugins import backends, engine
+
+    path = ""
+    if content is not None:
+        path = tmp_path / "plan.json"
+        path.write_text(content)
+    failed = engine.run_point(engine.RunPlan("squeezenet-1.1", 1, 1, 1, 1, profile=False),
+                              backends.create("adaptive", backends.Options(plan=str(path))))
+    assert not failed.run_success and says in failed.error

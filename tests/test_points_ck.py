@@ -72,3 +72,18 @@ def test_real_ck_lists_and_loads_our_points(ck, results_repo, tmp_path):
     assert payload["dict"]["0001"]["choices"]["env"]["CK_LIB"] == "null"
     tags = ck("search", "experiment", "--tags=explore-batch-size-libs-models,null")
     assert "squeezenet-1.1-null" in tags.stdout
+
+
+def test_the_adaptive_lib_runs_a_plan_file_through_ck(ck, results_repo, tmp_path):
+    from ck_plugins import adaptive, models
+
+    labels = adaptive.labels(adaptive.dataflow(models.build("squeezenet-1.1")))
+    chosen = {label: adaptive.Config("bf16" if i % 2 else "fp32") for i, label in enumerate(labels)}
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"schema": adaptive.PLAN_SCHEMA, "model": "squeezenet-1.1", "device": "cpu",
+                                "digest": "0123456789abcdef", "plan": adaptive.plan_to_json(chosen)}))
+    done = ck_run_point(ck, "bench-adaptive", "adaptive", results_repo, tmp_path, f"--env.CK_ADAPTIVE_PLAN={plan}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads(next((results_repo / "experiment" / "squeezenet-1.1-adaptive").glob("ckp-*.json")).read_text())
+    assert point.problems(data) == [] and data["choices"]["env"]["CK_ADAPTIVE_PLAN"] == "0123456789abcdef"
+    assert data["characteristics_list"][0]["run"]["accuracy"]["top1_agreement"] >= 0.5

@@ -10,6 +10,7 @@ from .base import MEMORY_FORMATS, Backend
 from .compiled import COMPILE_MODES, CompiledBackend
 from .null import NullBackend
 from .onnxrt import OnnxRuntimeBackend
+from .planned import AdaptiveBackend
 from .tensorrt import TensorRTBackend
 from .torch_eager import EagerBackend, EagerConfig
 
@@ -21,6 +22,7 @@ class Options:
     compile_mode: str = "default"
     freezing: bool = False
     dynamic_batch: bool = False  # compile libs: one compilation for every batch size (a sweep's choice)
+    plan: str = ""  # adaptive: the plan file
 
 
 def _eager(device: str, precision: str, cudnn: bool = True) -> Callable[[str, Options], Backend]:
@@ -59,6 +61,7 @@ FACTORIES: dict[str, Callable[[str, Options], Backend]] = {
     "torch-compile-bf16": _compiled("bf16"),
     "tensorrt-fp32": _tensorrt("fp32"),
     "tensorrt-fp16": _tensorrt("fp16"),
+    "adaptive": lambda name, o: AdaptiveBackend(name, o.plan, o.cuda_graph),
 }
 LIBS: dict[str, tuple[str, Callable[[str, Options], Backend]]] = {
     name: (FAMILY_OF[name], factory) for name, factory in FACTORIES.items()}
