@@ -88,6 +88,8 @@ def point_features(point: dict) -> dict:
         features["CK_FREEZING"] = bool(env.get("CK_FREEZING", settings.get("freezing")))
         if env.get("CK_DYNAMIC_BATCH"):  # one compilation for all batch sizes is not the same point as one per size
             features["CK_DYNAMIC_BATCH"] = True
+    if env.get("CK_FOLD_BN"):
+        features["CK_FOLD_BN"] = True
     if env.get("CK_ADAPTIVE_PLAN"):  # each plan is its own configuration
         features["CK_ADAPTIVE_PLAN"] = env["CK_ADAPTIVE_PLAN"]
     return features

@@ -70,6 +70,7 @@ def _add_point(sub) -> None:
     p.add_argument("--profile", default=env("CK_PROFILE", "true"), help="kernel profile for the diagnosis")
     p.add_argument("--family", default=env("CK_FAMILY", "any"), help="restrict libs to one program's family")
     p.add_argument("--plan", default=env("CK_ADAPTIVE_PLAN", ""), help="adaptive lib: the plan file to run")
+    p.add_argument("--fold-bn", default=env("CK_FOLD_BN", "false"), help="eager libs: fold batch norms: true/false")
     p.add_argument("--repo", default=env("CK_RESULTS_REPO", ""),
                    help="CK repository that receives experiment/<model>-<lib>/ (default: this checkout)")
     p.add_argument("--out", default="result.json")
@@ -93,7 +94,8 @@ def _cmd_point(args) -> int:
                           per_layer=_parse_bool("per-layer", args.per_layer),
                           profile=_parse_bool("profile", args.profile))
     options = backends.Options(args.memory_format, _parse_bool("cuda graph", args.cuda_graph), args.compile_mode,
-                               _parse_bool("freezing", args.freezing), plan=args.plan)
+                               _parse_bool("freezing", args.freezing), plan=args.plan,
+                               fold_bn=_parse_bool("fold bn", args.fold_bn))
     request = bench.PointRequest(plan, args.lib, options, Path(args.repo or REPO_ROOT).resolve(), args.family)
     backends.create(args.lib, options, args.family)  # names checked before anything is measured
     measured = bench.measure_point(request)

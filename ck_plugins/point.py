@@ -51,6 +51,8 @@ def choices_env(m: "Measurement") -> dict:
     compiled = {"CK_COMPILE_MODE": settings["compile_mode"], "CK_FREEZING": bool(settings.get("freezing")),
                 "CK_DYNAMIC_BATCH": bool(settings.get("dynamic_batch"))} if "compile_mode" in settings else {}
     autorange = {"CK_MIN_REPETITION_MS": m.plan.min_repetition_ms} if m.plan.min_repetition_ms else {}
+    if settings.get("fold_bn"):
+        autorange["CK_FOLD_BN"] = True
     if settings.get("plan", {}).get("digest"):
         autorange["CK_ADAPTIVE_PLAN"] = settings["plan"]["digest"]
     return {**compiled, **autorange, "CK_MODEL": m.plan.model, "CK_LIB": settings["lib"], "CK_BATCH_SIZE": m.plan.batch_size,

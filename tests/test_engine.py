@@ -42,3 +42,14 @@ def test_a_plan_outside_the_session_is_a_failed_measurement_not_a_crash():
     session = engine.Session("squeezenet-1.1", backends.create("null"), max_batch=2)
     failed = session.measure(plan(4))
     assert not failed.run_success and "batch 4" in failed.error and "batch <= 2" in failed.error
+
+
+def test_folded_batch_norms_leave_the_outputs_and_mark_the_point():
+    from ck_plugins import ckrepo, point
+
+    measured = engine.run_point(engine.RunPlan("resnet50", 1, 1, 1, 1, profile=False),
+                                backends.create("torch-cpu", backends.Options(fold_bn=True)))
+    assert measured.run_success and measured.accuracy.relative_error < 1e-4
+    assert not any(t.type == "BatchNorm2d" for t in measured.per_layer[0])
+    data = point.from_measurement(measured, None, {"commit": "x", "dirty": False})
+    assert data["choices"]["env"]["CK_FOLD_BN"] is True and ckrepo.point_features(data)["CK_FOLD_BN"] is True

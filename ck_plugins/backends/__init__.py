@@ -23,12 +23,14 @@ class Options:
     freezing: bool = False
     dynamic_batch: bool = False  # compile libs: one compilation for every batch size (a sweep's choice)
     plan: str = ""  # adaptive: the plan file
+    fold_bn: bool = False  # eager libs: batch norms folded into the convolutions
 
 
 def _eager(device: str, precision: str, cudnn: bool = True) -> Callable[[str, Options], Backend]:
     def make(name: str, o: Options) -> Backend:
         return EagerBackend(name, EagerConfig(device, precision, cudnn=cudnn, cudnn_benchmark=cudnn,
-                                              memory_format=o.memory_format, cuda_graph=o.cuda_graph))
+                                              memory_format=o.memory_format, cuda_graph=o.cuda_graph,
+                                              fold_bn=o.fold_bn))
     return make
 
 

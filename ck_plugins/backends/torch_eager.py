@@ -19,6 +19,7 @@ class EagerConfig:
     cudnn_benchmark: bool = True
     memory_format: str = "nchw"  # or "channels_last"
     cuda_graph: bool = False
+    fold_bn: bool = False  # fold each batch norm into the convolution before it (as TensorRT and inductor freezing do)
 
 
 def apply_global_flags(config: EagerConfig) -> None:
@@ -58,7 +59,12 @@ class EagerBackend(Backend):
     def load(self, model: nn.Module, batch_size: int) -> None:
         self.check()
         apply_global_flags(self.config)
-        self.model = copy.deepcopy(model).to(self.device, self._dtype, memory_format=self._format).eval()
+        copied = copy.deepcopy(model).eval()
+        if self.config.fold_bn:
+            from torch.fx.experimental.optimization import fuse
+
+            copied = fuse(copied)  # conv + batch norm -> conv with folded weights and bias (fp32, before the cast)
+        self.model = copied.to(self.device, self._dtype, memory_format=self._format).eval()
         self._graph = None
 
     def prepare_input(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One call on the lent GPU machine: install the project beside the machine's torch, run the named phases,
+# and leave every results repository as one tar in $OUT. Results go to .gpu-results/<phase>/ (a sweep resumes
+# from a carried .gpu-results/sweep/). Phases: parity, adaptive, sweep, fastest.
+# Usage (device tool, carry .whl and .gpu-results): CKPB_COMMIT=<hash> benchmarks/on-gpu.sh parity adaptive
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONWARNINGS=ignore::SyntaxWarning
+export HOME=/tmp/h CK_REPOS=/tmp/h/CK PYTHONUNBUFFERED=1 TEARDOWN_CUPTI=1
+mkdir -p "$HOME" .gpu-results && ck add repo --import --path="$PWD" --quiet > /dev/null
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader
+results=$(realpath .gpu-results)
+for phase in "$@"; do
+  start=$SECONDS
+  echo "=== $phase"
+  case "$phase" in
+    parity) python3 -m pytest -q tests/test_models.py 2>&1 | tail -4 ;;
+    adaptive)
+      python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_BATCHES:-16}" --repo "$results/adaptive"
+      python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_GRAPH_BATCHES:-16,128}" --cuda-graph true \
+        --repo "$results/adaptive" ;;
+    sweep)
+      timeout "${SWEEP_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
+        --device cuda --repo "$results/sweep" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -20 ;;
+    fastest) benchmarks/fastest-resnet50.sh "$results/fastest" ;;
+    *) echo "unknown phase $phase: expected parity, adaptive, sweep or fastest"; exit 2 ;;
+  esac
+  echo "=== $phase: $((SECONDS - start)) s"
+done
+tar -C "$results" -czf "$OUT/gpu-results.tgz" .
