@@ -22,7 +22,7 @@ for phase in "$@"; do
     sweep)
       timeout "${SWEEP_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
         --device cuda --repo "$results/sweep" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -20 ;;
-    fastest) benchmarks/fastest-resnet50.sh "$results/fastest" ;;
+    fastest) timeout "${FASTEST_LIMIT_S:-540}" benchmarks/fastest-resnet50.sh "$results/fastest" ;;
     *) echo "unknown phase $phase: expected parity, adaptive, sweep or fastest"; exit 2 ;;
   esac
   echo "=== $phase: $((SECONDS - start)) s"

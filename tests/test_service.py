@@ -135,9 +135,12 @@ def test_the_whole_loop_submit_dashboard_and_ck_pull_from_another_installation(t
     try:
         repo = tmp_path / "mine"
         shutil.copytree(REPO / "experiment" / "alexnet-torch-cudnn-fp16", repo / "experiment" / "alexnet-torch-cudnn-fp16")
+        files = list((repo / "experiment" / "alexnet-torch-cudnn-fp16").glob("ckp-*.json"))
+        n, runs = len(files), sum(len(json.loads(f.read_text())["characteristics_list"]) for f in files)
+        assert n >= 8
         done = subprocess.run([sys.executable, "-m", "ck_plugins", "submit", "--url", server.url, "--token", TOKEN,
                                "--repo", str(repo)], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0 and "8 points accepted" in done.stdout, done.stderr[-2000:]
+        assert done.returncode == 0 and f"{n} points accepted" in done.stdout, done.stderr[-2000:]
         board = json.loads(urllib.request.urlopen(server.url + "/api/leaderboard").read())
         assert board[0]["submitter"] == "alice" and board[0]["model"] == "alexnet"
         other = dict(ck_env, CK_REPOS=str(tmp_path / "other-CK"), HOME=str(tmp_path / "other-home"))
@@ -146,15 +149,15 @@ def test_the_whole_loop_submit_dashboard_and_ck_pull_from_another_installation(t
                                 capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
         assert pulled.returncode == 0, pulled.stdout[-2000:] + pulled.stderr[-2000:]
         clone = Path(other["CK_REPOS"]) / "results"
-        assert len(readpoints.load([clone]).runs) == 8 * 3
+        assert len(readpoints.load([clone]).runs) == runs
         again = subprocess.run([sys.executable, "-m", "ck_plugins", "submit", "--url", server.url, "--token", TOKEN,
                                 "--repo", str(repo)], capture_output=True, text=True, timeout=300)
-        assert "0 points accepted, 8 already there" in again.stdout
+        assert f"0 points accepted, {n} already there" in again.stdout
         through_ck = subprocess.run(["ck", "submit", "precision-bench", f"--url={server.url}", f"--token={TOKEN}",
                                      f"--repo={repo}", "--out=json"], env=ck_env, capture_output=True, text=True,
                                     timeout=300, stdin=subprocess.DEVNULL)
         answer = json.loads(through_ck.stdout[through_ck.stdout.index("{"):])
-        assert through_ck.returncode == 0 and answer["answers"][0]["duplicates"] == 8
+        assert through_ck.returncode == 0 and answer["answers"][0]["duplicates"] == n
     finally:
         server.stop()
 
