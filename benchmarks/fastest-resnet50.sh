@@ -14,7 +14,14 @@ attempt() {  # program lib batch [extra ck flags...]
   timeout "${LIMIT_S:-300}" ck run "program:$program" --env.CK_LIB="$lib" --env.CK_BATCH_SIZE="$batch" \
     --env.CK_RESULTS_REPO="$repo" --env.CK_PROFILE=false --env.CK_PER_LAYER=false --tmp_dir="/tmp/ckrun/$tag" \
     --treat_return_code_as_exit_code=yes "$@" > "$repo/logs/$tag.log" 2>&1
-  echo "$lib batch $batch $* -> rc $? in $((SECONDS - start)) s ($(grep -m1 -E 'ms/batch|FAILED' "$repo/logs/$tag.log"))"
+  local rc=$?
+  if [ $rc = 124 ]; then  # killed past the limit: the attempt is still a (failed) point
+    (export CK_MEMORY_FORMAT=channels_last  # the fp16 and compile programs' default
+     for flag in "$@"; do flag=${flag#--env.}; export "${flag%%=*}=${flag#*=}"; done
+     python3 -m ck_plugins point --model resnet50 --lib "$lib" --batch-size "$batch" --repo "$repo" \
+       --failed "timed out after ${LIMIT_S:-300} s (compilation included)" --out /dev/null >> "$repo/logs/$tag.log" 2>&1)
+  fi
+  echo "$lib batch $batch $* -> rc $rc in $((SECONDS - start)) s ($(grep -m1 -E 'ms/batch|FAILED' "$repo/logs/$tag.log"))"
 }
 for batch in 1 1024; do
   attempt bench-fp16 torch-cudnn-fp16 "$batch" --env.CK_CUDA_GRAPH=true

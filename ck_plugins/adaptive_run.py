@@ -60,7 +60,8 @@ def run(model_name: str, batch_size: int, repo: Path, device: str, cuda_graph: b
     model = models.build(model_name)
     run_id = {"id": f"adaptive-{int(time.time())}", "config": "adaptive"}
     plan = engine.RunPlan(model_name, batch_size, warmup=5, iterations=20, repetitions=repetitions, profile=False,
-                          per_layer_passes=3, harness_check=False, min_repetition_ms=min_repetition_ms)
+                          per_layer_passes=3, harness_check=False, min_repetition_ms=min_repetition_ms,
+                          per_layer_method="isolated")
     reference = engine.reference_logits(model, engine.seeded_images(batch_size, 0), _device(device))
     medians, layer_ms, configs = {}, {}, []
     for lib in libs or CANDIDATES[device]:

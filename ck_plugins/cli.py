@@ -73,6 +73,9 @@ def _add_point(sub) -> None:
     p.add_argument("--fold-bn", default=env("CK_FOLD_BN", "false"), help="eager libs: fold batch norms: true/false")
     p.add_argument("--repo", default=env("CK_RESULTS_REPO", ""),
                    help="CK repository that receives experiment/<model>-<lib>/ (default: this checkout)")
+    p.add_argument("--failed", default="", metavar="REASON",
+                   help="record this configuration as a failed point with REASON, measuring nothing (for a harness "
+                        "that had to kill the run, e.g. past its time limit)")
     p.add_argument("--out", default="result.json")
     p.set_defaults(func=_cmd_point)
 
@@ -97,8 +100,17 @@ def _cmd_point(args) -> int:
                                _parse_bool("freezing", args.freezing), plan=args.plan,
                                fold_bn=_parse_bool("fold bn", args.fold_bn))
     request = bench.PointRequest(plan, args.lib, options, Path(args.repo or REPO_ROOT).resolve(), args.family)
-    backends.create(args.lib, options, args.family)  # names checked before anything is measured
-    measured = bench.measure_point(request)
+    backend = backends.create(args.lib, options, args.family)  # names checked before anything is measured
+    if args.failed:
+        import torch
+
+        from .platform_info import describe
+
+        where = backend.device if backend.device.type == "cpu" or torch.cuda.is_available() else torch.device("cpu")
+        measured = engine.Measurement(plan, backend.describe(), run_success=False, error=args.failed,
+                                      platform=describe(where))
+    else:
+        measured = bench.measure_point(request)
     sweep = None
     if os.environ.get("CK_SWEEP_ID"):  # run by the sweep's CK route
         sweep = {"id": os.environ["CK_SWEEP_ID"], "config": os.environ.get("CK_SWEEP_CONFIG", ""),
@@ -134,7 +146,6 @@ def _add_explore(sub) -> None:
 
 
 def _cmd_explore(args) -> int:
-    import time
     from pathlib import Path
 
     from . import explore
@@ -157,14 +168,15 @@ def _cmd_explore(args) -> int:
     sweep = explore.open_sweep(repo, key, config, args.shard or "", args.fresh)
     explore.remove_stale_temporaries(repo)
     print(f"sweep {sweep['id']} ({config.name}): {len(tasks)} (model, lib) tasks into {repo}", flush=True)
-    start = time.perf_counter()
+    journal = explore.Journal(repo, key, sweep)
     if args.via_ck:
         outcome = explore.run_via_ck(tasks, config, sweep, repo)
     else:
-        outcome = explore.run(tasks, config, sweep, repo, workers)
-    summary = explore.finish(repo, key, sweep, outcome, time.perf_counter() - start)
+        outcome = explore.run(tasks, config, sweep, repo, workers, journal.save)
+    summary = journal.save(outcome, complete=True)
     ratio = summary["wall_over_measured"]
-    print(f"wall {summary['wall_s']:.1f} s, measured {summary['measured_s']:.1f} s"
+    parts = f" in {len(summary['parts'])} parts" if len(summary["parts"]) > 1 else ""
+    print(f"wall {summary['wall_s']:.1f} s{parts}, measured {summary['measured_s']:.1f} s"
           f"{f', ratio {ratio:.2f}' if ratio else ''}; {summary['points']} points, {summary['failed']} failed")
     for reason, count in summary["failures"].items():
         print(f"  {count} failed: {reason}")

@@ -27,6 +27,7 @@ class RunPlan:
     per_layer_passes: int = 3  # per repetition; the median is kept
     harness_check: bool = True  # also time a bare CUDA-event loop, to report our overhead (GPU only)
     min_repetition_ms: float = 0.0  # > 0: iterations is a minimum, a repetition lasts at least this long
+    per_layer_method: str = "hooks"  # hooks: in the running model (the seed's); isolated: each layer alone
 
 
 @dataclass
@@ -198,8 +199,12 @@ class Session:
             result.notes.append(f"per-layer times unavailable: {backend.name} fuses layers; see its kernel profile")
             return
         layer_step = lambda: backend.layer_forward(inputs)  # noqa: E731
-        result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device, plan.per_layer_passes)
-                            for _ in range(plan.repetitions)]
+        if plan.per_layer_method == "isolated":
+            result.per_layer = [measure.isolated_layer_times(layered, layer_step, backend.device)
+                                for _ in range(plan.repetitions)]
+        else:
+            result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device, plan.per_layer_passes)
+                                for _ in range(plan.repetitions)]
 
 
 def harness_overhead(step, iterations: int, samples_ms: list[list[float]]) -> dict:

@@ -351,8 +351,10 @@ def remaining(tasks: list[Task], repo: Path, sweep_id: str) -> list[Task]:
     return [t for t in left if t.batch_sizes]
 
 
-def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers: int) -> Outcome:
-    """Run the tasks, `workers` at a time (one per GPU), with a progress bar; return what was measured."""
+def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers: int,
+        on_task=lambda total: None) -> Outcome:
+    """Run the tasks, `workers` at a time (one per GPU), with a progress bar; return what was measured.
+    `on_task(total so far)` runs after each (model, lib), under the lock (the journal keeps this part's figures)."""
     from tqdm import tqdm
 
     tasks = remaining(tasks, repo, sweep["id"])
@@ -392,6 +394,7 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
                 total.points += outcome.points
                 total.measured_ms += outcome.measured_ms
                 total.failed.update(outcome.failed)
+                on_task(total)
 
     threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in _gpus(workers)]
     [t.start() for t in threads]
@@ -413,12 +416,31 @@ def _gpus(workers: int) -> list[int | None]:
     return [None] * max(1, workers)
 
 
-def finish(repo: Path, key: str, sweep: dict, outcome: Outcome, wall_s: float) -> dict:
-    summary = {**sweep, "complete": True, "wall_s": wall_s, "measured_s": outcome.measured_ms / 1e3,
-               "wall_over_measured": wall_s / (outcome.measured_ms / 1e3) if outcome.measured_ms else None,
-               "points": outcome.points, "failed": sum(outcome.failed.values()), "failures": dict(outcome.failed)}
-    write_json_atomic(repo / JOURNAL_DIR / f"{key}.json", summary)
-    return summary
+class Journal:
+    """The sweep's journal file: its id, and one entry per part (a run killed and resumed has several), each part's
+    figures saved after every (model, lib), so a killed part still counts in the summary."""
+
+    def __init__(self, repo: Path, key: str, sweep: dict):
+        self.path, self.sweep = repo / JOURNAL_DIR / f"{key}.json", sweep
+        self.sweep["parts"] = sweep.get("parts", []) + [{"wall_s": 0.0, "measured_s": 0.0, "points": 0, "failed": 0}]
+        self.started = time.perf_counter()
+        write_json_atomic(self.path, self.sweep)
+
+    def save(self, total: Outcome, complete: bool = False) -> dict:
+        self.sweep["parts"][-1] = {"wall_s": time.perf_counter() - self.started, "measured_s": total.measured_ms / 1e3,
+                                   "points": total.points, "failed": sum(total.failed.values()),
+                                   "failures": dict(total.failed)}
+        parts = self.sweep["parts"]
+        wall, measured = sum(p["wall_s"] for p in parts), sum(p["measured_s"] for p in parts)
+        failures: Counter = Counter()
+        for part in parts:
+            failures.update(part.get("failures", {}))
+        self.sweep.update({"complete": complete, "wall_s": wall, "measured_s": measured,
+                           "wall_over_measured": wall / measured if measured else None,
+                           "points": sum(p["points"] for p in parts), "failed": sum(failures.values()),
+                           "failures": dict(failures)})
+        write_json_atomic(self.path, self.sweep)
+        return self.sweep
 
 
 # ------------------------------------------------------------------------------------------ the CK route

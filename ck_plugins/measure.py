@@ -150,6 +150,60 @@ def per_layer_times(model: nn.Module, step: Callable[[], object], device: torch.
     return result
 
 
+def isolated_layer_times(model: nn.Module, step: Callable[[], object], device: torch.device,
+                         replays: int = 20) -> list[LayerTime]:
+    """Forward time of every leaf module run alone on the input it received, without the hooks' distortion.
+
+    One pass records every call's inputs; then each call is timed by itself: on a GPU, `replays` copies of it
+    captured in one CUDA graph and replayed between two events (pure device time, no launch gaps), on a CPU
+    by perf_counter over `replays` runs. A module called more than once gets the sum of its calls.
+    """
+    labelled = leaves(model)
+    calls: list[tuple[str, nn.Module, tuple]] = []
+    handles = [module.register_forward_hook(_recorder(calls, label)) for label, module in labelled]
+    try:
+        step()
+        _sync(device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    totals: dict[str, float] = {}
+    for label, module, args in calls:
+        totals[label] = totals.get(label, 0.0) + _alone_ms(module, args, device, replays)
+    return [LayerTime(label, type(module).__name__, totals.get(label, 0.0)) for label, module in labelled]
+
+
+def _recorder(calls: list, label: str):
+    def hook(module, args, _output):
+        calls.append((label, module, tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)))
+    return hook
+
+
+def _alone_ms(module: nn.Module, args: tuple, device: torch.device, replays: int) -> float:
+    if device.type != "cuda":
+        start = time.perf_counter()
+        for _ in range(replays):
+            module(*args)
+        return (time.perf_counter() - start) * 1e3 / replays
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):  # warm up (cuDNN autotuning) outside the capture
+            module(*args)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(replays):
+            module(*args)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.replay()  # first replay uploads the graph
+    start.record()
+    graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / replays
+
+
 def _mark(marks: dict, label: str, slot: int, device: torch.device):
     """Slot 0 opens a [start, end] pair for this call of the layer, slot 1 closes it (a module may run twice)."""
     def hook(*_args):

@@ -88,6 +88,7 @@ def _runs(m: "Measurement", peak_tflops: float | None) -> list[dict]:
         "profile": _profile(m),
         "harness": m.harness,
         "warmup_s": m.warmup_s,
+        "per_layer_method": m.plan.per_layer_method if m.per_layer else None,
         "notes": m.notes,
     }
     work = {w.label: w.flops for w in m.layer_work}

@@ -71,7 +71,10 @@ def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_
     assert len(keys) == 12 and set(keys.values()) == {1}  # every point once: nothing lost, nothing doubled
     assert len({sweep_id for *_, sweep_id, _, _ in found}) == 1 and not list(repo.glob("experiment/*/.ckp.*"))
     assert all(point.problems(data) == [] for *_, data in found)
-    assert f"{12 - before} points" in resumed.stdout  # the resumed run measured only what was missing
+    journal = json.loads(next((repo / ".ck-sweeps").glob("*.json")).read_text())
+    assert journal["complete"] and len(journal["parts"]) == 2 and "in 2 parts" in resumed.stdout
+    assert journal["parts"][1]["points"] == 12 - before  # the resumed run measured only what was missing
+    assert journal["wall_s"] == sum(part["wall_s"] for part in journal["parts"]) > journal["parts"][1]["wall_s"]
     again = sweep(repo, "--config", str(config), "--libs", "null")
     assert again.returncode == 0
     subpoints = Counter(sub for m, lib, b, _, sub, _ in points(repo) if lib == "null")

@@ -61,3 +61,23 @@ def test_a_minimum_repetition_time_raises_the_iteration_count_to_fill_it():
     assert sum(timing.samples_ms[0]) >= 30 and timing.warmup_s >= 0.002
     short = measure.time_iterations(lambda: time.sleep(0.002), torch.device("cpu"), 1, 5, 1, min_repetition_ms=1)
     assert len(short.samples_ms[0]) == 5
+
+
+def test_isolated_layer_times_run_each_call_alone_on_its_own_input():
+    class Sleepy(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.002 * float(x.sum()))  # the time depends on the input this call received
+            return x + 1
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.twice = Sleepy(), Sleepy()
+
+        def forward(self, x):
+            return self.twice(self.twice(self.first(x)))  # inputs 1, 2 and 3
+
+    model = Net()
+    times = measure.isolated_layer_times(model, lambda: model(torch.ones(1)), torch.device("cpu"), replays=3)
+    assert [t.label for t in times] == ["first", "twice"]
+    assert 2.0 <= times[0].time_ms < 4.0 and 10.0 <= times[1].time_ms < 14.0  # 2 ms; 4 + 6 ms, summed

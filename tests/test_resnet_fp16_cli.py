@@ -49,3 +49,18 @@ def test_cpu_run_measures_fp32_and_bf16_and_says_what_was_not_run(tmp_path):
     assert fp32["speedup_vs_fp32"] == 1.0 and fp32["relative_error"] < 1e-5
     assert "not run (fp16 needs a CUDA GPU" in done.stdout
     assert "The same benchmark on the GPU machines" in done.stdout and "NVIDIA H200" in done.stdout
+
+
+def test_a_killed_attempt_is_recorded_as_a_failed_point(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ck_plugins", "point", "--model", "alexnet", "--lib", "torch-cpu",
+                           "--batch-size", "4", "--repo", str(tmp_path), "--failed", "timed out after 200 s",
+                           "--out", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3 and "FAILED: timed out after 200 s" in done.stdout
+    data = json.loads(next(tmp_path.glob("experiment/alexnet-torch-cpu/ckp-*.json")).read_text())
+    run = data["characteristics_list"][0]["run"]
+    assert run == {**run, "run_success": False, "error": "timed out after 200 s"}
+    assert data["choices"]["env"]["CK_BATCH_SIZE"] == 4
