@@ -295,7 +295,11 @@ def _cmd_analyse(args) -> int:
     for model, figures in built.summary["models"].items():
         print(f"{model}: fastest {figures['fastest_lib']}, {figures['time_per_image_ms']:.3f} ms/image at batch "
               f"{figures['best_batch_size']}; ideal adaptive {figures['ideal_adaptive_ratio_to_best_single_lib'] or 0:.2f}x "
-              "the best single lib")
+              "the best single lib (predicted)")
+    for row in built.summary["adaptive_built"]:
+        print(f"{row['model']} batch {row['batch_size']}{' graph' if row['cuda_graph'] else ''} "
+              f"({row['per_layer_method']}): adaptive built and measured {row['measured_ms']:.3f} ms, "
+              f"{row['measured_over_best']:.3f}x {row['best_single_lib']} (planned {row['planned_ms']:.3f} ms)")
     print(f"report: {built.html_path.resolve()}\nsummary: {built.summary_path.resolve()}")
     return 0
 

@@ -73,3 +73,19 @@ def memory_time_curves(stats: pd.DataFrame, model: str, lib: str) -> bytes:
     ax.legend(loc="upper left", fontsize=8)
     right.legend(loc="upper right", fontsize=8)
     return _png(fig)
+
+
+def adaptive_built(built: pd.DataFrame) -> bytes:
+    """Per run (model, batch, graph, per-layer method): predicted, planned and measured adaptive time, each over
+    the best single lib of the same run (1.0 = as fast; below 1 = faster)."""
+    frame = built.assign(run=built["model"] + " b" + built["batch_size"].astype(str)
+                         + built["cuda_graph"].map({True: " graph", False: ""}) + " " + built["per_layer_method"])
+    ratios = pd.DataFrame({name: frame[column] / frame["best_single_lib_ms"] for name, column in
+                           (("predicted (greedy)", "predicted_ms"), ("greedy + conversions", "greedy_ms"),
+                            ("planned", "planned_ms"), ("measured", "measured_ms"))}).set_index(frame["run"])
+    fig, ax = plt.subplots(figsize=(10, 1.0 + 0.32 * len(ratios)))
+    ratios.plot(kind="barh", ax=ax, width=0.85, grid=True, colormap="tab10")
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set(title="Adaptive solution over the best single lib of the same run (1 = as fast)", xlabel="ratio", ylabel="")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)

@@ -29,6 +29,7 @@ class Loaded:
     runs: pd.DataFrame
     layers: pd.DataFrame
     skipped: list[str] = field(default_factory=list)  # "<path>: why"
+    adaptive: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per adaptive point: plan and measurement
 
 
 @dataclass
@@ -36,6 +37,8 @@ class _Rows:
     runs: list[dict] = field(default_factory=list)
     layers: list[tuple] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    adaptive: list[dict] = field(default_factory=list)
+    per_layer_method: dict[str, str] = field(default_factory=dict)  # sweep or run id -> how its layers were timed
 
     def skip(self, path: Path, why: str) -> None:
         message = f"{path}: {why}"
@@ -55,7 +58,7 @@ def load(repos: list[Path | str], tags: list[str] | None = None) -> Loaded:
             sorted(p for p in (repo / "experiment").glob("*") if p.is_dir() and not p.name.startswith("."))
         for entry in entries:
             _read_entry(entry, set(tags or []), rows, counters)
-    return Loaded(_runs_frame(rows.runs), _layers_frame(rows.layers), rows.skipped)
+    return Loaded(_runs_frame(rows.runs), _layers_frame(rows.layers), rows.skipped, _adaptive_frame(rows))
 
 
 def _read_entry(entry: Path, tags: set[str], rows: _Rows, counters: Counter) -> None:
@@ -94,6 +97,8 @@ def _read_point(data: dict, entry_tags: list[str], path: Path, counters: Counter
     runs = [c["run"] for c in data["characteristics_list"]]
     if len(runs) == 1 and legacy:  # the notebook: a failed legacy run stands for all its repetitions
         runs = runs * int(features.get("statistical_repetitions", 1))
+    if not legacy:
+        _note_adaptive(data, runs, rows)
     for run in runs:
         key = (model, lib, batch)
         repetition = counters[key]
@@ -118,7 +123,7 @@ def _read_point(data: dict, entry_tags: list[str], path: Path, counters: Counter
 
 def lib_label(env: dict, settings: dict) -> str:
     """Our lib name, with what differs from the lib's usual configuration appended: layout, CUDA graph,
-    compile mode, weight freezing."""
+    compile mode, weight freezing, one compilation for every batch size, folded batch norms."""
     lib = env["CK_LIB"]
     usual = default_memory_format(lib)
     if env.get("CK_MEMORY_FORMAT", usual) != usual:
@@ -130,6 +135,10 @@ def lib_label(env: dict, settings: dict) -> str:
         lib += f"+{mode}"
     if env.get("CK_FREEZING", settings.get("freezing")):
         lib += "+freezing"
+    if env.get("CK_DYNAMIC_BATCH"):
+        lib += "+dynamic-batch"
+    if env.get("CK_FOLD_BN"):
+        lib += "+fold-bn"
     return lib
 
 
@@ -143,6 +152,37 @@ def _legacy_model_lib(tags: list[str], env: dict) -> tuple[str, str]:
     if lib.startswith("tensorrt"):
         lib = "tensorrt-fp16" if int(env.get("CK_TENSORRT_ENABLE_FP16", 0)) != 0 else "tensorrt-fp32"
     return LEGACY_MODELS[models[0]], lib
+
+
+def _note_adaptive(data: dict, runs: list[dict], rows: _Rows) -> None:
+    """Adaptive points give a row of their own (the plan's predictions next to the measurement); the candidate
+    points of the same run say how their layers were timed."""
+    run_id = (data.get("features", {}).get("sweep") or {}).get("id", "")
+    method = next((r["per_layer_method"] for r in runs if r.get("per_layer_method")), None)
+    if method and run_id:
+        rows.per_layer_method[run_id] = method
+    env, settings = data["choices"]["env"], data["choices"].get("settings", {})
+    if env["CK_LIB"] != "adaptive":
+        return
+    plan = settings.get("plan") or {}
+    times = [r["time_fw_ms"] for r in runs if _success(r.get("run_success")) and r.get("time_fw_ms")]
+    rows.adaptive.append({
+        "model": env["CK_MODEL"], "batch_size": int(env["CK_BATCH_SIZE"]), "cuda_graph": bool(env.get("CK_CUDA_GRAPH")),
+        "run": run_id, "plan": plan.get("digest"), "best_single_lib": plan.get("best_single_lib"),
+        "best_single_lib_ms": plan.get("best_single_lib_ms"), "predicted_ms": plan.get("predicted_ms"),
+        "greedy_ms": plan.get("greedy_ms"), "planned_ms": plan.get("planned_ms"),
+        "measured_ms": float(np.median(times)) if times else np.nan,
+        "configs_used": ", ".join(f"{k}: {v}" for k, v in (plan.get("configs_used") or {}).items()),
+        "error": next((r.get("error") for r in runs if not _success(r.get("run_success"))), None)})
+
+
+def _adaptive_frame(rows: _Rows) -> pd.DataFrame:
+    frame = pd.DataFrame(rows.adaptive)
+    if frame.empty:
+        return frame
+    frame.insert(3, "per_layer_method", frame["run"].map(rows.per_layer_method).fillna("hooks"))
+    frame["measured_over_best"] = frame["measured_ms"] / frame["best_single_lib_ms"]
+    return frame.sort_values(["model", "cuda_graph", "batch_size", "per_layer_method"]).reset_index(drop=True)
 
 
 def _success(value) -> bool:

@@ -60,6 +60,8 @@ def _f(value) -> float | None:
 
 def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str = "ck-precision-bench report",
           adaptive_libs: list[str] | None = None) -> Report:
+    built = loaded.adaptive
+    loaded = _without_adaptive(loaded)  # built adaptive models get their own section, beside what they predicted
     if loaded.runs.empty or not loaded.runs["success"].any():
         raise ValueError("no successful point to analyse" + (f" (skipped: {loaded.skipped})" if loaded.skipped else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,10 @@ def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str
     ideal, choices = analysis.ideal_adaptive(trusted, stats, adaptive_libs)
     summary = headline(loaded, stats, best, baseline, ideal)
     summary["per_layer_repetitions_dropped"] = dropped
+    summary["adaptive_built"] = _adaptive_summary(built)
     sections = _sections(loaded, stats, best, summary, ideal, choices, out_dir)
+    sections.insert(sections.index(_ADAPTIVE_ANCHOR), _adaptive_section(built, out_dir))
+    sections.remove(_ADAPTIVE_ANCHOR)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>")
     html_path = out_dir / "report.html"
@@ -99,6 +104,7 @@ def _sections(loaded, stats, best, summary, ideal, choices, out_dir: Path) -> li
     if not ideal.empty:
         s.append(_img(plots.ideal_stacked(ideal), out_dir / "ideal-adaptive.png"))
     s.append(_table("Ideal adaptive solution: the lib each layer picks", choices))
+    s.append(_ADAPTIVE_ANCHOR)
     s += _per_layer(loaded, best, out_dir)
     s += _memory_curves(stats, best, out_dir)
     models = list(best.index.get_level_values("model").unique())
@@ -115,6 +121,39 @@ def _sections(loaded, stats, best, summary, ideal, choices, out_dir: Path) -> li
     skipped = "".join(f"<li class='skipped'>{html.escape(x)}</li>" for x in loaded.skipped) or "<li>none</li>"
     s.append(f"<h2>Skipped input</h2><ul>{skipped}</ul>")
     return s
+
+
+_ADAPTIVE_ANCHOR = "<!-- adaptive built -->"
+
+
+def _without_adaptive(loaded: Loaded) -> Loaded:
+    keep = ~loaded.runs.index.get_level_values("lib").str.startswith("adaptive")
+    layers = loaded.layers[~loaded.layers["lib"].astype(str).str.startswith("adaptive")] if len(loaded.layers) else loaded.layers
+    return Loaded(loaded.runs[keep], layers, loaded.skipped, loaded.adaptive)
+
+
+def _adaptive_summary(built: pd.DataFrame) -> list[dict]:
+    if built.empty:
+        return []
+    columns = ["model", "batch_size", "cuda_graph", "per_layer_method", "best_single_lib", "best_single_lib_ms",
+               "predicted_ms", "greedy_ms", "planned_ms", "measured_ms", "measured_over_best", "configs_used"]
+    return json.loads(built[columns].to_json(orient="records"))
+
+
+def _adaptive_section(built: pd.DataFrame, out_dir: Path) -> str:
+    head = ("<h2>Adaptive solution, built and measured</h2><p>Each row: the candidate libs measured layer by layer in "
+            "one run, the greedy per-layer choice (<b>predicted</b>: the notebook's ideal, conversions ignored), the "
+            "same plan with its measured casts and relayouts (<b>greedy_ms</b>), the planner's plan with conversions "
+            "(<b>planned</b>), and the <b>measured</b> time of the model built from the plan (the <code>adaptive</code> "
+            "lib), against the best single lib of the same run, all in ms per batch. The adaptive model takes fp32 NCHW "
+            "images and returns fp32 logits inside its timed pass; single libs convert their input outside it. "
+            "per_layer_method <i>hooks</i> times layers inside the running model (launch gaps included); "
+            "<i>isolated</i> replays each layer alone in a CUDA graph.</p>")
+    if built.empty:
+        return head + "<p>No adaptive point yet: <code>python -m ck_plugins adaptive</code> makes them.</p>"
+    shown = built.drop(columns=["run"]).set_index(["model", "batch_size", "cuda_graph", "per_layer_method"])
+    plot = _img(plots.adaptive_built(built), out_dir / "adaptive-built.png")
+    return head + plot + shown.to_html(float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
 def _headline_html(summary: dict) -> str:

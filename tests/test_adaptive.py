@@ -126,7 +126,7 @@ def test_plans_round_trip_through_json_and_a_wrong_schema_is_refused():
 
 
 def test_the_adaptive_lib_is_planned_built_measured_and_recorded_like_any_other(tmp_path):
-    from ck_plugins import adaptive_run, backends, engine, point
+    from ck_plugins import adaptive_run, backends, engine, point, readpoints, report
 
     outcome = adaptive_run.run("squeezenet-1.1", 1, tmp_path, "cpu", repetitions=1, min_repetition_ms=0)
     assert outcome.measured_ms and outcome.best_single_lib in ("torch-cpu", "torch-cpu-bf16")
@@ -138,6 +138,14 @@ def test_the_adaptive_lib_is_planned_built_measured_and_recorded_like_any_other(
     settings = ours["choices"]["settings"]["plan"]
     assert settings["planned_ms"] == pytest.approx(outcome.planned_ms) and settings["best_single_lib"]
     assert ours["choices"]["env"]["CK_ADAPTIVE_PLAN"] == settings["digest"]
+    loaded = readpoints.load([tmp_path])
+    row = loaded.adaptive.iloc[0]
+    assert len(loaded.adaptive) == 1 and row["per_layer_method"] == "isolated"
+    assert row["measured_ms"] == pytest.approx(outcome.measured_ms) and row["planned_ms"] == pytest.approx(outcome.planned_ms)
+    built = report.build(loaded, tmp_path / "report")
+    assert "Adaptive solution, built and measured" in built.html_path.read_text()
+    assert built.summary["adaptive_built"][0]["best_single_lib"] == outcome.best_single_lib
+    assert "adaptive" not in built.summary["models"]["squeezenet-1.1"]["speedup_over_baseline"]
     again = engine.run_point(engine.RunPlan("squeezenet-1.1", 1, 1, 2, 1, per_layer=False, profile=False),
                              backends.create("adaptive", backends.Options(plan=str(outcome.plan_file))))
     assert again.run_success and again.accuracy.top1_agreement == 1.0
