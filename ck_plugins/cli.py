@@ -297,9 +297,10 @@ def _cmd_analyse(args) -> int:
               f"{figures['best_batch_size']}; ideal adaptive {figures['ideal_adaptive_ratio_to_best_single_lib'] or 0:.2f}x "
               "the best single lib (predicted)")
     for row in built.summary["adaptive_built"]:
+        ms = {k: "n/a" if row[k] is None else f"{row[k]:.3f}" for k in ("measured_ms", "measured_over_best", "planned_ms")}
         print(f"{row['model']} batch {row['batch_size']}{' graph' if row['cuda_graph'] else ''} "
-              f"({row['per_layer_method']}): adaptive built and measured {row['measured_ms']:.3f} ms, "
-              f"{row['measured_over_best']:.3f}x {row['best_single_lib']} (planned {row['planned_ms']:.3f} ms)")
+              f"({row['per_layer_method']}): adaptive built and measured {ms['measured_ms']} ms, "
+              f"{ms['measured_over_best']}x {row['best_single_lib']} (planned {ms['planned_ms']} ms)")
     print(f"report: {built.html_path.resolve()}\nsummary: {built.summary_path.resolve()}")
     return 0
 

@@ -181,6 +181,8 @@ def _adaptive_frame(rows: _Rows) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame.insert(3, "per_layer_method", frame["run"].map(rows.per_layer_method).fillna("hooks"))
+    numbers = ["best_single_lib_ms", "predicted_ms", "greedy_ms", "planned_ms", "measured_ms"]
+    frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce")  # a hand-written plan predicts nothing
     frame["measured_over_best"] = frame["measured_ms"] / frame["best_single_lib_ms"]
     return frame.sort_values(["model", "cuda_graph", "batch_size", "per_layer_method"]).reset_index(drop=True)
 

@@ -125,3 +125,25 @@ def test_the_same_model_and_lib_in_two_repositories_are_repetitions_of_one_anoth
     both = readpoints.load([repo, tmp_path]).runs
     assert both.index.is_unique and len(both) == len(one) + len(readpoints.load([tmp_path]).runs)
     analysis.trusted_layers(readpoints.load([repo, tmp_path]).layers, both)  # needs unique keys
+
+
+def test_an_adaptive_point_without_predictions_is_reported_not_a_crash(tmp_path):
+    """A plan written by hand (no predictions, no best single lib) still reads, reports and prints."""
+    import json
+    import subprocess
+    import sys
+
+    from ck_plugins import ckrepo
+
+    REPO = Path(__file__).resolve().parents[1]
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "adaptive", ["explore-batch-size-libs-models"])
+    base = json.loads(next((REPO / "experiment" / "alexnet-adaptive").glob("ckp-*.json")).read_text())
+    base["choices"]["settings"]["plan"] = {"digest": "0123456789abcdef"}
+    ckrepo.write_point(entry, base)
+    other = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "torch-cudnn-fp16", ["explore-batch-size-libs-models"])
+    for path in sorted((REPO / "experiment" / "alexnet-torch-cudnn-fp16").glob("ckp-*.json"))[:2]:
+        ckrepo.write_point(other, json.loads(path.read_text()))
+    done = subprocess.run([sys.executable, "-m", "ck_plugins", "analyse", "--repo", str(tmp_path), "--out",
+                           str(tmp_path / "report")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "adaptive built and measured" in done.stdout and "x None (planned n/a ms)" in done.stdout
