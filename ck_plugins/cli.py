@@ -62,6 +62,8 @@ def _add_point(sub) -> None:
     p.add_argument("--iterations", default=_env_int("CK_ITERATIONS", 20))
     p.add_argument("--repetitions", default=_env_int("CK_REPETITIONS", 3))
     p.add_argument("--warmup", default=_env_int("CK_WARMUP", 5))
+    p.add_argument("--min-repetition-ms", default=env("CK_MIN_REPETITION_MS", "0"),
+                   help="above 0, iterations is a minimum: each repetition lasts at least this many ms")
     p.add_argument("--memory-format", default=env("CK_MEMORY_FORMAT", "nchw"), help="nchw or channels_last")
     p.add_argument("--cuda-graph", default=env("CK_CUDA_GRAPH", "false"), help="capture in a CUDA graph: true/false")
     p.add_argument("--compile-mode", default=env("CK_COMPILE_MODE", "default"))
@@ -80,6 +82,16 @@ def _add_point(sub) -> None:
     p.set_defaults(func=_cmd_point)
 
 
+def _non_negative(what: str, text) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise BadInput(what, str(text), "a number of milliseconds, 0 or more")
+    return value
+
+
 def _cmd_point(args) -> int:
     from pathlib import Path
 
@@ -95,7 +107,8 @@ def _cmd_point(args) -> int:
                           check_positive_int("iterations", args.iterations),
                           check_positive_int("repetitions", args.repetitions),
                           per_layer=_parse_bool("per-layer", args.per_layer),
-                          profile=_parse_bool("profile", args.profile))
+                          profile=_parse_bool("profile", args.profile),
+                          min_repetition_ms=_non_negative("minimum repetition time (ms)", args.min_repetition_ms))
     options = backends.Options(args.memory_format, _parse_bool("cuda graph", args.cuda_graph), args.compile_mode,
                                _parse_bool("freezing", args.freezing), plan=args.plan,
                                fold_bn=_parse_bool("fold bn", args.fold_bn))

@@ -461,6 +461,7 @@ def run_via_ck(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path) 
                "CK_ITERATIONS": config.iterations, "CK_REPETITIONS": config.repetitions, "CK_WARMUP": config.warmup,
                "CK_MEMORY_FORMAT": task.memory_format, "CK_PER_LAYER": str(config.per_layer).lower(),
                "CK_PROFILE": "false", "CK_RESULTS_REPO": str(repo), "CK_SWEEP_ID": sweep["id"],
+               "CK_MIN_REPETITION_MS": config.min_repetition_ms,
                "CK_SWEEP_CONFIG": sweep["config"], "CK_SWEEP_SHARD": sweep["shard"]}
         program = f"bench-{backends.family_of(task.lib)}"
         prepared = ck.access({"action": "pipeline", "prepare": "yes", "module_uoa": "program", "data_uoa": program,

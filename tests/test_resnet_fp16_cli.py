@@ -64,3 +64,14 @@ def test_a_killed_attempt_is_recorded_as_a_failed_point(tmp_path):
     run = data["characteristics_list"][0]["run"]
     assert run == {**run, "run_success": False, "error": "timed out after 200 s"}
     assert data["choices"]["env"]["CK_BATCH_SIZE"] == 4
+
+
+def test_a_bad_minimum_repetition_time_is_a_one_line_error_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ck_plugins", "point", "--model", "alexnet", "--lib", "null",
+                           "--min-repetition-ms", "-5", "--repo", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "'-5'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "experiment").exists()
