@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from . import adaptive, backends, bench, ckrepo, engine, models
 from .errors import BadInput
 from .stats import summarise
@@ -62,7 +64,7 @@ def run(model_name: str, batch_size: int, repo: Path, device: str, cuda_graph: b
     plan = engine.RunPlan(model_name, batch_size, warmup=5, iterations=20, repetitions=repetitions, profile=False,
                           per_layer_passes=3, harness_check=False, min_repetition_ms=min_repetition_ms,
                           per_layer_method="isolated")
-    reference = engine.reference_logits(model, engine.seeded_images(batch_size, 0), _device(device))
+    reference = engine.reference_logits(model, engine.seeded_images(batch_size, 0), torch.device(device))
     medians, layer_ms, configs = {}, {}, []
     for lib in libs or CANDIDATES[device]:
         options = backends.Options(memory_format=backends.default_memory_format(lib), cuda_graph=cuda_graph)
@@ -84,7 +86,7 @@ def run(model_name: str, batch_size: int, repo: Path, device: str, cuda_graph: b
 
 def _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms, configs, reference, run_id):
     layers = adaptive.dataflow(model)
-    conversions = adaptive.measure_conversions(configs, _device(device))
+    conversions = adaptive.measure_conversions(configs, torch.device(device))
     greedy = adaptive.greedy(layers, configs, layer_ms)
     chosen = adaptive.plan(layers, configs, layer_ms, conversions, plan.batch_size)
     best = min(medians, key=medians.get)
@@ -121,9 +123,3 @@ def _count(chosen: dict[str, adaptive.Config]) -> dict[str, int]:
     for config in chosen.values():
         counts[str(config)] = counts.get(str(config), 0) + 1
     return counts
-
-
-def _device(name: str):
-    import torch
-
-    return torch.device(name)

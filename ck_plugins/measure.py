@@ -136,12 +136,7 @@ def per_layer_times(model: nn.Module, step: Callable[[], object], device: torch.
         for label, module in labelled:
             handles.append(module.register_forward_pre_hook(_mark(marks, label, 0, device)))
             handles.append(module.register_forward_hook(_mark(marks, label, 1, device)))
-        try:
-            step()
-            _sync(device)
-        finally:
-            for handle in handles:
-                handle.remove()
+        _hooked_pass(handles, step, device)
         per_pass.append([_elapsed_ms(marks.get(label), device) for label, _ in labelled])
     result = []
     for index, (label, module) in enumerate(labelled):
@@ -160,17 +155,21 @@ def isolated_layer_times(model: nn.Module, step: Callable[[], object], device: t
     """
     labelled = leaves(model)
     calls: list[tuple[str, nn.Module, tuple]] = []
-    handles = [module.register_forward_hook(_recorder(calls, label)) for label, module in labelled]
+    _hooked_pass([module.register_forward_hook(_recorder(calls, label)) for label, module in labelled], step, device)
+    totals: dict[str, float] = {}
+    for label, module, args in calls:
+        totals[label] = totals.get(label, 0.0) + _alone_ms(module, args, device, replays)
+    return [LayerTime(label, type(module).__name__, totals.get(label, 0.0)) for label, module in labelled]
+
+
+def _hooked_pass(handles: list, step: Callable[[], object], device: torch.device) -> None:
+    """One synchronised pass of `step` with the hooks in place; the hooks are removed whatever happens."""
     try:
         step()
         _sync(device)
     finally:
         for handle in handles:
             handle.remove()
-    totals: dict[str, float] = {}
-    for label, module, args in calls:
-        totals[label] = totals.get(label, 0.0) + _alone_ms(module, args, device, replays)
-    return [LayerTime(label, type(module).__name__, totals.get(label, 0.0)) for label, module in labelled]
 
 
 def _recorder(calls: list, label: str):
