@@ -1,25 +1,25 @@
 """Print our ResNet-50 points next to the plain-PyTorch anchors measured on the same GPU kind.
 
 Usage: python benchmarks/compare_anchors.py RESULTS_REPO
-Reads experiment points only (no torch). For each point: median images/s over its repetitions, the anchor
+Reads experiment points only (no torch). For each point: images/s from its one time (point.read), the anchor
 variant of the same configuration, the difference, the harness overhead against a bare CUDA-event loop, the
 per-layer sum against the timed total, and the diagnosis.
 """
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
+from ck_plugins import point
 from ck_plugins.analysis import ANCHOR_VARIANT, anchors
-from ck_plugins.readpoints import lib_label
+
 
 def rows(repo: Path):
     for path in sorted(repo.glob("experiment/resnet50-*/ckp-*.json")):
         data = json.loads(path.read_text())
-        env, runs = data["choices"]["env"], [c["run"] for c in data["characteristics_list"]]
-        yield env, data["choices"].get("settings", {}), runs, data["features"]["platform"].get("gpu")
+        read = point.read(data, path=str(path))
+        yield data["choices"]["env"], read, [c["run"] for c in data["characteristics_list"]]
 
 
 def main(repo: Path) -> None:
@@ -27,13 +27,13 @@ def main(repo: Path) -> None:
     print("| lib | layout | graph | batch | ours img/s | anchor | anchor img/s | diff | harness overhead |"
           " per-layer sum / total | why |")
     print("|---|---|---|---:|---:|---|---:|---:|---:|---:|---|")
-    for env, settings, runs, gpu in rows(repo):
-        label = lib_label(env, settings)
+    for env, read, runs in rows(repo):
+        label, gpu = read.lib, read.platform
         head = f"| {label} | {env['CK_MEMORY_FORMAT']} | {env['CK_CUDA_GRAPH']} | {env['CK_BATCH_SIZE']} |"
         if not runs[0]["run_success"]:
             print(f"{head} failed | | | | | | {runs[0]['error'][:90]} |")
             continue
-        ips = statistics.median(r["images_per_second"] for r in runs)
+        ips = 1e3 * read.batch_size / read.time_ms
         variant = ANCHOR_VARIANT.get(label)
         anchor = table.get(("resnet50", variant, env["CK_BATCH_SIZE"])) if variant else None
         diff = f"{ips / anchor - 1:+.1%}" if anchor else ""

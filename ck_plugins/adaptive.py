@@ -218,7 +218,7 @@ def measure_conversions(configs: list[Config], device: torch.device,
     """Time every conversion between the configurations' dtypes and layouts on `device` at a few tensor sizes
     (fp32 MiB, activation-shaped) and fit fixed + per-MiB costs (least squares, clipped at zero)."""
     from . import measure
-    from .stats import summarise
+    from .stats import point_time
 
     found: dict[tuple[Config, Config], Conversion] = {}
     measured: dict[tuple, Conversion] = {}
@@ -233,7 +233,7 @@ def measure_conversions(configs: list[Config], device: torch.device,
                 x = torch.randn(1, 64, side, side, device=device).to(a.tensor[0]).contiguous(memory_format=a.tensor[1])
                 step = lambda: x.to(b.tensor[0]).contiguous(memory_format=b.tensor[1])  # noqa: E731
                 timing = measure.time_iterations(step, device, warmup=3, iterations=20, repetitions=3)
-                times.append((64 * side * side * 4 / 2**20, summarise(timing.samples_ms).median_ms))
+                times.append((64 * side * side * 4 / 2**20, point_time(timing.samples_ms).time_ms))
             measured[key] = _fit(times)
         found[a, b] = measured[key]
     return found

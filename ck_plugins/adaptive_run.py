@@ -10,7 +10,6 @@ conversions), greedy-with-conversions and planned times, and the best single lib
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from . import adaptive, backends, bench, ckrepo, engine, models
 from .errors import BadInput
-from .stats import summarise
+from .stats import point_time_ms
 
 CANDIDATES = {
     "cuda": ("torch-cudnn-fp32", "torch-cudnn-tf32", "torch-cublas-fp32", "torch-cudnn-fp16", "torch-cublas-fp16",
@@ -74,11 +73,11 @@ def run(model_name: str, batch_size: int, repo: Path, device: str, cuda_graph: b
             print(f"  {lib}: left out ({measured.error or 'no per-layer times'})", flush=True)
             continue
         config = config_of(measured)
-        medians[lib] = summarise(measured.samples_ms).median_ms
+        medians[lib] = measured.time_ms
         configs.append(config)
         for label in {t.label for t in measured.per_layer[0]}:
-            layer_ms[label, config] = statistics.median(t.time_ms for rep in measured.per_layer for t in rep
-                                                        if t.label == label)
+            layer_ms[label, config] = point_time_ms([t.time_ms for rep in measured.per_layer for t in rep
+                                                     if t.label == label])  # one time per repetition
     if not configs:
         raise BadInput("candidate libs", ",".join(libs or CANDIDATES[device]), "at least one that runs here")
     return _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms, configs, reference, run_id)
@@ -114,8 +113,7 @@ def _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms
     bench.record(bench.PointRequest(timed, "adaptive", options, repo), measured, run_id)
     return Outcome(plan.model, plan.batch_size, cuda_graph, best, medians[best], data["predicted_ms"],
                    data["greedy_ms"], data["planned_ms"],
-                   summarise(measured.samples_ms).median_ms if measured.run_success else None,
-                   data["configs_used"], path, measured.error)
+                   measured.time_ms, data["configs_used"], path, measured.error)
 
 
 def _count(chosen: dict[str, adaptive.Config]) -> dict[str, int]:

@@ -1,32 +1,44 @@
 """The seed notebook's tables, and more, from readpoints frames. Vectorised pandas; no torch.
 
-Times are milliseconds: per batch (`time_ms`), per image (`time_per_image_ms`).
+Every table is keyed by (platform, model, lib, batch size): points of two GPUs are never pooled. A point's time
+is `stats.point_times_ms` (the median of its repetitions); times are milliseconds per batch (`time_ms`) and per
+image (`time_per_image_ms`).
 """
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
-KEY = ["model", "lib", "batch_size"]
-NOISY = 0.05  # IQR over median above this flags a point as noisy
+from . import stats as statistics
+from .readpoints import INDEX, KEY, Loaded
+
+CONFIG = ["platform", "model", "lib"]
+MODEL = ["platform", "model"]
 GOOD_ENOUGH = 0.05  # a batch whose time per image is within 5% of the best is "good enough"
+LAYER_STATISTICS = ("median", "min", "mean")  # over repetitions: ours (the point's time), the seed notebook's, mean
+MATCHING_LAYERS = 0.9  # a lib joins the ideal solution when 90% of its layer names and the reference's match
+NOT_MEASURED = ("null",)  # libs that run no network: never the fastest
 
 
 def time_stats(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std, 95% interval and noise per (model, lib, batch size), over successful repetitions."""
+    """Per configuration: the point's time, the repetitions' mean, std and 95% interval, the noise flag."""
     ok = runs[runs["success"]]
     grouped = ok.groupby(level=KEY, observed=True)
-    table = grouped["time_ms"].agg(["mean", "std", "count"]).rename(
-        columns={"mean": "time_ms_mean", "std": "time_ms_std", "count": "repetitions"})
-    table["time_ms_std"] = table["time_ms_std"].fillna(0.0)
+    times = grouped["time_ms"]
+    table = pd.DataFrame({"time_ms": statistics.point_times_ms(times), "time_ms_mean": times.mean(),
+                          "time_ms_std": times.std().fillna(0.0), "repetitions": times.count()})
+    table["spread"] = (times.max() - times.min()) / table["time_ms"]
+    table["iqr_over_median"] = grouped["iqr_over_median"].max()
+    table["noisy"] = statistics.noisy(table["spread"].to_numpy(), table["iqr_over_median"].to_numpy())
     half = 1.96 * table["time_ms_std"] / np.sqrt(table["repetitions"])
     table["ci95_low_ms"], table["ci95_high_ms"] = table["time_ms_mean"] - half, table["time_ms_mean"] + half
-    table["noisy"] = grouped["iqr_over_median"].max().reindex(table.index).fillna(0) > NOISY
     batch = table.index.get_level_values("batch_size").to_numpy()
-    table["time_per_image_ms"] = table["time_ms_mean"] / batch
+    table["time_per_image_ms"] = table["time_ms"] / batch
     table["time_per_image_ms_std"] = table["time_ms_std"] / batch
     table["images_per_second"] = 1e3 / table["time_per_image_ms"]
     table["memory_mbytes"] = grouped["memory_mbytes"].mean()
@@ -37,45 +49,46 @@ def time_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
     failed = runs[~runs["success"]].reset_index()
-    return failed.groupby(["model", "lib", "batch_size"], observed=True)["error"].first().to_frame()
+    return failed.groupby(KEY, observed=True)["error"].first().to_frame()
 
 
-def mean_time_per_batch(stats: pd.DataFrame) -> pd.DataFrame:
-    """The notebook's table: rows (model, lib), columns batch sizes, mean ms per batch."""
-    return stats["time_ms_mean"].unstack("batch_size")
+def time_per_batch(stats: pd.DataFrame) -> pd.DataFrame:
+    """Rows (platform, model, lib), columns batch sizes: the point's time, ms per batch."""
+    return stats["time_ms"].unstack("batch_size")
 
 
-def mean_time_per_image(stats: pd.DataFrame) -> pd.DataFrame:
+def time_per_image(stats: pd.DataFrame) -> pd.DataFrame:
     return stats["time_per_image_ms"].unstack("batch_size")
 
 
 def best_time_per_image(stats: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, lib): the least mean time per image, the batch size that gives it, and images per second."""
-    per_image = stats["time_per_image_ms"]
-    where = per_image.groupby(level=["model", "lib"], observed=True).idxmin()
-    best = stats.loc[where.to_list(), ["time_per_image_ms", "time_per_image_ms_std", "noisy"]]
+    """Per (platform, model, lib): the least time per image, the batch size that gives it, and images per second."""
+    where = stats["time_per_image_ms"].groupby(level=CONFIG, observed=True).idxmin()
+    best = stats.loc[where.to_list(), ["time_per_image_ms", "time_per_image_ms_std", "spread", "noisy"]]
     best = best.reset_index("batch_size").rename(columns={"batch_size": "best_batch_size"})
     best["images_per_second"] = 1e3 / best["time_per_image_ms"]
     return best
 
 
 def speedup(best: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Per model (rows) and lib (columns): the baseline lib's best time per image over each lib's."""
+    """Per (platform, model) (rows) and lib (columns): the baseline lib's best time per image over each lib's, on
+    the same platform."""
     table = best["time_per_image_ms"].unstack("lib")
     if baseline not in table.columns:
         raise ValueError(f"baseline lib {baseline!r} is not in the data; expected one of {', '.join(table.columns)}")
     return table.rdiv(table[baseline], axis=0)
 
 
-def layer_time_per_image(layers: pd.DataFrame, model: str, libs: list[str], batch_sizes: list[int],
-                         lower: float = 0.0, upper: float = 1.0, direction: str = "forward") -> pd.DataFrame:
-    """Rows: layers; columns: (lib, batch size); mean ms per image. Keeps layers whose share of a column's
-    total lies within [lower, upper] in at least one column (the notebook's filter)."""
-    part = layers[(layers["model"] == model) & layers["lib"].isin(libs) & layers["batch_size"].isin(batch_sizes)
-                  & (layers["direction"] == direction)]
-    mean = part.groupby(["label", "lib", "batch_size"], observed=True)["time_ms"].mean()
-    mean = mean / mean.index.get_level_values("batch_size")
-    table = mean.unstack(["lib", "batch_size"])
+def layer_time_per_image(layers: pd.DataFrame, platform: str, model: str, libs: list[str], batch_sizes: list[int],
+                         lower: float = 0.0, upper: float = 1.0, direction: str = "forward",
+                         statistic: str = "median") -> pd.DataFrame:
+    """Rows: layers; columns: (lib, batch size); ms per image (`statistic` over repetitions). Keeps layers whose
+    share of a column's total lies within [lower, upper] in at least one column (the notebook's filter)."""
+    part = layers[(layers["platform"] == platform) & (layers["model"] == model) & layers["lib"].isin(libs)
+                  & layers["batch_size"].isin(batch_sizes) & (layers["direction"] == direction)]
+    per = part.groupby(["label", "lib", "batch_size"], observed=True)["time_ms"].agg(statistic)
+    per = per / per.index.get_level_values("batch_size")
+    table = per.unstack(["lib", "batch_size"])
     share = table / table.sum()
     keep = ((share >= lower) & (share <= upper)).any(axis=1)
     return table[keep]
@@ -87,58 +100,122 @@ def trusted_layers(layers: pd.DataFrame, runs: pd.DataFrame, max_overhead: float
     share of repetitions dropped. Where the GPU is launch-bound, timing every layer costs more than the layers,
     so such rows would make per-layer plans look worse than they are."""
     part = layers[layers["direction"] == direction]
-    keys = ["model", "lib", "batch_size", "repetition"]
-    sums = part.groupby(keys, observed=True)["time_ms"].sum()
+    sums = part.groupby(INDEX, observed=True)["time_ms"].sum()
     share = sums / runs["time_ms"].reindex(sums.index)
     good = share[share <= 1 + max_overhead].index
-    kept = part.set_index(keys)
+    kept = part.set_index(INDEX)
     kept = kept[kept.index.isin(good)].reset_index()
     return kept, (1 - len(good) / len(share)) if len(share) else 0.0
 
 
-def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | None = None,
-                   direction: str = "forward") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The notebook's ideal adaptive solution: each layer on the lib with its least time per image.
+# -------------------------------------------------------------------------------------- ideal adaptive solution
+@dataclass
+class Ideal:
+    summary: pd.DataFrame  # per (platform, model): ms per image spent in each lib, the total, the best single lib
+    choices: pd.DataFrame  # per (platform, model, layer): the lib chosen, its batch size and ms per image
+    excluded: pd.DataFrame  # (platform, model, lib, reason): libs whose layers cannot be matched by name
+    absent: dict = field(default_factory=dict)  # (platform, model) -> why there is no ideal solution
 
-    Per (model, layer, lib): the least mean-over-repetitions time per image over batch sizes (the notebook took
-    the least repetition). Returns (summary: per model the time spent in each lib, the total, the best single
-    lib and the ratio; choices: per (model, layer) the lib chosen and its time per image). Pass the rows of
-    `trusted_layers` to leave out per-layer data the profiling pass distorted.
-    """
+
+def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | None = None,
+                   direction: str = "forward", statistic: str = "median") -> Ideal:
+    """The notebook's ideal adaptive solution: each layer on the lib with its least time per image (at that lib's
+    best batch size for the layer; `statistic` over repetitions, "min" being the notebook's). Layers are matched by
+    name; libs whose layer names do not match (fused engines) are left out and named. Per (platform, model) it
+    needs two libs; it is compared with the best single lib over the same layers, which it can never exceed.
+    Pass the rows of `trusted_layers` to leave out per-layer data the profiling pass distorted."""
+    if statistic not in LAYER_STATISTICS:
+        raise ValueError(f"layer statistic {statistic!r}; expected one of {', '.join(LAYER_STATISTICS)}")
     part = layers[layers["direction"] == direction]
     if libs is not None:
         part = part[part["lib"].isin(libs)]
-    per_batch = part.groupby(["model", "label", "lib", "batch_size"], observed=True)["time_ms"].mean()
-    per_image = (per_batch / per_batch.index.get_level_values("batch_size")).groupby(
-        level=["model", "label", "lib"], observed=True).min()
-    pick = per_image.groupby(level=["model", "label"], observed=True).idxmin()
-    choices = per_image.loc[pick.to_list()].rename("time_per_image_ms").reset_index("lib")
-    summary = choices.groupby(["model", "lib"], observed=True)["time_per_image_ms"].sum().unstack("lib").fillna(0.0)
-    summary["total_ms"] = summary.sum(axis=1)
-    best = best_time_per_image(stats)["time_per_image_ms"]
-    used = set(part["lib"].unique())  # compare with the libs the solution could use: those with per-layer data
-    best = best[best.index.get_level_values("lib").isin(used)]
-    single = best.groupby(level="model", observed=True)
-    summary["best_single_lib"] = single.idxmin().map(lambda key: key[1]).reindex(summary.index)
-    summary["best_single_lib_ms"] = single.min().reindex(summary.index)
-    summary["ratio_to_best_single_lib"] = summary["total_ms"] / summary["best_single_lib_ms"]
-    return summary.sort_values("total_ms"), choices
+    grouped = part.groupby(MODEL + ["label", "lib", "batch_size"], observed=True)["time_ms"]
+    per_batch = grouped.agg(statistic)
+    frame = (per_batch / per_batch.index.get_level_values("batch_size")).rename("time_per_image_ms").reset_index()
+    frame["spread"] = ((grouped.max() - grouped.min()) / statistics.point_times_ms(grouped)).to_numpy()
+    frame = frame.loc[frame.groupby(MODEL + ["label", "lib"], observed=True)["time_per_image_ms"].idxmin()]
+    rows, picks, excluded, absent = [], [], [], {}
+    for (platform, model), group in frame.groupby(MODEL, observed=True):
+        compatible, left_out = _compatible_libs(group)
+        excluded += [{"platform": platform, "model": model, "lib": lib, "reason": why} for lib, why in left_out]
+        if len(compatible) < 2:
+            absent[platform, model] = ("not enough per-layer data: needs trustworthy per-layer times of two libs whose "
+                                       f"layers match by name; has {len(compatible)} ({', '.join(compatible) or 'none'})")
+            continue
+        row, pick = _ideal_of(group, compatible, stats, platform, model)
+        rows.append(row)
+        picks.append(pick)
+    summary = pd.DataFrame(rows).set_index(MODEL) if rows else pd.DataFrame()
+    choices = pd.concat(picks).set_index(MODEL + ["label"]) if picks else pd.DataFrame()
+    return Ideal(summary.fillna({c: 0.0 for c in summary.columns if c not in IDEAL_COLUMNS}) if rows else summary,
+                 choices, pd.DataFrame(excluded, columns=["platform", "model", "lib", "reason"]), absent)
 
 
+IDEAL_COLUMNS = ("total_ms", "best_single_lib", "best_single_lib_layers_ms", "ratio_to_best_single_lib",
+                  "best_single_lib_timed_ms", "spread", "noisy", "layers_compared", "layers_not_compared")
+
+
+def _compatible_libs(group: pd.DataFrame) -> tuple[list[str], list[tuple[str, str]]]:
+    """Libs whose layer names match the most common layer list of the model (90% both ways), and the others with
+    the reason. A fused engine ("conv1 + relu1") reports merged layers and never matches."""
+    names = group.groupby("lib", observed=True)["label"].agg(frozenset)
+    left_out = [(lib, f"fused engine: its layers merge the model's (e.g. {next(x for x in n if ' + ' in x)!r}), so "
+                      "they cannot be matched by name") for lib, n in names.items() if any(" + " in x for x in n)]
+    rest = names.drop([lib for lib, _ in left_out])
+    if rest.empty:
+        return [], left_out
+    counts = Counter(rest.to_list())
+    reference = max(counts, key=lambda s: (counts[s], len(s)))
+    reference_lib = next(lib for lib, n in rest.items() if n == reference)
+    compatible = []
+    for lib, n in rest.items():
+        matched = len(n & reference)
+        if matched >= MATCHING_LAYERS * max(len(n), len(reference)):
+            compatible.append(str(lib))
+        else:
+            left_out.append((lib, f"its layers differ from {reference_lib}'s: {matched} of its {len(n)} layer names "
+                                  f"match {len(reference)}"))
+    return compatible, left_out
+
+
+def _ideal_of(group: pd.DataFrame, compatible: list[str], stats: pd.DataFrame, platform, model) -> tuple[dict, pd.DataFrame]:
+    common = frozenset.intersection(*(frozenset(group.loc[group["lib"] == lib, "label"]) for lib in compatible))
+    part = group[group["lib"].isin(compatible) & group["label"].isin(common)]
+    pick = part.loc[part.groupby("label", observed=True)["time_per_image_ms"].idxmin()]
+    per_lib = pick.groupby("lib", observed=True)["time_per_image_ms"].sum()
+    single = part.groupby("lib", observed=True)["time_per_image_ms"].sum()
+    total, best_lib = float(per_lib.sum()), str(single.idxmin())
+    if total > single.min() * (1 + 1e-9):
+        raise AssertionError(f"ideal adaptive solution of {model} on {platform} ({total} ms) is slower than the best "
+                             f"single lib it may use ({best_lib}, {single.min()} ms): the per-layer choice is broken")
+    spread = float((pick["spread"].fillna(0.0) * pick["time_per_image_ms"]).sum() / total) if total > 0 else 0.0
+    timed = stats.xs((platform, model), level=MODEL)["time_per_image_ms"]
+    timed = timed[timed.index.get_level_values("lib").isin(compatible)]
+    row = {"platform": platform, "model": model, **{str(k): float(v) for k, v in per_lib.items()}, "total_ms": total,
+           "best_single_lib": best_lib, "best_single_lib_layers_ms": float(single.min()),
+           "ratio_to_best_single_lib": total / float(single.min()),
+           "best_single_lib_timed_ms": float(timed.min()) if len(timed) else np.nan,
+           "spread": spread, "noisy": bool(statistics.noisy(spread, np.nan)), "layers_compared": len(common),
+           "layers_not_compared": int(group["label"].nunique() - len(common))}
+    return row, pick.assign(platform=platform, model=model)[MODEL + ["label", "lib", "batch_size", "time_per_image_ms",
+                                                                     "spread"]]
+
+
+# ------------------------------------------------------------------------------------------- other tables
 def good_enough_batch(stats: pd.DataFrame, tolerance: float = GOOD_ENOUGH) -> pd.DataFrame:
-    """Per (model, lib): the smallest batch whose time per image is within `tolerance` of the best, with memory."""
+    """Per (platform, model, lib): the smallest batch whose time per image is within `tolerance` of the best."""
     per_image = stats["time_per_image_ms"]
-    best = per_image.groupby(level=["model", "lib"], observed=True).transform("min")
+    best = per_image.groupby(level=CONFIG, observed=True).transform("min")
     ok = stats[per_image <= best * (1 + tolerance)].reset_index()
-    first = ok.sort_values("batch_size").groupby(["model", "lib"], observed=True).first()
+    first = ok.sort_values("batch_size").groupby(CONFIG, observed=True).first()
     return first[["batch_size", "time_per_image_ms", "memory_mbytes", "memory_per_image_mbytes"]].rename(
         columns={"batch_size": "good_enough_batch_size"})
 
 
 def compare_models(best: pd.DataFrame, stats: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
-    """Per lib: best time per image and mean memory of two models, and their ratios (second / first)."""
+    """Per (platform, lib): best time per image and mean memory of two models, and their ratios (second / first)."""
     time = best["time_per_image_ms"].unstack("model")[[first, second]]
-    memory = stats["memory_mbytes"].groupby(level=["model", "lib"], observed=True).mean().unstack("model")
+    memory = stats["memory_mbytes"].groupby(level=CONFIG, observed=True).mean().unstack("model")
     table = pd.DataFrame({f"{first}_ms": time[first], f"{second}_ms": time[second],
                           "time_ratio": time[second] / time[first],
                           f"{first}_mbytes": memory.get(first), f"{second}_mbytes": memory.get(second)})
@@ -159,21 +236,116 @@ ANCHOR_MODEL = {"squeezenet-1.0": "squeezenet1_0", "squeezenet-1.1": "squeezenet
 def anchors() -> pd.DataFrame:
     text = resources.files("ck_plugins").joinpath("data/anchors/plain-pytorch-h200-2026-11-21.jsonl").read_text()
     frame = pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
-    frame["gpu"] = "NVIDIA H200"
+    frame["platform"] = "NVIDIA H200"
     return frame
 
 
-def nearest_anchors(stats: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+def nearest_anchors(stats: pd.DataFrame) -> pd.DataFrame:
     """Our images/s next to the anchor of the same GPU, model, configuration and nearest batch size."""
-    ours = stats[["images_per_second"]].join(runs["gpu"].groupby(level=KEY, observed=True).first()).reset_index()
+    ours = stats[["images_per_second"]].reset_index()
     ours["variant"] = ours["lib"].map(ANCHOR_VARIANT)
     ours["anchor_model"] = ours["model"].map(lambda m: ANCHOR_MODEL.get(m, m))
     table = anchors().rename(columns={"model": "anchor_model", "bs": "anchor_batch_size",
                                       "img_per_s": "anchor_images_per_second"})
-    both = ours.merge(table[["anchor_model", "variant", "gpu", "anchor_batch_size", "anchor_images_per_second"]],
-                      on=["anchor_model", "variant", "gpu"])
+    both = ours.merge(table[["anchor_model", "variant", "platform", "anchor_batch_size", "anchor_images_per_second"]],
+                      on=["anchor_model", "variant", "platform"])
+    if both.empty:
+        return pd.DataFrame()
     both["distance"] = (both["anchor_batch_size"] - both["batch_size"]).abs()
     nearest = both.loc[both.groupby(KEY, observed=True)["distance"].idxmin()]
     nearest = nearest.assign(ratio=nearest["images_per_second"] / nearest["anchor_images_per_second"])
     return nearest[KEY + ["images_per_second", "variant", "anchor_batch_size", "anchor_images_per_second",
                           "ratio"]].set_index(KEY)
+
+
+# ------------------------------------------------------------------------------------- the result, computed once
+@dataclass
+class Result:
+    """Everything the report, the notebook and the dashboard show, computed once from one selection of points."""
+    loaded: Loaded
+    stats: pd.DataFrame
+    best: pd.DataFrame
+    baseline: str
+    speedups: pd.DataFrame
+    ideal: Ideal
+    per_layer_repetitions_dropped: float
+    layer_statistic: str
+    headline: dict
+
+
+def default_baseline(libs: list[str]) -> str:
+    for name in ("cpu", "torch-cpu", "torch-cudnn-fp32", "nvidia-cudnn"):
+        if name in libs:
+            return name
+    return libs[0]
+
+
+def analyse(loaded: Loaded, baseline: str | None = None, adaptive_libs: list[str] | None = None,
+            layer_statistic: str = "median") -> Result:
+    """Every table from one selection. Raises ValueError when nothing can be analysed, saying how much was skipped."""
+    if loaded.runs.empty or not loaded.runs["success"].any():
+        raise ValueError(no_point_message(loaded))
+    stats = time_stats(loaded.runs)
+    best = best_time_per_image(stats)
+    libs = sorted(best.index.get_level_values("lib").unique())
+    baseline = baseline or default_baseline(libs)
+    speedups = speedup(best, baseline)
+    trusted, dropped = trusted_layers(loaded.layers, loaded.runs)
+    ideal = ideal_adaptive(trusted, stats, adaptive_libs, statistic=layer_statistic)
+    result = Result(loaded, stats, best, baseline, speedups, ideal, dropped, layer_statistic, {})
+    result.headline = headline(result)
+    return result
+
+
+def no_point_message(loaded: Loaded) -> str:
+    failed = int((~loaded.runs["success"]).sum()) if len(loaded.runs) else 0
+    message = f"no successful point to analyse ({failed} failed repetitions read)"
+    if loaded.skipped:
+        first = "; ".join(s[:200] for s in loaded.skipped[:3])
+        message += f": {len(loaded.skipped)} files skipped (first 3: {first}); all are listed in the report"
+    return message
+
+
+def headline(r: Result) -> dict:
+    """The figures a reader wants first, per (platform, model): the fastest lib and how it compares."""
+    models = []
+    for (platform, model), part in r.best.groupby(level=MODEL, observed=True):
+        part = part.droplevel(MODEL)
+        measured = part[~part.index.str.split("+").str[0].isin(NOT_MEASURED)]
+        if measured.empty:
+            continue
+        fastest = measured["time_per_image_ms"].idxmin()
+        speed = r.speedups.loc[(platform, model)] if (platform, model) in r.speedups.index else pd.Series(dtype=float)
+        models.append({
+            "platform": platform, "model": model, "fastest_lib": fastest,
+            "best_batch_size": int(part.loc[fastest, "best_batch_size"]),
+            "time_per_image_ms": float(part.loc[fastest, "time_per_image_ms"]),
+            "images_per_second": float(part.loc[fastest, "images_per_second"]),
+            "noisy": bool(part.loc[fastest, "noisy"]),
+            "speedup_over_baseline": {lib: _f(v) for lib, v in speed.items() if _f(v) is not None},
+            **_ideal_headline(r.ideal, platform, model)})
+    runs = r.loaded.runs
+    return {"baseline": r.baseline, "points": int(len(r.stats)), "repetitions": int(len(runs)),
+            "failed_repetitions": int((~runs["success"]).sum()), "noisy_points": int(r.stats["noisy"].sum()),
+            "platforms": sorted(r.stats.index.get_level_values("platform").unique()),
+            "dimensions": r.loaded.dimensions, "layer_statistic": r.layer_statistic,
+            "per_layer_repetitions_dropped": r.per_layer_repetitions_dropped,
+            "skipped_count": len(r.loaded.skipped), "skipped": r.loaded.skipped, "models": models}
+
+
+def _ideal_headline(ideal: Ideal, platform: str, model: str) -> dict:
+    if (platform, model) not in ideal.summary.index:
+        why = ideal.absent.get((platform, model), "not enough per-layer data")
+        return {"ideal_adaptive_ms": None, "ideal_adaptive_ratio_to_best_single_lib": None, "ideal_adaptive": why}
+    row = ideal.summary.loc[(platform, model)]
+    if row["noisy"]:  # a ratio that cannot be trusted is not printed
+        return {"ideal_adaptive_ms": None, "ideal_adaptive_ratio_to_best_single_lib": None,
+                "ideal_adaptive": f"noisy: the repetitions of the per-layer times it would choose spread by "
+                                  f"{row['spread']:.0%} of their time"}
+    ratio = float(row["ratio_to_best_single_lib"])
+    return {"ideal_adaptive_ms": float(row["total_ms"]), "ideal_adaptive_ratio_to_best_single_lib": ratio,
+            "ideal_adaptive": f"{ratio:.2f}x {row['best_single_lib']} over the same {int(row['layers_compared'])} layers"}
+
+
+def _f(value) -> float | None:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)

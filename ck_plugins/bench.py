@@ -8,7 +8,6 @@ from . import backends, ckrepo, engine, models, platform_info, point
 from .roofline import peak_tflops
 from .diagnose import Facts, diagnose, unaligned_convs
 from .errors import Unsupported
-from .stats import summarise
 
 REDUCED = ("fp16", "bf16", "amp", "tf32")
 
@@ -45,11 +44,11 @@ def _baseline_ms(request: PointRequest, backend, model) -> float | None:
                           per_layer=False, profile=False, accuracy=False)
     fp32 = backends.create("torch-cudnn-fp32", backends.Options(memory_format=request.options.memory_format))
     measured = engine.run_point(plan, fp32, model)
-    return summarise(measured.samples_ms).median_ms if measured.run_success else None
+    return measured.time_ms
 
 
 def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None, model):
-    median = summarise(m.samples_ms).median_ms
+    median = m.time_ms
     p = m.profile
     facts = Facts(
         precision=backend.precision, device=backend.device.type, batch_size=m.plan.batch_size,
@@ -82,14 +81,14 @@ def summary_line(m: engine.Measurement) -> str:
     head = f"{m.plan.model} {m.settings['lib']} batch {m.plan.batch_size}"
     if not m.run_success:
         return f"{head}: FAILED: {m.error}"
-    s = summarise(m.samples_ms)
-    line = (f"{head}: {s.median_ms:.3f} ms/batch (IQR {s.iqr_ms:.3f}{', noisy' if s.noisy else ''}), "
-            f"{1e3 * m.plan.batch_size / s.median_ms:.1f} img/s")
+    s = m.time
+    line = (f"{head}: {s.time_ms:.3f} ms/batch (repetitions spread {s.spread:.1%}{', noisy' if s.noisy else ''}), "
+            f"{1e3 * m.plan.batch_size / s.time_ms:.1f} img/s")
     if m.harness:
         line += f", harness overhead {m.harness['overhead_share']:+.2%}"
     if m.per_layer:
         layer_sum = sum(t.time_ms for t in m.per_layer[0])
-        line += f", per-layer sum {layer_sum:.3f} ms ({layer_sum / s.median_ms:.0%} of the timed pass)"
+        line += f", per-layer sum {layer_sum:.3f} ms ({layer_sum / s.time_ms:.0%} of the timed pass)"
     if m.diagnosis:
         line += f"\n  why: {m.diagnosis.sentence}"
     return line

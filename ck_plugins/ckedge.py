@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import point
 from .ckrepo import write_json_atomic
 
 RESULT_FILE = "result.json"
@@ -31,15 +32,15 @@ def characteristics_of(result: dict) -> dict:
 
 
 def _point_characteristics(result: dict) -> dict:
+    """The point's one time (point.read -> Point.time_ms) as CK's execution time."""
+    read = point.read(result["point"])
     runs = [c["run"] for c in result["point"]["characteristics_list"]]
-    env = result["point"]["choices"]["env"]
     ok = [r for r in runs if r["run_success"]]
-    times = sorted(r["time_fw_ms"] for r in ok)
-    median = times[len(times) // 2] if times else 0.0
-    return {"execution_time": median / 1e3, "run_success": bool(ok), "point_file": result["point_file"],
-            "model": env["CK_MODEL"], "lib": env["CK_LIB"], "batch_size": env["CK_BATCH_SIZE"],
-            "time_fw_ms": median, "images_per_second": 1e3 * env["CK_BATCH_SIZE"] / median if median else 0.0,
-            "error": None if ok else runs[0].get("error"),
+    time_ms = read.time_ms or 0.0
+    return {"execution_time": time_ms / 1e3, "run_success": bool(ok), "point_file": result["point_file"],
+            "model": read.model, "lib": result["point"]["choices"]["env"]["CK_LIB"], "batch_size": read.batch_size,
+            "time_fw_ms": time_ms,
+            "images_per_second": 1e3 * read.batch_size / time_ms if time_ms else 0.0, "error": read.error,
             "diagnosis": (ok[0].get("diagnosis") or {}).get("sentence") if ok else None}
 
 
@@ -63,26 +64,40 @@ def postprocess(i: dict) -> dict:
 
 def analyse(i: dict) -> dict:
     """`ck analyse precision-bench`: i['tags'], i['repo'] (comma-separated paths; default every registered
-    repository), i['report_dir'], i['baseline'], i['adaptive_libs']."""
+    repository), i['where'] (comma-separated NAME=VALUE), i['gpu'], i['report_dir'], i['baseline'],
+    i['adaptive_libs'], i['layer_statistic']."""
     import warnings
 
     from . import readpoints, report
 
     tags = [t for t in str(i.get("tags") or readpoints.TAG).split(",") if t]
     try:
-        sources = [p for p in str(i.get("repo", "")).split(",") if p] or readpoints.registered_repos(tags)
+        where = readpoints.parse_where([w for w in str(i.get("where") or "").split(",") if w], i.get("gpu"))
+        sources = [p for p in str(i.get("repo", "")).split(",") if p] or search_experiments(tags)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            loaded = readpoints.load(sources, tags)
+            loaded = readpoints.load(sources, tags, where)
         libs = [x for x in str(i.get("adaptive_libs", "")).split(",") if x] or None
-        built = report.build(loaded, Path(i.get("report_dir") or "report"), i.get("baseline"), adaptive_libs=libs)
+        built = report.build(loaded, Path(i.get("report_dir") or "report"), i.get("baseline"), adaptive_libs=libs,
+                             layer_statistic=str(i.get("layer_statistic") or "median"))
     except (ValueError, RuntimeError) as error:
         return {"return": 1, "error": str(error)}
     if i.get("out") == "con":
-        for model, figures in built.summary["models"].items():
-            print(f"{model}: fastest {figures['fastest_lib']}, {figures['time_per_image_ms']:.3f} ms per image")
+        for f in built.summary["models"]:
+            print(f"{f['model']} on {f['platform']}: fastest {f['fastest_lib']}, {f['time_per_image_ms']:.3f} ms per "
+                  f"image; ideal adaptive solution: {f['ideal_adaptive']}")
         print(f"report: {built.html_path.resolve()}")
     return {"return": 0, "summary": built.summary, "html": str(built.html_path.resolve())}
+
+
+def search_experiments(tags: list[str]) -> list[Path]:
+    """Entry folders of every experiment with all `tags` in every repository registered with CK (pulled ones too)."""
+    import ck.kernel as ck
+
+    found = ck.access({"action": "search", "module_uoa": "experiment", "tags": ",".join(tags), "out": ""})
+    if found["return"] > 0:
+        raise RuntimeError(f"ck search: {found['error']}")
+    return [Path(item["path"]) for item in found["lst"]]
 
 
 def submit(i: dict) -> dict:

@@ -67,11 +67,14 @@ def entry_name(model: str, lib: str) -> str:
 
 
 def ensure_experiment_entry(root: Path | str, model: str, lib: str, tags: list[str]) -> Path:
-    name = entry_name(model, lib)
+    return ensure_entry(root, entry_name(model, lib), {"tags": tags, "model": model, "lib": lib})
+
+
+def ensure_entry(root: Path | str, name: str, meta: dict) -> Path:
+    """experiment/<name>/ with its meta (written once) and CK's alias files."""
     entry = Path(root) / "experiment" / name
-    meta = entry / ".cm" / "meta.json"
-    if not meta.exists():
-        write_json_atomic(meta, {"tags": tags, "model": model, "lib": lib})
+    if not (entry / ".cm" / "meta.json").exists():
+        write_json_atomic(entry / ".cm" / "meta.json", meta)
     ensure_alias(Path(root) / "experiment", name, uid_of(f"experiment:{name}"))
     return entry
 
@@ -99,9 +102,10 @@ def point_uid(point: dict) -> str:
     return uid_of(json.dumps(point_features(point), sort_keys=True))
 
 
-def write_point(entry: Path, point: dict) -> Path:
-    """Add the point as the next free subpoint ckp-<uid>.NNNN.json; never overwrites, never half-writes."""
-    uid = point_uid(point)
+def write_point(entry: Path, point: dict, uid: str | None = None) -> Path:
+    """Add the point as the next free subpoint ckp-<uid>.NNNN.json; never overwrites, never half-writes. The uid
+    comes from the point's features (ours) or is given (a legacy point keeps its own)."""
+    uid = uid or point_uid(point)
     fd, tmp = tempfile.mkstemp(prefix=".ckp.", suffix=".tmp", dir=entry)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -122,23 +126,40 @@ def write_point(entry: Path, point: dict) -> Path:
 
 
 def merge_repo(source: Path | str, target: Path | str) -> tuple[int, int]:
-    """Copy every experiment point of `source` into `target` as new subpoints; identical points are skipped.
-    Adaptive plan files come along (their names carry their digests).
+    """Copy every experiment point of `source` (ours or legacy CK ones) into `target` as new subpoints; identical
+    points are skipped. Adaptive plan files come along (their names carry their digests).
 
-    Returns (added, skipped). Entries and alias files are created as needed; nothing in `target` is overwritten.
+    Every source point is read (point.read_file) before anything is written: an unreadable one raises ValueError
+    naming it, and the target is left as it was. Returns (added, skipped).
     """
+    from . import point
+
     source, target = Path(source), Path(target)
+    entries = []
+    for entry in sorted(p for p in (source / "experiment").iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            meta = json.loads((entry / ".cm" / "meta.json").read_text())
+            tags = [str(t) for t in meta.get("tags", [])]
+        except (OSError, ValueError, AttributeError) as error:
+            raise ValueError(f"{entry}: unreadable entry meta ({error})") from None
+        files = sorted(f for f in entry.glob("ckp-*.*.json") if f.name.count(".") == 2 and f.name.split(".")[1].isdigit())
+        for path in files:
+            try:
+                point.read_file(path, tags)
+            except point.PointError as error:
+                raise ValueError(f"{path}: {error}") from None
+        entries.append((entry, meta, files))
     init_repo(target, RESULTS_ALIAS)
     added = skipped = 0
-    for entry in sorted(p for p in (source / "experiment").iterdir() if p.is_dir() and not p.name.startswith(".")):
-        meta = json.loads((entry / ".cm" / "meta.json").read_text())
-        into = ensure_experiment_entry(target, meta["model"], meta["lib"], meta["tags"])
+    for entry, meta, files in entries:
+        into = ensure_entry(target, entry.name, meta)
         existing = {f.read_bytes() for f in into.glob("ckp-*.json")}
-        for path in sorted(entry.glob("ckp-*.json")):
+        for path in files:
             if path.read_bytes() in existing:
                 skipped += 1
                 continue
-            write_point(into, json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            write_point(into, data, None if "CK_MODEL" in data["choices"]["env"] else path.name.split(".")[0][4:])
             added += 1
         for plan in sorted(entry.glob("plan-*.json")):  # adaptive plans: named by digest, so never overwritten
             if not (into / plan.name).exists():

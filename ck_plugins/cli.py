@@ -266,7 +266,11 @@ def _cmd_merge(args) -> int:
     source = Path(args.source)
     if not (source / "experiment").is_dir():
         raise BadInput("source repository", args.source, "a CK repository folder holding experiment/")
-    added, skipped = merge_repo(source, Path(args.into or REPO_ROOT))
+    try:
+        added, skipped = merge_repo(source, Path(args.into or REPO_ROOT))
+    except ValueError as error:
+        print(f"error: nothing merged: {error}", file=sys.stderr)
+        return 2
     print(f"{added} points added, {skipped} identical points skipped")
     return 0
 
@@ -276,8 +280,14 @@ def _add_analyse(sub) -> None:
     p.add_argument("--repo", action="append", default=[], help="a CK repository or entry folder (repeatable)")
     p.add_argument("--all-repos", action="store_true", help="every repository registered with CK (pulled ones too)")
     p.add_argument("--tags", default="explore-batch-size-libs-models", help="comma-separated tags the entries need")
+    p.add_argument("--where", action="append", default=[], metavar="NAME=VALUE",
+                   help="keep only points whose dimension NAME (a swept choice such as OPENBLAS_NUM_THREADS, or "
+                        "platform, model, lib, batch_size, cpu, driver, torch) has VALUE (repeatable)")
+    p.add_argument("--gpu", help="keep only the points of this platform (GPU name), e.g. 'NVIDIA H200'")
     p.add_argument("--baseline", help="lib every speed-up is computed over (default: the CPU lib if any)")
     p.add_argument("--adaptive-libs", help="comma-separated libs the ideal adaptive solution may use (default all)")
+    p.add_argument("--layer-statistic", default="median", choices=["median", "min", "mean"],
+                   help="per-layer time over repetitions: median (default), min (the seed notebook's) or mean")
     p.add_argument("--title", default="ck-precision-bench report")
     p.add_argument("--out", default="report", help="folder for report.html, summary.json and the PNG plots")
     p.set_defaults(func=_cmd_analyse)
@@ -290,32 +300,46 @@ def _cmd_analyse(args) -> int:
     from . import readpoints, report
 
     tags = [t for t in args.tags.split(",") if t]
+    where = readpoints.parse_where(args.where, args.gpu)
     sources: list = list(args.repo)
     if args.all_repos:
         sources += readpoints.registered_repos(tags)
     if not sources:
         raise BadInput("repositories", "", "--repo PATH (repeatable) or --all-repos")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # skipped input is listed below and in the report
-        loaded = readpoints.load(sources, tags)
-    for line in loaded.skipped:
-        print(f"warning: skipped {line}", file=sys.stderr)
+        warnings.simplefilter("ignore")  # skipped input is counted below and listed in the report
+        try:
+            loaded = readpoints.load(sources, tags, where)
+        except ValueError as error:
+            raise BadInput("--where", ", ".join(f"{k}={v}" for k, v in where.items()), str(error)) from None
     libs = [x for x in (args.adaptive_libs or "").split(",") if x] or None
     try:
-        built = report.build(loaded, Path(args.out), args.baseline, args.title, libs)
+        built = report.build(loaded, Path(args.out), args.baseline, args.title, libs, args.layer_statistic)
     except ValueError as error:
-        raise BadInput("analysis input", ", ".join(map(str, sources)), str(error)) from None
-    for model, figures in built.summary["models"].items():
-        print(f"{model}: fastest {figures['fastest_lib']}, {figures['time_per_image_ms']:.3f} ms/image at batch "
-              f"{figures['best_batch_size']}; ideal adaptive {figures['ideal_adaptive_ratio_to_best_single_lib'] or 0:.2f}x "
-              "the best single lib (predicted)")
-    for row in built.summary["adaptive_built"]:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _print_summary(built)
+    return 0
+
+
+def _print_summary(built) -> None:
+    summary = built.summary
+    if summary["skipped_count"]:
+        print(f"warning: {summary['skipped_count']} files skipped (first: {summary['skipped'][0][:200]}); all are "
+              "listed in the report", file=sys.stderr)
+    for name, values in summary["dimensions"].items():
+        print(f"{name} varies ({', '.join(values[:8])}{', ...' if len(values) > 8 else ''}): each value is its own "
+              f"lib or platform label; select one with --where {name}=VALUE")
+    for f in summary["models"]:
+        print(f"{f['model']} on {f['platform']}: fastest {f['fastest_lib']}, {f['time_per_image_ms']:.3f} ms/image at "
+              f"batch {f['best_batch_size']}{' (noisy)' if f['noisy'] else ''}; ideal adaptive solution: "
+              f"{f['ideal_adaptive']}")
+    for row in summary["adaptive_built"]:
         ms = {k: "n/a" if row[k] is None else f"{row[k]:.3f}" for k in ("measured_ms", "measured_over_best", "planned_ms")}
         print(f"{row['model']} batch {row['batch_size']}{' graph' if row['cuda_graph'] else ''} "
               f"({row['per_layer_method']}): adaptive built and measured {ms['measured_ms']} ms, "
               f"{ms['measured_over_best']}x {row['best_single_lib']} (planned {ms['planned_ms']} ms)")
     print(f"report: {built.html_path.resolve()}\nsummary: {built.summary_path.resolve()}")
-    return 0
 
 
 def _add_service(sub) -> None:

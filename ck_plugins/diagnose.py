@@ -86,9 +86,12 @@ def _reasons(f: Facts) -> list[str]:
 
 def _cpu_reasons(f: Facts) -> list[str]:
     if f.precision != "bf16":
-        if f.memory_format == "channels_last":
-            return ["channels_last lets oneDNN skip the layout reorders around each convolution"]
-        return ["CPU fp32 NCHW: the baseline"]
+        if f.memory_format != "channels_last":
+            return ["CPU fp32 NCHW: the baseline"]
+        if f.speedup_vs_fp32 is not None and f.speedup_vs_fp32 < 1.0:  # the sentence follows the measured direction
+            return ["channels_last is slower here: oneDNN reorders the layout around the layers it has no "
+                    "channels_last kernel for"]
+        return ["channels_last lets oneDNN skip the layout reorders around each convolution"]
     if f.cpu_has_bf16:
         return ["this CPU has bf16 instructions (AVX512-BF16 or AMX), so bf16 can beat fp32"]
     return ["this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 is emulated through fp32 conversions"]

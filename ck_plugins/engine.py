@@ -57,6 +57,15 @@ class Measurement:
     harness: dict | None = None  # our timing against a bare CUDA-event loop (GPU only)
     warmup_s: float | None = None  # wall time of load and warm-up: cuDNN autotuning, compilation
 
+    @property
+    def time(self) -> stats.PointTime:
+        """The point's time (stats.point_time: the median of the repetitions' medians) and its spread."""
+        return stats.point_time(self.samples_ms)
+
+    @property
+    def time_ms(self) -> float | None:
+        return self.time.time_ms if self.run_success and self.samples_ms else None
+
 
 def seeded_images(batch_size: int, seed: int, image_size: int = 224) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
@@ -210,7 +219,7 @@ class Session:
 def harness_overhead(step, iterations: int, samples_ms: list[list[float]]) -> dict:
     """Our per-iteration-event median against one event pair around a bare loop of the same steps."""
     bare_ms = measure.bare_event_loop_ms(step, iterations)
-    ours_ms = stats.summarise(samples_ms).median_ms
+    ours_ms = stats.point_time(samples_ms).time_ms
     return {"bare_event_loop_ms": bare_ms, "harness_median_ms": ours_ms, "overhead_share": ours_ms / bare_ms - 1}
 
 

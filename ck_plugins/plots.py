@@ -18,60 +18,73 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def time_per_image_bars(stats: pd.DataFrame, model: str) -> bytes:
-    """Mean time per image (ms) per batch size, one bar per lib, with std error bars."""
-    part = stats.xs(model, level="model")
+def time_per_image_bars(stats: pd.DataFrame, platform: str, model: str) -> bytes:
+    """Time per image (ms) per batch size, one bar per lib, with the repetitions' std as error bars."""
+    part = stats.xs((platform, model), level=("platform", "model"))
     mean = part["time_per_image_ms"].unstack("lib")
     std = part["time_per_image_ms_std"].unstack("lib")
     fig, ax = plt.subplots(figsize=(10, 4.5))
     mean.plot(kind="bar", yerr=std, ax=ax, logy=True, rot=0, width=0.85, colormap="tab20", grid=True)
-    ax.set(title=f"{model}: execution time per image (ms, log scale)", xlabel="batch size", ylabel="ms per image")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set(title=_text(f"{model} on {platform}: execution time per image (ms, log scale)"), xlabel="batch size",
+           ylabel="ms per image")
+    _legend_outside(ax, mean.columns)
     return _png(fig)
+
+
+def _text(label) -> str:
+    """A label is text, never mathtext: dollar signs are escaped."""
+    return str(label).replace("$", r"\$")
+
+
+def _legend_outside(ax, labels) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles, [_text(x) for x in labels], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              ncol=1 + len(labels) // 18, frameon=False)
 
 
 def layer_bars(table: pd.DataFrame, model: str) -> bytes:
     """Per-layer time per image, one bar group per layer (columns: lib, batch size)."""
     fig, ax = plt.subplots(figsize=(10, 4.5))
     table.plot(kind="bar", ax=ax, width=0.85, colormap="tab10", grid=True)
-    ax.set(title=f"{model}: time per image per layer (ms)", xlabel="", ylabel="ms per image")
-    ax.legend(fontsize=7)
+    ax.set(title=_text(f"{model}: time per image per layer (ms)"), xlabel="", ylabel="ms per image")
+    _legend_outside(ax, [f"{lib}, batch {batch}" for lib, batch in table.columns])
     return _png(fig)
 
 
-def ideal_stacked(summary: pd.DataFrame) -> bytes:
-    """Stacked bars: the ideal adaptive solution's time in each lib, next to the best single lib."""
-    libs = [c for c in summary.columns if c not in ("total_ms", "best_single_lib", "best_single_lib_ms",
-                                                    "ratio_to_best_single_lib")]
+def ideal_stacked(summary: pd.DataFrame, libs: list[str]) -> bytes:
+    """Stacked bars: the ideal adaptive solution's time in each lib, next to the best single lib's."""
     rows = {}
-    for model, row in summary.iterrows():
-        rows[f"{model} adaptive"] = row[libs].astype(float)
+    for (platform, model), row in summary.iterrows():
+        rows[f"{model} ({platform}) adaptive"] = row[libs].astype(float)
         single = pd.Series(0.0, index=libs)
         if row["best_single_lib"] in single.index:
-            single[row["best_single_lib"]] = row["best_single_lib_ms"]
-        rows[f"{model} {row['best_single_lib']} only"] = single
+            single[row["best_single_lib"]] = row["best_single_lib_layers_ms"]
+        rows[f"{model} ({platform}) {row['best_single_lib']} only"] = single
     frame = pd.DataFrame(rows).T
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.45 * len(frame)))
     frame.plot(kind="barh", stacked=True, ax=ax, colormap="tab20", grid=True, width=0.8)
-    ax.set(title="Ideal adaptive solution vs the best single lib (ms per image)", xlabel="ms per image")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(title="Ideal adaptive solution vs the best single lib over the same layers (ms per image)",
+           xlabel="ms per image")
+    ax.set_yticks(ax.get_yticks(), [_text(x) for x in frame.index])
+    _legend_outside(ax, frame.columns)
     return _png(fig)
 
 
-def memory_time_curves(stats: pd.DataFrame, model: str, lib: str) -> bytes:
+def memory_time_curves(stats: pd.DataFrame, platform: str, model: str, lib: str) -> bytes:
     """Time per batch and per image, memory per batch and per image, across batch sizes."""
-    part = stats.xs((model, lib), level=("model", "lib"))
+    part = stats.xs((platform, model, lib), level=("platform", "model", "lib"))
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(part.index, part["time_ms_mean"], "o-", label="time per batch (ms)")
+    ax.plot(part.index, part["time_ms"], "o-", label="time per batch (ms)")
     ax.plot(part.index, part["time_per_image_ms"], "s-", label="time per image (ms)")
-    ax.set(xlabel="batch size", ylabel="ms", title=f"{model} with {lib}", ylim=(0, None))
+    ax.set(xlabel="batch size", ylabel="ms", title=_text(f"{model} with {lib} on {platform}"), ylim=(0, None))
     ax.grid(True)
     right = ax.twinx()
     right.plot(part.index, part["memory_mbytes"], "^--", color="tab:green", label="memory (MB)")
     right.plot(part.index, part["memory_per_image_mbytes"], "v--", color="tab:olive", label="memory per image (MB)")
     right.set(ylabel="MB", ylim=(0, None))
-    ax.legend(loc="upper left", fontsize=8)
-    right.legend(loc="upper right", fontsize=8)
+    lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0),
+              frameon=False)
     return _png(fig)
 
 
@@ -87,5 +100,5 @@ def adaptive_built(built: pd.DataFrame) -> bytes:
     ratios.plot(kind="barh", ax=ax, width=0.85, grid=True, colormap="tab10")
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set(title="Adaptive solution over the best single lib of the same run (1 = as fast)", xlabel="ratio", ylabel="")
-    ax.legend(fontsize=7, loc="lower right")
+    _legend_outside(ax, ratios.columns)
     return _png(fig)

@@ -1,15 +1,21 @@
-"""The one place that turns a measurement into a CK experiment point (JSON) and validates points. No torch."""
+"""The point file, both ways: a measurement into a CK experiment point (JSON), validation against the versioned
+schema, and the one reader of point files (ours, migrated step by step, and legacy CK ones) into typed records.
+No torch."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import math
+import re
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jsonschema
 
-from .stats import summarise
+from . import stats
+from .libnames import default_memory_format
 
 if TYPE_CHECKING:
     from .engine import Measurement
@@ -94,7 +100,7 @@ def _runs(m: "Measurement", peak_tflops: float | None) -> list[dict]:
     work = {w.label: w.flops for w in m.layer_work}
     runs = []
     for index, samples in enumerate(m.samples_ms):
-        median = summarise(samples).median_ms
+        median = stats.repetition_time_ms(samples)
         images_per_second = 1e3 * m.plan.batch_size / median
         flops = m.flops_per_image * images_per_second
         layers = m.per_layer[index] if index < len(m.per_layer) else []
@@ -113,7 +119,7 @@ def _profile(m: "Measurement") -> dict | None:
     p = m.profile
     if p is None:
         return None
-    median = summarise(m.samples_ms).median_ms
+    median = stats.point_time(m.samples_ms).time_ms
     share = (lambda part: part / p.kernel_ms if p.kernel_ms else 0.0)
     return {"gpu_busy_share": p.busy_share(median), "tensor_core_share": p.tensor_core_share,
             "layout_share": share(p.layout_ms), "elementwise_share": share(p.elementwise_ms),
@@ -124,3 +130,329 @@ def _profile(m: "Measurement") -> dict | None:
 def _plain(value):
     """JSON-ready: tuples to lists, non-finite floats rejected later by the writer (allow_nan=False)."""
     return json.loads(json.dumps(value, default=str))
+
+
+# ================================================================================================== reading
+# Every consumer (analysis, service, validation, CK edge, merge) reads point files through `read`.
+LEGACY_MODELS = {"bvlc-alexnet": "alexnet", "bvlc-googlenet": "googlenet", "deepscale-squeezenet-1.0": "squeezenet-1.0",
+                 "deepscale-squeezenet-1.1": "squeezenet-1.1", "resnet-50": "resnet50", "bvlc-resnet-50": "resnet50"}
+MODELS = ("resnet50", "alexnet", "googlenet", "squeezenet-1.0", "squeezenet-1.1")
+LEGACY_LIBS = {"cpu", "cuda", "cudnn", "libdnn-cuda", "nvidia-cuda", "nvidia-cudnn", "nvidia-fp16-cuda",
+               "nvidia-fp16-cudnn", "opencl", "libdnn", "libdnn-opencl", "opencl-libdnn", "opencl-clblast",
+               "opencl-libdnn-clblast", "opencl-viennacl", "clblast", "openblas", "viennacl", "mkl", "atlas"}
+BATCH_KEYS = ("CK_BATCH_SIZE", "CK_CAFFE_BATCH_SIZE")
+LABELLED_KEYS = {"CK_MEMORY_FORMAT", "CK_CUDA_GRAPH", "CK_COMPILE_MODE", "CK_FREEZING", "CK_DYNAMIC_BATCH",
+                 "CK_FOLD_BN", "CK_TENSORRT_ENABLE_FP16"}  # already part of the lib label
+BOOKKEEPING = re.compile(r"(ITERATIONS|REPETITIONS|WARMUP|SEED|MIN_REPETITION_MS)$")  # how long, not what
+TEMPORARY = re.compile(r"(^|/)(tmp|temp)[-_/]|/tmp/")  # generated files whose names change with every run
+HOST_KEYS = ("cpu", "machine", "hostname")  # what else tells machines apart, beside the GPU
+
+
+class PointError(ValueError):
+    """A point file that cannot be read: the message says why."""
+
+
+class NewerSchema(PointError):
+    pass
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # the label with its index prefix stripped ("01: conv1" -> "conv1"); repeats get "#2", "#3"
+    direction: str
+    time_ms: float
+
+
+@dataclass(frozen=True)
+class Repetition:
+    success: bool
+    time_ms: float  # stats.repetition_time_ms of its samples (legacy: the stored time); nan when it failed
+    iqr_over_median: float = math.nan
+    memory_mbytes: float = math.nan
+    peak_share: float = math.nan
+    error: str | None = None
+    layers: tuple[Layer, ...] = ()
+    per_layer_method: str | None = None
+
+
+@dataclass(frozen=True)
+class Point:
+    path: str
+    model: str
+    lib: str  # lib label: the lib and what differs from its usual configuration
+    batch_size: int
+    repetitions: tuple[Repetition, ...]
+    choices: dict = field(default_factory=dict)  # candidate dimensions: name -> value (swept choices, env)
+    swept: tuple[str, ...] = ()  # names from CK's choices_order: always dimensions
+    platform: str = "unknown"  # the GPU (of the run, else of the host), else the CPU
+    host: dict = field(default_factory=dict)  # cpu, machine, hostname: tell hosts apart
+    versions: dict = field(default_factory=dict)  # driver, cuda, cudnn, torch: columns, not identity
+    metadata: dict = field(default_factory=dict)  # other tags, the run type (cmd_key)
+    legacy: bool = False
+    flops_per_image: float = math.nan
+    sweep: str = ""
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def successful(self) -> list[Repetition]:
+        return [r for r in self.repetitions if r.success]
+
+    @property
+    def time(self) -> stats.PointTime | None:
+        """The point's one time (stats.from_repetitions), None when no repetition succeeded."""
+        ok = self.successful
+        if not ok:
+            return None
+        iqrs = [r.iqr_over_median for r in ok if not math.isnan(r.iqr_over_median)]
+        return stats.from_repetitions([r.time_ms for r in ok], max(iqrs, default=math.nan))
+
+    @property
+    def time_ms(self) -> float | None:
+        found = self.time
+        return found.time_ms if found else None
+
+    @property
+    def error(self) -> str | None:
+        return next((r.error for r in self.repetitions if not r.success), None)
+
+
+MIGRATIONS: dict = {}  # version N -> migrate_to_N(point of version N-1) -> point of version N
+
+
+def migrate(data: dict) -> dict:
+    """Bring one of our points to SCHEMA_VERSION through the named migrate_to_N steps; a newer one is refused."""
+    version = data.get("features", {}).get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise PointError(f"features/schema_version: {version!r}; expected an integer")
+    if version > SCHEMA_VERSION:
+        raise NewerSchema(f"features/schema_version {version} is newer than this reader's {SCHEMA_VERSION}: "
+                          "update ck-precision-bench to read it")
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version + 1)
+        if step is None:
+            raise PointError(f"features/schema_version {version}: no migration to version {version + 1}")
+        data, version = step(data), version + 1
+    return data
+
+
+def read_file(path: Path | str, entry_tags: list[str] | tuple = ()) -> Point:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise PointError(f"broken JSON ({error})") from None
+    return read(data, entry_tags, str(path))
+
+
+def read(data, entry_tags: list[str] | tuple = (), path: str = "") -> Point:
+    """A point file's content -> Point. Ours if choices.env names CK_MODEL, else a legacy CK point whose model and
+    lib come from its entry's tags. Raises PointError saying what is missing or malformed."""
+    try:
+        env = data["choices"]["env"]
+        if not isinstance(env, dict):
+            raise TypeError("choices/env is not an object")
+        if "CK_MODEL" in env:
+            return _ours(migrate(data), path)
+        return _legacy(data, list(entry_tags), path)
+    except PointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise PointError(f"missing or malformed field ({type(error).__name__}: {error})") from None
+
+
+def lib_label(env: dict, settings: dict) -> str:
+    """Our lib name, with what differs from the lib's usual configuration appended: layout, CUDA graph,
+    compile mode, weight freezing, one compilation for every batch size, folded batch norms."""
+    lib = env["CK_LIB"]
+    usual = default_memory_format(lib)
+    if env.get("CK_MEMORY_FORMAT", usual) != usual:
+        lib += f"+{env['CK_MEMORY_FORMAT']}"
+    if env.get("CK_CUDA_GRAPH"):
+        lib += "+graph"
+    mode = env.get("CK_COMPILE_MODE", settings.get("compile_mode", "default"))
+    if mode != "default":
+        lib += f"+{mode}"
+    if env.get("CK_FREEZING", settings.get("freezing")):
+        lib += "+freezing"
+    if env.get("CK_DYNAMIC_BATCH"):
+        lib += "+dynamic-batch"
+    if env.get("CK_FOLD_BN"):
+        lib += "+fold-bn"
+    return lib
+
+
+def _ours(data: dict, path: str) -> Point:
+    env, settings = data["choices"]["env"], data["choices"].get("settings") or {}
+    if not isinstance(settings, dict):
+        raise TypeError("choices/settings is not an object")
+    features = data.get("features") or {}
+    platform = features.get("platform") or {}
+    runs = [c["run"] for c in data["characteristics_list"]]
+    return Point(
+        path=path, model=str(env["CK_MODEL"]), lib=lib_label(env, settings), batch_size=_batch(env["CK_BATCH_SIZE"]),
+        repetitions=tuple(_our_repetition(r) for r in runs), choices=_choices(data, env), swept=_swept(data),
+        platform=_text(platform.get("gpu") or platform.get("host_gpu") or platform.get("cpu")) or "unknown",
+        host={"cpu": _text(platform.get("cpu")), "hostname": _text(platform.get("hostname"))},
+        versions={k: _text(platform.get(k)) for k in ("driver", "cuda", "cudnn", "torch")},
+        flops_per_image=_number((features.get("model") or {}).get("flops_per_image")),
+        sweep=_text((features.get("sweep") or {}).get("id") if isinstance(features.get("sweep"), dict) else ""),
+        settings=settings)
+
+
+def _our_repetition(run: dict) -> Repetition:
+    if run.get("run_success") is not True:
+        return Repetition(False, math.nan, error=_text(run.get("error")) or "failed (no reason recorded)")
+    samples = run.get("time_fw_ms_all") or []
+    if samples:
+        time_ms, iqr = stats.repetition_time_ms(samples), stats.relative_iqr(samples)
+    else:
+        time_ms, iqr = _number(run.get("time_fw_ms")), math.nan
+    if not time_ms > 0:
+        return Repetition(False, math.nan, error=f"no positive time (time_fw_ms {run.get('time_fw_ms')!r})")
+    return Repetition(True, time_ms, iqr, _number(run.get("memory_mbytes")), _number(run.get("peak_share")),
+                      None, _layers(run.get("per_layer_info")), _text(run.get("per_layer_method")))
+
+
+def _legacy(data: dict, tags: list[str], path: str) -> Point:
+    env = data["choices"]["env"]
+    model, lib, other = legacy_model_lib(tags)
+    if lib.startswith("tensorrt"):
+        lib = "tensorrt-fp16" if int(env.get("CK_TENSORRT_ENABLE_FP16", 0) or 0) != 0 else "tensorrt-fp32"
+    batch = next((env[k] for k in BATCH_KEYS if k in env), None)
+    if batch is None:
+        raise PointError(f"choices/env: no batch size ({' or '.join(BATCH_KEYS)})")
+    features = data.get("features") or {}
+    platform = features.get("platform") or {}
+    runs = [c["run"] for c in data["characteristics_list"]]
+    if len(runs) == 1 and not _legacy_ok(runs[0]):  # the notebook: a failed run stands for all its repetitions
+        runs = runs * max(1, int(features.get("statistical_repetitions", 1) or 1))
+    gpu = _name(platform.get("gpu"))
+    return Point(
+        path=path, model=model, lib=lib, batch_size=_batch(batch),
+        repetitions=tuple(_legacy_repetition(r, data) for r in runs), choices=_choices(data, env), swept=_swept(data),
+        platform=gpu or _name(platform.get("cpu")) or "unknown",
+        host={"cpu": _name(platform.get("cpu")), "machine": _name(platform.get("platform")),
+              "hostname": _text((platform.get("os") or {}).get("hostname") if isinstance(platform.get("os"), dict) else "")},
+        metadata={"tags": other, "run_type": _text(data["choices"].get("cmd_key"))}, legacy=True)
+
+
+def legacy_model_lib(tags: list[str]) -> tuple[str, str, list[str]]:
+    """(model, lib, other tags) of a legacy entry: the model and the lib are recognised by name; every other tag
+    (run type, board, platform, dates, ids) is metadata. An unknown lib is the one tag left that is no metadata."""
+    rest = [t for t in tags if t != TAG]
+    models = [t for t in rest if t in LEGACY_MODELS or t in MODELS]
+    libs = [t for t in rest if t in LEGACY_LIBS or t.startswith("tensorrt")]
+    other = [t for t in rest if t not in models and t not in libs]
+    if len(set(models)) != 1:
+        raise PointError(f"entry tags {tags}: {'several' if models else 'no'} model tags; "
+                         f"expected one of {', '.join(sorted(LEGACY_MODELS) + list(MODELS))}")
+    if not libs:
+        libs = [t for t in other if not _metadata_tag(t)]
+        other = [t for t in other if t not in libs]
+    if len(set(libs)) != 1:
+        raise PointError(f"entry tags {tags}: {'several lib tags ' + str(libs) if libs else 'no lib tag'}; "
+                         f"known libs: {', '.join(sorted(LEGACY_LIBS))}, tensorrt-*")
+    return LEGACY_MODELS.get(models[0], models[0]), libs[0], other
+
+
+def _metadata_tag(tag: str) -> bool:
+    """Run types (time_cpu, default), dates, ids, platform and board names: tags that name no lib."""
+    return (tag.startswith(("time_", "time-")) or tag in {"default", "time", "benchmark", "accuracy"}
+            or bool(re.search(r"\d{4}-?\d{2}-?\d{2}|^[0-9a-f]{8,}$", tag))
+            or tag.startswith(("nvidia-gtx", "nvidia-tx", "nvidia-jetson", "jetson", "gtx", "tx1", "tx2", "firefly",
+                               "odroid", "rpi", "linux", "android", "host-", "platform-", "board-")))
+
+
+def _legacy_ok(run: dict) -> bool:
+    return run.get("run_success") in (True, "yes") and _number(run.get("time_fw_ms")) > 0
+
+
+def _legacy_repetition(run: dict, data: dict) -> Repetition:
+    if not _legacy_ok(run):
+        return Repetition(False, math.nan, error=_legacy_error(run, data))
+    return Repetition(True, float(run["time_fw_ms"]), memory_mbytes=_number(run.get("memory_mbytes")),
+                      layers=_layers(run.get("per_layer_info")))
+
+
+def _legacy_error(run: dict, data: dict) -> str:
+    reason = run.get("fail_reason") or (data.get("misc") or {}).get("fail_reason") or data.get("fail_reason")
+    if reason:
+        return _text(reason)
+    code = run.get("return_code")
+    if isinstance(code, int) and code != 0:
+        return f"return code {code}"
+    return "failed (no reason recorded)" if run.get("run_success") not in (True, "yes") else "no time recorded"
+
+
+def _layers(info) -> tuple[Layer, ...]:
+    """Per-layer records keyed by name: the index prefix ("01: conv1") stripped, repeated names numbered."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for layer in info or []:
+        if not isinstance(layer, dict) or not isinstance(layer.get("time_ms"), (int, float)):
+            continue
+        name = re.sub(r"^\s*\d+\s*:\s*", "", str(layer.get("label", "")))
+        direction = str(layer.get("direction") or "forward")
+        count = seen[name, direction] = seen.get((name, direction), 0) + 1
+        out.append(Layer(name if count == 1 else f"{name}#{count}", direction, float(layer["time_ms"])))
+    return tuple(out)
+
+
+def _swept(data: dict) -> tuple[str, ...]:
+    """Names of what CK swept (choices_order: '##choices#env#X', '##env#X', lists of them), batch size excluded."""
+    order = data.get("choices_order") or []
+    flat = [k for item in order for k in (item if isinstance(item, list) else [item]) if isinstance(k, str)]
+    names = [k.strip("#").split("#")[-1] for k in flat]
+    return tuple(n for n in names if n and n not in BATCH_KEYS)
+
+
+def _choices(data: dict, env: dict) -> dict:
+    """Candidate dimensions: the values of every swept choice and of every env variable that can define a
+    configuration (not the batch size, not what the lib label holds, not iteration counts, not temporary files)."""
+    found = {}
+    for key, value in env.items():
+        if key in BATCH_KEYS or key in LABELLED_KEYS or key in ("CK_MODEL", "CK_LIB") or BOOKKEEPING.search(key):
+            continue
+        if isinstance(value, str) and TEMPORARY.search(value):
+            continue
+        found[key] = _text(value)
+    for path in (data.get("choices_order") or []):
+        for key in (path if isinstance(path, list) else [path]):
+            if isinstance(key, str):
+                name = key.strip("#").split("#")[-1]
+                if name and name not in BATCH_KEYS:
+                    found[name] = _text(_resolve(data.get("choices") or {}, key))
+    return found
+
+
+def _resolve(choices: dict, key: str):
+    parts = [p for p in key.strip("#").split("#") if p]
+    if parts and parts[0] == "choices":
+        parts = parts[1:]
+    value = choices
+    for part in parts:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _batch(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or int(value) < 1 or int(value) != float(value):
+        raise PointError(f"batch size {value!r}: expected a positive integer")
+    return int(value)
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    value = float(value)
+    return value if math.isfinite(value) else math.nan
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _name(value) -> str:
+    """A legacy platform field: a name string or an object with 'name' (or 'model')."""
+    if isinstance(value, dict):
+        return _text(value.get("name") or value.get("model"))
+    return _text(value)

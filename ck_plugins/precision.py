@@ -79,15 +79,15 @@ def _row(mode: Mode, m: engine.Measurement) -> dict:
            "run_success": m.run_success, "error": m.error}
     if not m.run_success:
         return row
-    summary = stats.summarise(m.samples_ms)
-    row.update(time_ms=summary.median_ms, time_ms_iqr=summary.iqr_ms, noisy=summary.noisy,
-               images_per_second=1e3 * m.plan.batch_size / summary.median_ms,
+    summary = m.time
+    row.update(time_ms=summary.time_ms, time_ms_spread=summary.spread, noisy=summary.noisy,
+               images_per_second=1e3 * m.plan.batch_size / summary.time_ms,
                time_fw_ms_all=m.samples_ms, clock=m.clock,
                memory_mbytes=m.memory.peak_allocated_mbytes if m.memory.peak_allocated_mbytes is not None
                else m.memory.peak_rss_mbytes,
                relative_error=m.accuracy.relative_error, top1_agreement=m.accuracy.top1_agreement, notes=m.notes)
     if m.profile is not None:
-        row.update(gpu_busy_share=m.profile.busy_share(summary.median_ms), tensor_core_share=m.profile.tensor_core_share,
+        row.update(gpu_busy_share=m.profile.busy_share(summary.time_ms), tensor_core_share=m.profile.tensor_core_share,
                    layout_share=m.profile.layout_ms / m.profile.kernel_ms if m.profile.kernel_ms else 0.0,
                    elementwise_share=m.profile.elementwise_ms / m.profile.kernel_ms if m.profile.kernel_ms else 0.0,
                    top_kernels=m.profile.top_kernels)

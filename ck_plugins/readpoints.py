@@ -1,27 +1,32 @@
-"""Read experiment points from CK repositories into pandas. Reading never imports torch.
+"""Points of CK repositories into pandas. Reading never imports torch.
 
-Two frames come out: `runs`, one row per repetition, indexed by (model, lib, batch_size, repetition), and
-`layers`, one row per (repetition, layer). Our points (schema v1) and legacy CK-Caffe points are read alike;
-what cannot be read is skipped with a warning naming its path, and listed.
+Each point file is read by `point.read` (ours and legacy CK ones alike). Two frames come out: `runs`, one row per
+repetition, indexed by (platform, model, lib, batch_size, repetition), and `layers`, one row per (repetition,
+layer), layers keyed by name. A configuration is identified by every dimension that varies: beside the platform
+(the GPU), model, lib and batch size, every swept choice (CK's choices_order, env values) and every host attribute
+(CPU, machine, host name) that differs between points of the same platform, model, lib and batch size. Such
+dimensions are appended to the lib label (`cpu+OPENBLAS_NUM_THREADS=4`) or to the platform (`GPU [cpu=...]`), so a
+repetition is only ever a repetition of the same configuration. `where` selects before the dimensions are worked
+out. What cannot be read is skipped with a warning naming its path, and listed.
 """
 from __future__ import annotations
 
 import json
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .libnames import default_memory_format
+from . import point as points
+from .errors import BadInput
+from .point import TAG
 
-TAG = "explore-batch-size-libs-models"
-LEGACY_IRRELEVANT_TAGS = {TAG, "time_gpu", "time_cpu", "time_gpu_fp16"}
-LEGACY_MODELS = {"bvlc-alexnet": "alexnet", "bvlc-googlenet": "googlenet",
-                 "deepscale-squeezenet-1.0": "squeezenet-1.0", "deepscale-squeezenet-1.1": "squeezenet-1.1"}
-INDEX = ["model", "lib", "batch_size", "repetition"]
+KEY = ["platform", "model", "lib", "batch_size"]
+INDEX = KEY + ["repetition"]
+VERSIONS = ("driver", "cuda", "cudnn", "torch")
+CHOICE, HOST = "choice:", "host:"
 
 
 @dataclass
@@ -30,6 +35,15 @@ class Loaded:
     layers: pd.DataFrame
     skipped: list[str] = field(default_factory=list)  # "<path>: why"
     adaptive: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per adaptive point: plan and measurement
+    dimensions: dict = field(default_factory=dict)  # varying dimensions beyond platform/model/lib/batch -> values
+    raw: tuple = (None, None)  # (runs, layers) before identification, for `select`
+
+    def select(self, where: dict[str, str]) -> "Loaded":
+        """Only the repetitions whose dimension NAME has VALUE, for each NAME=VALUE; dimensions worked out anew."""
+        runs, layers = self.raw
+        runs = runs[_mask(runs, where)] if where else runs
+        identified, dimensions = identify(runs)
+        return replace(self, runs=identified, layers=_identified_layers(identified, layers), dimensions=dimensions)
 
 
 @dataclass
@@ -46,10 +60,9 @@ class _Rows:
         self.skipped.append(message)
 
 
-def load(repos: list[Path | str], tags: list[str] | None = None) -> Loaded:
+def load(repos: list[Path | str], tags: list[str] | None = None, where: dict[str, str] | None = None) -> Loaded:
     """Every point of every experiment entry in `repos` (repository roots or entry folders) with all `tags`."""
     rows = _Rows()
-    counters: Counter = Counter()  # repetitions numbered across every entry and repository read together
     for repo in map(Path, repos):
         if not repo.is_dir():
             rows.skip(repo, "no such repository folder")
@@ -57,166 +70,162 @@ def load(repos: list[Path | str], tags: list[str] | None = None) -> Loaded:
         entries = [repo] if (repo / ".cm" / "meta.json").is_file() and list(repo.glob("ckp-*")) else \
             sorted(p for p in (repo / "experiment").glob("*") if p.is_dir() and not p.name.startswith("."))
         for entry in entries:
-            _read_entry(entry, set(tags or []), rows, counters)
-    return Loaded(_runs_frame(rows.runs), _layers_frame(rows.layers), rows.skipped, _adaptive_frame(rows))
+            _read_entry(entry, set(tags or []), rows)
+    raw_runs, raw_layers = _runs_frame(rows.runs), _layers_frame(rows.layers)
+    loaded = Loaded(raw_runs, raw_layers, rows.skipped, _adaptive_frame(rows), raw=(raw_runs, raw_layers))
+    return loaded.select(where or {})
 
 
-def _read_entry(entry: Path, tags: set[str], rows: _Rows, counters: Counter) -> None:
+def _read_entry(entry: Path, tags: set[str], rows: _Rows) -> None:
     try:
         meta = json.loads((entry / ".cm" / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        entry_tags = [str(t) for t in meta.get("tags", [])]
+    except (OSError, ValueError, AttributeError, TypeError) as error:
         rows.skip(entry, f"unreadable entry meta ({error})")
         return
-    entry_tags = meta.get("tags", [])
     if not tags <= set(entry_tags):
         return
     for path in sorted(entry.glob("ckp-*.*.json")):
         if path.name.count(".") != 2 or not path.name.split(".")[1].isdigit():
             continue  # .flat.json, .features.json: CK's derived files
         try:
-            data = json.loads(path.read_text())
-            _read_point(data, entry_tags, path, counters, rows)
-        except (json.JSONDecodeError, OSError) as error:
-            rows.skip(path, f"broken JSON ({error})")
-        except (KeyError, TypeError, ValueError) as error:
-            rows.skip(path, f"missing or malformed field ({type(error).__name__}: {error})")
+            _add_point(points.read_file(path, entry_tags), rows)
+        except points.PointError as error:
+            rows.skip(path, str(error))
 
 
-def _read_point(data: dict, entry_tags: list[str], path: Path, counters: Counter, rows: _Rows) -> None:
-    env = data["choices"]["env"]
-    if "CK_MODEL" in env:
-        model, lib, batch = env["CK_MODEL"], lib_label(env, data["choices"].get("settings", {})), int(env["CK_BATCH_SIZE"])
-        legacy = False
-    else:
-        model, lib = _legacy_model_lib(entry_tags, env)
-        batch, legacy = int(env["CK_CAFFE_BATCH_SIZE"]), True
-    features = data.get("features", {})
-    platform = features.get("platform", {})
-    gpu = platform.get("gpu") if isinstance(platform.get("gpu"), str) else None
-    flops = (features.get("model") or {}).get("flops_per_image", np.nan)
-    runs = [c["run"] for c in data["characteristics_list"]]
-    if len(runs) == 1 and legacy:  # the notebook: a failed legacy run stands for all its repetitions
-        runs = runs * int(features.get("statistical_repetitions", 1))
-    if not legacy:
-        _note_adaptive(data, runs, rows)
-    for run in runs:
-        key = (model, lib, batch)
-        repetition = counters[key]
-        counters[key] += 1
-        time_ms = run.get("time_fw_ms")
-        success = _success(run.get("run_success")) and isinstance(time_ms, (int, float)) and time_ms > 0
-        samples = run.get("time_fw_ms_all") or []
+def _add_point(p: points.Point, rows: _Rows) -> None:
+    if not p.legacy:
+        _note_adaptive(p, rows)
+    columns = {f"{CHOICE}{k}": v for k, v in p.choices.items()}
+    columns.update({f"{HOST}{k}": v for k, v in p.host.items()})
+    for rep in p.repetitions:
+        rid = len(rows.runs)
         rows.runs.append({
-            "model": model, "lib": lib, "batch_size": batch, "repetition": repetition,
-            "time_ms": float(time_ms) if success else np.nan, "success": success,
-            "memory_mbytes": float(run["memory_mbytes"]) if isinstance(run.get("memory_mbytes"), (int, float)) else np.nan,
-            "iqr_over_median": _iqr_over_median(samples), "peak_share": run.get("peak_share") or np.nan,
-            "flops_per_image": flops, "gpu": gpu, "legacy": legacy, "error": run.get("error"),
-            "source": str(path),
-        })
-        if success:
-            for layer in run.get("per_layer_info") or []:
-                if isinstance(layer.get("time_ms"), (int, float)):
-                    rows.layers.append((model, lib, batch, repetition, str(layer["label"]),
-                                        layer.get("direction", "forward"), float(layer["time_ms"])))
+            "rid": rid, "platform": p.platform, "model": p.model, "lib": p.lib, "batch_size": p.batch_size,
+            "time_ms": rep.time_ms, "success": rep.success, "memory_mbytes": rep.memory_mbytes,
+            "iqr_over_median": rep.iqr_over_median, "peak_share": rep.peak_share, "flops_per_image": p.flops_per_image,
+            "legacy": p.legacy, "error": rep.error, "source": p.path, "run_type": p.metadata.get("run_type", ""),
+            **{k: p.versions.get(k, "") for k in VERSIONS}, **columns})
+        rows.layers.extend((rid, layer.name, layer.direction, layer.time_ms) for layer in rep.layers)
 
 
-def lib_label(env: dict, settings: dict) -> str:
-    """Our lib name, with what differs from the lib's usual configuration appended: layout, CUDA graph,
-    compile mode, weight freezing, one compilation for every batch size, folded batch norms."""
-    lib = env["CK_LIB"]
-    usual = default_memory_format(lib)
-    if env.get("CK_MEMORY_FORMAT", usual) != usual:
-        lib += f"+{env['CK_MEMORY_FORMAT']}"
-    if env.get("CK_CUDA_GRAPH"):
-        lib += "+graph"
-    mode = env.get("CK_COMPILE_MODE", settings.get("compile_mode", "default"))
-    if mode != "default":
-        lib += f"+{mode}"
-    if env.get("CK_FREEZING", settings.get("freezing")):
-        lib += "+freezing"
-    if env.get("CK_DYNAMIC_BATCH"):
-        lib += "+dynamic-batch"
-    if env.get("CK_FOLD_BN"):
-        lib += "+fold-bn"
-    return lib
+def identify(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The runs frame indexed by INDEX, every varying dimension folded into the lib or platform label; and the
+    varying dimensions with their values."""
+    frame = raw.copy()
+    dimensions = {}
+    for column in sorted(c for c in frame.columns if c.startswith((CHOICE, HOST))):
+        frame[column] = frame[column].fillna("").astype(str)
+        varies = frame.groupby(KEY, observed=True, dropna=False)[column].transform("nunique") > 1
+        if not varies.any():
+            continue
+        # every row of a configuration (platform, model, lib) in which the dimension varies gets its value
+        varies = varies.groupby([frame[k] for k in KEY[:3]], observed=True, dropna=False).transform("any")
+        name, value = column.split(":", 1)[1], frame[column].replace("", "none")
+        dimensions[name] = sorted(frame.loc[varies, column].replace("", "none").unique(), key=_natural)
+        if column.startswith(HOST):
+            frame.loc[varies, "platform"] = frame["platform"] + f" [{name}=" + value + "]"
+        else:
+            frame.loc[varies, "lib"] = frame["lib"] + f"+{name}=" + value
+    frame["repetition"] = frame.groupby(KEY, observed=True, dropna=False).cumcount() if len(frame) else 0
+    return frame.set_index(INDEX).sort_index(), dimensions
 
 
-def _legacy_model_lib(tags: list[str], env: dict) -> tuple[str, str]:
-    rest = [t for t in tags if t not in LEGACY_IRRELEVANT_TAGS]
-    models = [t for t in rest if t in LEGACY_MODELS]
-    libs = [t for t in rest if t not in LEGACY_MODELS]
-    if len(models) != 1 or len(libs) != 1:
-        raise ValueError(f"tags {tags} name no single model and lib")
-    lib = libs[0]
-    if lib.startswith("tensorrt"):
-        lib = "tensorrt-fp16" if int(env.get("CK_TENSORRT_ENABLE_FP16", 0)) != 0 else "tensorrt-fp32"
-    return LEGACY_MODELS[models[0]], lib
+def _natural(value: str):
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
 
 
-def _note_adaptive(data: dict, runs: list[dict], rows: _Rows) -> None:
+def parse_where(items: list[str], gpu: str | None = None) -> dict[str, str]:
+    """`--where NAME=VALUE` items (and `--gpu NAME`) -> the selection `load` takes."""
+    where = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise BadInput("--where", item, "NAME=VALUE, e.g. OPENBLAS_NUM_THREADS=4")
+        where[name.strip()] = value.strip()
+    if gpu:
+        where["platform"] = gpu
+    return where
+
+
+def _mask(runs: pd.DataFrame, where: dict[str, str]) -> pd.Series:
+    mask = pd.Series(True, index=runs.index)
+    for name, value in where.items():
+        column = _column_of(runs, name)
+        mask &= runs[column].astype(str).str.casefold() == str(value).casefold()
+    return mask
+
+
+def _column_of(runs: pd.DataFrame, name: str) -> str:
+    aliases = {"gpu": "platform", "batch": "batch_size"}
+    for column in (aliases.get(name, name), f"{CHOICE}{name}", f"{HOST}{name}"):
+        if column in runs.columns:
+            return column
+    known = sorted({c.split(":", 1)[-1] for c in runs.columns if c.startswith((CHOICE, HOST))}
+                   | {"platform", "gpu", "model", "lib", "batch_size", *VERSIONS})
+    raise ValueError(f"a dimension of the points read: {', '.join(known)}")
+
+
+def _note_adaptive(p: points.Point, rows: _Rows) -> None:
     """Adaptive points give a row of their own (the plan's predictions next to the measurement); the candidate
     points of the same run say how their layers were timed."""
-    run_id = (data.get("features", {}).get("sweep") or {}).get("id", "")
-    method = next((r["per_layer_method"] for r in runs if r.get("per_layer_method")), None)
-    if method and run_id:
-        rows.per_layer_method[run_id] = method
-    env, settings = data["choices"]["env"], data["choices"].get("settings", {})
-    if env["CK_LIB"] != "adaptive":
+    method = next((r.per_layer_method for r in p.repetitions if r.per_layer_method), None)
+    if method and p.sweep:
+        rows.per_layer_method[p.sweep] = method
+    if not p.lib.startswith("adaptive"):
         return
-    plan = settings.get("plan") or {}
-    times = [r["time_fw_ms"] for r in runs if _success(r.get("run_success")) and r.get("time_fw_ms")]
+    plan = p.settings.get("plan") if isinstance(p.settings.get("plan"), dict) else {}
+    used = plan.get("configs_used") if isinstance(plan.get("configs_used"), dict) else {}
     rows.adaptive.append({
-        "model": env["CK_MODEL"], "batch_size": int(env["CK_BATCH_SIZE"]), "cuda_graph": bool(env.get("CK_CUDA_GRAPH")),
-        "run": run_id, "plan": plan.get("digest"), "best_single_lib": plan.get("best_single_lib"),
-        "best_single_lib_ms": plan.get("best_single_lib_ms"), "predicted_ms": plan.get("predicted_ms"),
-        "greedy_ms": plan.get("greedy_ms"), "planned_ms": plan.get("planned_ms"),
-        "measured_ms": float(np.median(times)) if times else np.nan,
-        "configs_used": ", ".join(f"{k}: {v}" for k, v in (plan.get("configs_used") or {}).items()),
-        "error": next((r.get("error") for r in runs if not _success(r.get("run_success"))), None)})
+        "platform": p.platform, "model": p.model, "batch_size": p.batch_size, "cuda_graph": "+graph" in p.lib,
+        "run": p.sweep, "plan": _scalar(plan.get("digest")), "best_single_lib": _scalar(plan.get("best_single_lib")),
+        **{k: _scalar(plan.get(k)) for k in ("best_single_lib_ms", "predicted_ms", "greedy_ms", "planned_ms")},
+        "measured_ms": p.time_ms if p.time_ms is not None else np.nan,
+        "configs_used": ", ".join(f"{k}: {v}" for k, v in used.items()), "error": p.error})
+
+
+def _scalar(value):
+    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
 
 
 def _adaptive_frame(rows: _Rows) -> pd.DataFrame:
     frame = pd.DataFrame(rows.adaptive)
     if frame.empty:
         return frame
-    frame.insert(3, "per_layer_method", frame["run"].map(rows.per_layer_method).fillna("hooks"))
+    frame.insert(4, "per_layer_method", frame["run"].map(rows.per_layer_method).fillna("hooks"))
     numbers = ["best_single_lib_ms", "predicted_ms", "greedy_ms", "planned_ms", "measured_ms"]
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce")  # a hand-written plan predicts nothing
     frame["measured_over_best"] = frame["measured_ms"] / frame["best_single_lib_ms"]
-    return frame.sort_values(["model", "cuda_graph", "batch_size", "per_layer_method"]).reset_index(drop=True)
-
-
-def _success(value) -> bool:
-    return value is True or value == "yes"
-
-
-def _iqr_over_median(samples) -> float:
-    if len(samples) < 4:
-        return np.nan
-    q1, median, q3 = np.percentile(np.asarray(samples, dtype=float), [25, 50, 75])
-    return float((q3 - q1) / median) if median > 0 else np.nan
+    frame["best_single_lib"] = frame["best_single_lib"].astype(str).where(frame["best_single_lib"].notna(), None)
+    return frame.sort_values(["platform", "model", "cuda_graph", "batch_size", "per_layer_method"]).reset_index(drop=True)
 
 
 def _runs_frame(rows: list[dict]) -> pd.DataFrame:
-    columns = INDEX + ["time_ms", "success", "memory_mbytes", "iqr_over_median", "peak_share", "flops_per_image",
-                       "gpu", "legacy", "error", "source"]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.set_index(INDEX).sort_index()
+    columns = ["rid"] + KEY + ["time_ms", "success", "memory_mbytes", "iqr_over_median", "peak_share",
+                               "flops_per_image", "legacy", "error", "source", "run_type", *VERSIONS]
+    frame = pd.DataFrame(rows)
+    return frame if len(frame) else pd.DataFrame(columns=columns)
 
 
 def _layers_frame(rows: list[tuple]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=INDEX + ["label", "direction", "time_ms"])
-    for column in ("model", "lib", "label", "direction"):
+    return pd.DataFrame(rows, columns=["rid", "label", "direction", "time_ms"])
+
+
+def _identified_layers(runs: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Layer rows with their repetition's identity (platform, model, lib, batch size, repetition)."""
+    keys = runs.reset_index()[INDEX + ["rid"]]
+    frame = keys.merge(layers, on="rid", how="inner")[INDEX + ["label", "direction", "time_ms"]]
+    for column in ("platform", "model", "lib", "label", "direction"):
         frame[column] = frame[column].astype("category")
     return frame
 
 
 def registered_repos(tags: list[str] | None = None) -> list[Path]:
     """Entry folders of every experiment with `tags` in every repository registered with CK (pulled ones too)."""
-    import ck.kernel as ck
+    from . import ckedge
 
-    found = ck.access({"action": "search", "module_uoa": "experiment", "tags": ",".join(tags or [TAG]), "out": ""})
-    if found["return"] > 0:
-        raise RuntimeError(f"ck search: {found['error']}")
-    return [Path(item["path"]) for item in found["lst"]]
+    return ckedge.search_experiments(tags or [TAG])

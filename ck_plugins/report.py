@@ -1,13 +1,14 @@
-"""One self-contained HTML page (tables and plots) and a JSON summary of the headline figures. No torch."""
+"""One self-contained HTML page (tables and plots) and a JSON summary of the headline figures, rendered from one
+`analysis.Result`. No torch."""
 from __future__ import annotations
 
 import base64
 import html
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import analysis, plots
@@ -26,57 +27,13 @@ class Report:
     summary: dict
 
 
-def default_baseline(libs: list[str]) -> str:
-    for name in ("cpu", "torch-cpu", "torch-cudnn-fp32", "nvidia-cudnn"):
-        if name in libs:
-            return name
-    return libs[0]
-
-
-def headline(loaded: Loaded, stats: pd.DataFrame, best: pd.DataFrame, baseline: str, ideal: pd.DataFrame) -> dict:
-    """The figures a reader wants first, per model: the fastest lib and how it compares."""
-    speed = analysis.speedup(best, baseline)
-    models = {}
-    for model, part in best.groupby(level="model", observed=True):
-        part = part.droplevel("model")
-        fastest = part["time_per_image_ms"].idxmin()
-        models[model] = {
-            "fastest_lib": fastest, "best_batch_size": int(part.loc[fastest, "best_batch_size"]),
-            "time_per_image_ms": float(part.loc[fastest, "time_per_image_ms"]),
-            "images_per_second": float(part.loc[fastest, "images_per_second"]),
-            "speedup_over_baseline": {lib: _f(v) for lib, v in speed.loc[model].items()},
-            "ideal_adaptive_ms": _f(ideal["total_ms"].get(model)),
-            "ideal_adaptive_ratio_to_best_single_lib": _f(ideal["ratio_to_best_single_lib"].get(model)),
-        }
-    runs = loaded.runs
-    return {"baseline": baseline, "points": int(len(stats)), "repetitions": int(len(runs)),
-            "failed_repetitions": int((~runs["success"]).sum()), "noisy_points": int(stats["noisy"].sum()),
-            "skipped": loaded.skipped, "models": models}
-
-
-def _f(value) -> float | None:
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
-
-
 def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str = "ck-precision-bench report",
-          adaptive_libs: list[str] | None = None) -> Report:
+          adaptive_libs: list[str] | None = None, layer_statistic: str = "median") -> Report:
     built = loaded.adaptive
-    loaded = _without_adaptive(loaded)  # built adaptive models get their own section, beside what they predicted
-    if loaded.runs.empty or not loaded.runs["success"].any():
-        raise ValueError("no successful point to analyse" + (f" (skipped: {loaded.skipped})" if loaded.skipped else ""))
+    result = analysis.analyse(_without_adaptive(loaded), baseline, adaptive_libs, layer_statistic)
+    summary = dict(result.headline, adaptive_built=_adaptive_summary(built))
     out_dir.mkdir(parents=True, exist_ok=True)
-    stats = analysis.time_stats(loaded.runs)
-    best = analysis.best_time_per_image(stats)
-    libs = sorted(best.index.get_level_values("lib").unique())
-    baseline = baseline or default_baseline(libs)
-    trusted, dropped = analysis.trusted_layers(loaded.layers, loaded.runs)
-    ideal, choices = analysis.ideal_adaptive(trusted, stats, adaptive_libs)
-    summary = headline(loaded, stats, best, baseline, ideal)
-    summary["per_layer_repetitions_dropped"] = dropped
-    summary["adaptive_built"] = _adaptive_summary(built)
-    sections = _sections(loaded, stats, best, summary, ideal, choices, out_dir)
-    sections.insert(sections.index(_ADAPTIVE_ANCHOR), _adaptive_section(built, out_dir))
-    sections.remove(_ADAPTIVE_ANCHOR)
+    sections = _sections(result, out_dir) + [_adaptive_section(built, out_dir)] + _tail(result)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>")
     html_path = out_dir / "report.html"
@@ -85,58 +42,77 @@ def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str
     return Report(html_path, summary_path, summary)
 
 
-def _sections(loaded, stats, best, summary, ideal, choices, out_dir: Path) -> list[str]:
-    baseline = summary["baseline"]
-    s = [_headline_html(summary)]
-    for model in best.index.get_level_values("model").unique():
-        s.append(_img(plots.time_per_image_bars(stats, model), out_dir / f"time-per-image-{model}.png"))
-    s.append(_table("Mean execution time per batch (ms)", analysis.mean_time_per_batch(stats)))
-    s.append(_table("Mean execution time per image (ms)", analysis.mean_time_per_image(stats)))
-    s.append(_table("Best mean time per image, and the batch size that gives it", best))
-    s.append(_table(f"Speed-up over {baseline} (best time per image)", analysis.speedup(best, baseline)))
-    s.append(_table("Memory per batch (MB)", stats["memory_mbytes"].unstack("batch_size")))
+def _sections(r: analysis.Result, out_dir: Path) -> list[str]:
+    s = [_headline_html(r.headline)]
+    for platform, model in r.best.reset_index()[analysis.MODEL].drop_duplicates().itertuples(index=False):
+        png = plots.time_per_image_bars(r.stats, platform, model)
+        s.append(_img(png, out_dir / f"time-per-image-{_file(platform, model)}.png"))
+    s.append(_table("Execution time per batch (ms): each point's time, the median of its repetitions",
+                    analysis.time_per_batch(r.stats)))
+    s.append(_table("Execution time per image (ms)", analysis.time_per_image(r.stats)))
+    s.append(_table("Best time per image, and the batch size that gives it", r.best))
+    s.append(_table(f"Speed-up over {r.baseline} on the same platform (best time per image)", r.speedups))
+    s.append(_table("Repetitions: mean, standard deviation and 95% interval of the mean (ms per batch)",
+                    r.stats[["repetitions", "time_ms", "time_ms_mean", "time_ms_std", "ci95_low_ms", "ci95_high_ms",
+                             "spread", "noisy"]]))
+    s.append(_table("Memory per batch (MB)", r.stats["memory_mbytes"].unstack("batch_size")))
     s.append(_table("Good-enough batch size (within 5% of the best time per image) and its memory",
-                    analysis.good_enough_batch(stats)))
-    s.append(f"<h2>Ideal adaptive solution</h2><p>From the repetitions whose per-layer sum is within 20% of the "
-             f"timed pass; {summary['per_layer_repetitions_dropped']:.0%} of repetitions left out (launch-bound runs, where timing each layer costs "
-             "more than the layer).</p>")
-    s.append(_table("Ideal adaptive solution: ms per image spent in each lib", ideal))
-    if not ideal.empty:
-        s.append(_img(plots.ideal_stacked(ideal), out_dir / "ideal-adaptive.png"))
-    s.append(_table("Ideal adaptive solution: the lib each layer picks", choices))
-    s.append(_ADAPTIVE_ANCHOR)
-    s += _per_layer(loaded, best, out_dir)
-    s += _memory_curves(stats, best, out_dir)
-    models = list(best.index.get_level_values("model").unique())
-    if len(models) >= 2:
-        s.append(_table(f"Compare {models[0]} and {models[1]}", analysis.compare_models(best, stats, *models[:2])))
-    if stats["peak_share"].notna().any():
-        s.append(_table("Share of the GPU's peak FLOP/s", stats["peak_share"].unstack("batch_size")))
-    anchors = analysis.nearest_anchors(stats, loaded.runs)
-    if not anchors.empty:
-        s.append(_table("Nearest published/anchor figures (same GPU, model and configuration)", anchors))
-    noisy = stats[stats["noisy"]][["time_ms_mean", "time_ms_std", "ci95_low_ms", "ci95_high_ms"]]
-    s.append(_table("Noisy points (IQR over median > 5%), with 95% intervals", noisy))
-    s.append(_table("Failed points", analysis.failures(loaded.runs)))
-    skipped = "".join(f"<li class='skipped'>{html.escape(x)}</li>" for x in loaded.skipped) or "<li>none</li>"
-    s.append(f"<h2>Skipped input</h2><ul>{skipped}</ul>")
+                    analysis.good_enough_batch(r.stats)))
+    s += _ideal_sections(r, out_dir)
     return s
 
 
-_ADAPTIVE_ANCHOR = "<!-- adaptive built -->"
+def _tail(r: analysis.Result) -> list[str]:
+    s = []
+    models = list(r.best.index.get_level_values("model").unique())
+    if len(models) >= 2:
+        s.append(_table(f"Compare {models[0]} and {models[1]}", analysis.compare_models(r.best, r.stats, *models[:2])))
+    if r.stats["peak_share"].notna().any():
+        s.append(_table("Share of the GPU's peak FLOP/s", r.stats["peak_share"].unstack("batch_size")))
+    anchors = analysis.nearest_anchors(r.stats)
+    if not anchors.empty:
+        s.append(_table("Nearest published/anchor figures (same GPU, model and configuration)", anchors))
+    noisy = r.stats[r.stats["noisy"]][["time_ms", "spread", "iqr_over_median", "ci95_low_ms", "ci95_high_ms"]]
+    s.append(_table("Noisy points (repetitions or iterations spread by more than 5%)", noisy))
+    s.append(_table("Failed points", analysis.failures(r.loaded.runs)))
+    skipped = "".join(f"<li class='skipped'>{html.escape(x)}</li>" for x in r.loaded.skipped) or "<li>none</li>"
+    s.append(f"<h2>Skipped input ({len(r.loaded.skipped)})</h2><ul>{skipped}</ul>")
+    return s
+
+
+def _ideal_sections(r: analysis.Result, out_dir: Path) -> list[str]:
+    ideal = r.ideal
+    s = [f"<h2>Ideal adaptive solution</h2><p>Each layer on the lib with its least time per image (layers matched "
+         f"by name; per-layer statistic over repetitions: <b>{html.escape(r.layer_statistic)}</b>), compared with the "
+         "best single lib over the same layers, which it can never exceed. From the repetitions whose per-layer sum is "
+         f"within 20% of the timed pass; {r.per_layer_repetitions_dropped:.0%} of repetitions left out (launch-bound "
+         "runs, where timing each layer costs more than the layer).</p>"]
+    s.append(_table("Ideal adaptive solution: ms per image spent in each lib", ideal.summary))
+    if not ideal.summary.empty:
+        libs = [c for c in ideal.summary.columns if c not in analysis.IDEAL_COLUMNS]
+        s.append(_img(plots.ideal_stacked(ideal.summary, libs), out_dir / "ideal-adaptive.png"))
+    s.append(_table("Libs left out of the ideal solution, and why", ideal.excluded.set_index(analysis.MODEL + ["lib"])
+                    if not ideal.excluded.empty else ideal.excluded))
+    absent = pd.DataFrame([{"platform": p, "model": m, "why": why} for (p, m), why in ideal.absent.items()])
+    s.append(_table("No ideal solution", absent.set_index(analysis.MODEL) if not absent.empty else absent))
+    s.append(_table("Ideal adaptive solution: the lib each layer picks", ideal.choices))
+    s += _per_layer(r, out_dir)
+    s += _memory_curves(r, out_dir)
+    return s
 
 
 def _without_adaptive(loaded: Loaded) -> Loaded:
     keep = ~loaded.runs.index.get_level_values("lib").str.startswith("adaptive")
-    layers = loaded.layers[~loaded.layers["lib"].astype(str).str.startswith("adaptive")] if len(loaded.layers) else loaded.layers
-    return Loaded(loaded.runs[keep], layers, loaded.skipped, loaded.adaptive)
+    layers = loaded.layers[~loaded.layers["lib"].astype(str).str.startswith("adaptive")]
+    return replace(loaded, runs=loaded.runs[keep], layers=layers)
 
 
 def _adaptive_summary(built: pd.DataFrame) -> list[dict]:
     if built.empty:
         return []
-    columns = ["model", "batch_size", "cuda_graph", "per_layer_method", "best_single_lib", "best_single_lib_ms",
-               "predicted_ms", "greedy_ms", "planned_ms", "measured_ms", "measured_over_best", "configs_used"]
+    columns = ["platform", "model", "batch_size", "cuda_graph", "per_layer_method", "best_single_lib",
+               "best_single_lib_ms", "predicted_ms", "greedy_ms", "planned_ms", "measured_ms", "measured_over_best",
+               "configs_used"]
     return json.loads(built[columns].to_json(orient="records"))
 
 
@@ -151,44 +127,56 @@ def _adaptive_section(built: pd.DataFrame, out_dir: Path) -> str:
             "<i>isolated</i> replays each layer alone in a CUDA graph.</p>")
     if built.empty:
         return head + "<p>No adaptive point yet: <code>python -m ck_plugins adaptive</code> makes them.</p>"
-    shown = built.drop(columns=["run"]).set_index(["model", "batch_size", "cuda_graph", "per_layer_method"])
+    shown = built.drop(columns=["run"]).set_index(["platform", "model", "batch_size", "cuda_graph", "per_layer_method"])
     plot = _img(plots.adaptive_built(built), out_dir / "adaptive-built.png")
     return head + plot + shown.to_html(float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
 def _headline_html(summary: dict) -> str:
     rows = []
-    for model, f in summary["models"].items():
-        ratio = f["ideal_adaptive_ratio_to_best_single_lib"]
-        rows.append(f"<li><b>{html.escape(model)}</b>: fastest lib <b>{html.escape(f['fastest_lib'])}</b>, "
-                    f"{f['time_per_image_ms']:.3f} ms per image at batch {f['best_batch_size']} "
-                    f"({f['images_per_second']:.0f} img/s); the ideal adaptive solution would take "
-                    f"{'n/a' if ratio is None else f'{ratio:.2f}x'} the best single lib's time</li>")
-    return (f"<h2>Headline</h2><p>{summary['repetitions']} repetitions read; baseline "
-            f"{html.escape(summary['baseline'])}.</p><ul>{''.join(rows)}</ul>")
+    for f in summary["models"]:
+        rows.append(f"<li><b>{html.escape(f['model'])}</b> on {html.escape(f['platform'])}: fastest lib "
+                    f"<b>{html.escape(f['fastest_lib'])}</b>, {f['time_per_image_ms']:.3f} ms per image at batch "
+                    f"{f['best_batch_size']} ({f['images_per_second']:.0f} img/s{', noisy' if f['noisy'] else ''}); "
+                    f"ideal adaptive solution: {html.escape(f['ideal_adaptive'])}</li>")
+    dims = "".join(f"<li>{html.escape(name)}: {html.escape(', '.join(values))} (select one with "
+                   f"<code>--where {html.escape(name)}=VALUE</code>)</li>" for name, values in summary["dimensions"].items())
+    return (f"<h2>Headline</h2><p>Platforms: {html.escape(', '.join(summary['platforms']))}. {summary['repetitions']} "
+            f"repetitions of {summary['points']} points read; baseline {html.escape(summary['baseline'])}; "
+            f"{summary['skipped_count']} files skipped.</p>"
+            + (f"<p>Dimensions that vary beside platform, model, lib and batch size (each value is its own lib or "
+               f"platform label):</p><ul>{dims}</ul>" if dims else "") + f"<ul>{''.join(rows)}</ul>")
 
 
-def _per_layer(loaded, best, out_dir: Path) -> list[str]:
+def _per_layer(r: analysis.Result, out_dir: Path) -> list[str]:
     out = []
-    for model, part in best.groupby(level="model", observed=True):
-        ranked = part.droplevel("model")["time_per_image_ms"].sort_values().index[:2].tolist()
-        batch = int(part.droplevel("model").loc[ranked[0], "best_batch_size"])
-        table = analysis.layer_time_per_image(loaded.layers, model, ranked, [batch], lower=0.05)
+    for (platform, model), part in r.best.groupby(level=analysis.MODEL, observed=True):
+        ranked = part.droplevel(analysis.MODEL)["time_per_image_ms"].sort_values().index[:2].tolist()
+        batch = int(part.droplevel(analysis.MODEL).loc[ranked[0], "best_batch_size"])
+        table = analysis.layer_time_per_image(r.loaded.layers, platform, model, ranked, [batch], lower=0.05,
+                                              statistic=r.layer_statistic)
         if table.empty:
             continue
-        out.append(_table(f"{model}: time per image per layer (ms), layers over 5% of the total, batch {batch}", table))
-        out.append(_img(plots.layer_bars(table, model), out_dir / f"per-layer-{model}.png"))
+        out.append(_table(f"{model} on {platform}: time per image per layer (ms), layers over 5% of the total, "
+                          f"batch {batch}", table))
+        out.append(_img(plots.layer_bars(table, model), out_dir / f"per-layer-{_file(platform, model)}.png"))
     return out
 
 
-def _memory_curves(stats, best, out_dir: Path) -> list[str]:
+def _memory_curves(r: analysis.Result, out_dir: Path) -> list[str]:
     out = []
-    for model, part in best.groupby(level="model", observed=True):
-        lib = part.droplevel("model")["time_per_image_ms"].idxmin()
-        if stats.xs((model, lib), level=("model", "lib")).shape[0] > 1:
-            out.append(f"<h2>{html.escape(model)} with {html.escape(lib)}: time and memory across batch sizes</h2>")
-            out.append(_img(plots.memory_time_curves(stats, model, lib), out_dir / f"memory-time-{model}.png"))
+    for (platform, model), part in r.best.groupby(level=analysis.MODEL, observed=True):
+        lib = part.droplevel(analysis.MODEL)["time_per_image_ms"].idxmin()
+        if r.stats.xs((platform, model, lib), level=analysis.CONFIG).shape[0] > 1:
+            out.append(f"<h2>{html.escape(model)} with {html.escape(lib)} on {html.escape(platform)}: time and memory "
+                       "across batch sizes</h2>")
+            png = plots.memory_time_curves(r.stats, platform, model, lib)
+            out.append(_img(png, out_dir / f"memory-time-{_file(platform, model)}.png"))
     return out
+
+
+def _file(platform: str, model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", f"{model}-{platform}").strip("-").lower()
 
 
 def _table(title: str, frame: pd.DataFrame) -> str:

@@ -45,7 +45,7 @@ def test_a_plan_outside_the_session_is_a_failed_measurement_not_a_crash():
 
 
 def test_folded_batch_norms_leave_the_outputs_and_mark_the_point():
-    from ck_plugins import ckrepo, point, readpoints
+    from ck_plugins import ckrepo, point
 
     measured = engine.run_point(engine.RunPlan("resnet50", 1, 1, 1, 1, profile=False),
                                 backends.create("torch-cpu", backends.Options(fold_bn=True)))
@@ -53,4 +53,4 @@ def test_folded_batch_norms_leave_the_outputs_and_mark_the_point():
     assert not any(t.type == "BatchNorm2d" for t in measured.per_layer[0])
     data = point.from_measurement(measured, None, {"commit": "x", "dirty": False})
     assert data["choices"]["env"]["CK_FOLD_BN"] is True and ckrepo.point_features(data)["CK_FOLD_BN"] is True
-    assert readpoints.lib_label(data["choices"]["env"], data["choices"]["settings"]) == "torch-cpu+fold-bn"
+    assert point.lib_label(data["choices"]["env"], data["choices"]["settings"]) == "torch-cpu+fold-bn"

@@ -122,4 +122,5 @@ def _crowd_plots(store: Store) -> list[tuple[str, bytes]]:
     if loaded.runs.empty or not loaded.runs["success"].any():
         return []
     stats = analysis.time_stats(loaded.runs)
-    return [(m, plots.time_per_image_bars(stats, m)) for m in stats.index.get_level_values("model").unique()]
+    pairs = stats.reset_index()[analysis.MODEL].drop_duplicates().itertuples(index=False)
+    return [(f"{m} on {p}", plots.time_per_image_bars(stats, p, m)) for p, m in pairs]

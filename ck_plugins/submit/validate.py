@@ -7,6 +7,7 @@ import math
 
 from .. import point as point_schema
 from ..roofline import peak_tflops
+from ..stats import repetition_time_ms
 
 MAX_BODY_BYTES = 8 * 2**20
 MAX_POINTS = 200
@@ -74,11 +75,18 @@ def check_point(item, where: str) -> list[str]:
     env = item["choices"]["env"]
     if ".." in env["CK_LIB"]:
         return [f"{where}/choices/env/CK_LIB: {env['CK_LIB']!r} may not contain '..'"]
+    try:
+        read = point_schema.read(item)
+    except point_schema.PointError as error:
+        return [f"{where}: {error}"]
     runs = [c["run"] for c in item["characteristics_list"]]
-    ok = [r for r in runs if r["run_success"]]
-    if len(ok) < MIN_REPETITIONS:
-        found.append(f"{where}/characteristics_list: {len(ok)} successful repetitions; at least {MIN_REPETITIONS}")
+    if len(read.successful) < MIN_REPETITIONS:
+        found.append(f"{where}/characteristics_list: {len(read.successful)} successful repetitions; at least "
+                     f"{MIN_REPETITIONS}")
     features = item["features"]
+    if features["statistical_repetitions"] != len(runs):
+        found.append(f"{where}/features/statistical_repetitions: {features['statistical_repetitions']} but "
+                     f"characteristics_list holds {len(runs)} repetitions")
     if features["repo"]["commit"] in ("", "unknown"):
         found.append(f"{where}/features/repo/commit: the commit that measured the point is required")
     flops = (features.get("model") or {}).get("flops_per_image")
@@ -93,6 +101,10 @@ def check_point(item, where: str) -> list[str]:
         path = f"{where}/characteristics_list/{index}/run"
         if any(t <= 0 for t in run["time_fw_ms_all"]):
             found.append(f"{path}/time_fw_ms_all: every time must be positive")
+            continue
+        derived = repetition_time_ms(run["time_fw_ms_all"])  # the one definition of a repetition's time
+        if not math.isclose(run["time_fw_ms"], derived, rel_tol=1e-6):
+            found.append(f"{path}/time_fw_ms: {run['time_fw_ms']} but the median of time_fw_ms_all is {derived:.6g}")
         expected = 1e3 * env["CK_BATCH_SIZE"] / run["time_fw_ms"]
         if not math.isclose(run["images_per_second"], expected, rel_tol=1e-3):
             found.append(f"{path}/images_per_second: {run['images_per_second']} but batch / time gives {expected:.6g}")
