@@ -21,7 +21,7 @@ CONFIG = ["platform", "model", "lib"]
 MODEL = ["platform", "model"]
 GOOD_ENOUGH = 0.05  # a batch whose time per image is within 5% of the best is "good enough"
 LAYER_STATISTICS = ("median", "min", "mean")  # over repetitions: ours (the point's time), the seed notebook's, mean
-MATCHING_LAYERS = 0.9  # a lib joins the ideal solution when 90% of its layer names and the reference's match
+MATCHING_LAYERS = 0.9  # a lib joins the ideal solution when the layers it shares with the reference hold 90% of the time
 NOT_MEASURED = ("null",)  # libs that run no network: never the fastest
 
 
@@ -156,25 +156,29 @@ IDEAL_COLUMNS = ("total_ms", "best_single_lib", "best_single_lib_layers_ms", "ra
 
 
 def _compatible_libs(group: pd.DataFrame) -> tuple[list[str], list[tuple[str, str]]]:
-    """Libs whose layer names match the most common layer list of the model (90% both ways), and the others with
-    the reason. A fused engine ("conv1 + relu1") reports merged layers and never matches."""
-    names = group.groupby("lib", observed=True)["label"].agg(frozenset)
+    """Libs whose layers match the most common layer list of the model by name, and the others with the reason.
+    A lib matches when the layers both have hold 90% of its time and of the reference's (an input layer one lib does
+    not report costs nothing). A fused engine ("conv1 + relu1") reports merged layers and never matches."""
+    times = {str(lib): dict(zip(part["label"], part["time_per_image_ms"]))
+             for lib, part in group.groupby("lib", observed=True)}
     left_out = [(lib, f"fused engine: its layers merge the model's (e.g. {next(x for x in n if ' + ' in x)!r}), so "
-                      "they cannot be matched by name") for lib, n in names.items() if any(" + " in x for x in n)]
-    rest = names.drop([lib for lib, _ in left_out])
-    if rest.empty:
+                      "they cannot be matched by name") for lib, n in times.items() if any(" + " in x for x in n)]
+    rest = {lib: n for lib, n in times.items() if lib not in dict(left_out)}
+    if not rest:
         return [], left_out
-    counts = Counter(rest.to_list())
+    counts = Counter(frozenset(n) for n in rest.values())
     reference = max(counts, key=lambda s: (counts[s], len(s)))
-    reference_lib = next(lib for lib, n in rest.items() if n == reference)
+    reference_lib = next(lib for lib, n in rest.items() if frozenset(n) == reference)
     compatible = []
     for lib, n in rest.items():
-        matched = len(n & reference)
-        if matched >= MATCHING_LAYERS * max(len(n), len(reference)):
-            compatible.append(str(lib))
+        common = reference & set(n)
+        own = sum(n[x] for x in common) / max(sum(n.values()), 1e-300)
+        theirs = sum(rest[reference_lib][x] for x in common) / max(sum(rest[reference_lib].values()), 1e-300)
+        if min(own, theirs) >= MATCHING_LAYERS:
+            compatible.append(lib)
         else:
-            left_out.append((lib, f"its layers differ from {reference_lib}'s: {matched} of its {len(n)} layer names "
-                                  f"match {len(reference)}"))
+            left_out.append((lib, f"its layers differ from {reference_lib}'s: the {len(common)} layers both have hold "
+                                  f"{own:.0%} of its time and {theirs:.0%} of {reference_lib}'s"))
     return compatible, left_out
 
 
@@ -196,7 +200,7 @@ def _ideal_of(group: pd.DataFrame, compatible: list[str], stats: pd.DataFrame, p
            "ratio_to_best_single_lib": total / float(single.min()),
            "best_single_lib_timed_ms": float(timed.min()) if len(timed) else np.nan,
            "spread": spread, "noisy": bool(statistics.noisy(spread, np.nan)), "layers_compared": len(common),
-           "layers_not_compared": int(group["label"].nunique() - len(common))}
+           "layers_not_compared": int(group.loc[group["lib"].isin(compatible), "label"].nunique() - len(common))}
     return row, pick.assign(platform=platform, model=model)[MODEL + ["label", "lib", "batch_size", "time_per_image_ms",
                                                                      "spread"]]
 

@@ -25,13 +25,14 @@ def test_per_layer_pass_covers_every_leaf_in_order():
     assert not model._forward_hooks and not model.features[0]._forward_pre_hooks  # hooks removed
 
 
-def test_statistics_flag_noise_and_bound_the_mean():
-    quiet = stats.summarise([10.0, 10.1, 9.9, 10.0])
-    noisy = stats.summarise([10.0, 14.0, 6.0, 10.0])
-    assert quiet.median_ms == 10.0 and not quiet.noisy and noisy.noisy
-    assert quiet.ci95_low_ms < quiet.mean_ms < quiet.ci95_high_ms
+def test_noise_flags_iterations_or_repetitions_that_spread():
+    quiet = stats.point_time([[10.0, 10.1, 9.9, 10.0]] * 3)
+    spread_inside = stats.point_time([[10.0, 14.0, 6.0, 10.0]] * 3)
+    spread_between = stats.point_time([[10.0] * 4, [10.0] * 4, [11.0] * 4])
+    assert quiet.time_ms == 10.0 and not quiet.noisy and spread_inside.noisy and spread_between.noisy
+    assert spread_between.spread == pytest.approx(0.1) and spread_between.mean_ms == pytest.approx(31 / 3)
     with pytest.raises(ValueError):
-        stats.summarise([])
+        stats.point_time([])
 
 
 def test_kernel_profile_is_none_on_the_cpu():

@@ -12,5 +12,6 @@ def test_notebook_cells_run_in_order(monkeypatch):
     for cell in cells:
         exec(compile("".join(cell["source"]), str(NOTEBOOK), "exec"), namespace)
     assert not namespace["loaded"].skipped and not namespace["best"].empty
-    assert namespace["ideal"]["total_ms"].notna().all()
+    ideal = namespace["ideal"]
+    assert (ideal.summary["total_ms"] <= ideal.summary["best_single_lib_layers_ms"]).all() and len(ideal.summary) >= 1
     assert namespace["table"].shape[0] >= 5  # ResNet-50 layers over 2% of the time

@@ -47,7 +47,7 @@ def test_every_plot_in_the_page_is_an_image_with_content(built, tmp_path):
     dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
                           built.html_path.resolve().as_uri()], capture_output=True, text=True, timeout=180).stdout
     images = re.findall(r"src=\"data:image/png;base64,([A-Za-z0-9+/=]+)\"", dom)
-    models = {m for m in built.summary["models"]}
+    models = {(m["platform"], m["model"]) for m in built.summary["models"]}
     assert len(images) >= 2 * len(models) + 1  # per-model bars and curves, per-layer bars, the ideal solution
     assert all(pixels_vary(base64.b64decode(data)) > 0.02 for data in images)
     assert "Ideal adaptive solution" in dom and "Headline" in dom

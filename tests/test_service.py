@@ -65,7 +65,7 @@ def test_ck_pull_repo_brings_legacy_points_next_to_ours_and_later_pulls_bring_ne
                                str(tmp_path / "report")], env=ck_env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         summary = json.loads((tmp_path / "report" / "summary.json").read_text())
-        return summary["repetitions"], summary["models"]
+        return summary["repetitions"], {m["model"] for m in summary["models"]}
 
     before, models = count()
     assert {"alexnet", "squeezenet-1.1", "resnet50"} <= set(models)  # pulled legacy next to our own points
@@ -318,6 +318,26 @@ def test_admin_withdraws_a_submission_from_the_results(app_client):
     done = client.post(f"/api/submissions/{answer['submission']}/withdraw", headers={"Authorization": f"Bearer {ADMIN}"})
     assert done.status_code == 200 and published(store.data_dir)[1] == files_before - 1
     assert all(row["submitter"] != "alice" or row["images_per_second"] for row in client.get("/api/leaderboard").json())
+
+
+def test_a_second_gpu_never_changes_the_first_gpus_row(app_client):
+    client, _ = app_client
+    first = valid_point("-gpu-first")
+    assert client.post("/api/submissions", content=json.dumps({"points": [first]}), headers=AUTH).status_code == 200
+    rows = lambda gpu: [r for r in client.get("/api/leaderboard").json() if r["gpu"] == gpu]  # noqa: E731
+    h200 = rows("NVIDIA H200")
+    faster = valid_point("-gpu-second")
+    faster["features"]["platform"]["gpu"] = "NVIDIA H100 80GB HBM3"
+    for c in faster["characteristics_list"]:
+        run = c["run"]
+        run["time_fw_ms_all"] = [t / 2 for t in run["time_fw_ms_all"]]
+        run["time_fw_ms"], run["images_per_second"] = run["time_fw_ms"] / 2, run["images_per_second"] * 2
+    answer = client.post("/api/submissions", content=json.dumps({"points": [faster]}), headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+    assert rows("NVIDIA H200") == h200
+    h100 = rows("NVIDIA H100 80GB HBM3")
+    best_h200 = max(r["images_per_second"] for r in h200 if r["model"] == first["choices"]["env"]["CK_MODEL"])
+    assert h100 and h100[0]["images_per_second"] > best_h200
 
 
 # ------------------------------------------------------------------------------------------ dashboard
