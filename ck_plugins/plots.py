@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")  # the legend beside the axes included
     plt.close(fig)
     return buffer.getvalue()
 
