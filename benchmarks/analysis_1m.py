@@ -38,8 +38,9 @@ def generate(points: int, layers_per_point: int = 10, seed: int = 0) -> tuple[pd
     runs = runs.assign(memory_mbytes=100.0 + batch, iqr_over_median=rng.uniform(0, 0.1, n),
                        peak_share=rng.uniform(0, 0.5, n), flops_per_image=8e9, legacy=False, error=None,
                        source="generated")
-    layers = pd.DataFrame({"rid": np.repeat(runs["rid"].to_numpy(), layers_per_point),
-                           "label": np.tile([f"layer{i}" for i in range(layers_per_point)], n), "direction": "forward"})
+    labels = pd.Categorical.from_codes(np.tile(np.arange(layers_per_point), n), [f"layer{i}" for i in range(layers_per_point)])
+    layers = pd.DataFrame({"rid": np.repeat(runs["rid"].to_numpy(), layers_per_point), "label": labels,
+                           "direction": pd.Categorical(["forward"]).repeat(n * layers_per_point)})
     layers["time_ms"] = np.repeat(runs["time_ms"].to_numpy() / layers_per_point, layers_per_point) * rng.uniform(
         0.5, 1.5, len(layers))
     return runs, layers[runs["success"].to_numpy().repeat(layers_per_point)]

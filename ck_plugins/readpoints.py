@@ -212,16 +212,30 @@ def _runs_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _layers_frame(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["rid", "label", "direction", "time_ms"])
+    frame = pd.DataFrame(rows, columns=["rid", "label", "direction", "time_ms"])
+    return frame.astype({"label": "category", "direction": "category"})
 
 
 def _identified_layers(runs: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
-    """Layer rows with their repetition's identity (platform, model, lib, batch size, repetition)."""
-    keys = runs.reset_index()[INDEX + ["rid"]]
-    frame = keys.merge(layers, on="rid", how="inner")[INDEX + ["label", "direction", "time_ms"]]
-    for column in ("platform", "model", "lib", "label", "direction"):
-        frame[column] = frame[column].astype("category")
-    return frame
+    """Layer rows with their repetition's identity (platform, model, lib, batch size, repetition), joined by the
+    repetition's row id (vectorised: a lookup table from row id to position)."""
+    keys = runs.reset_index()
+    lookup = np.full(int(max(keys["rid"].max(), layers["rid"].max(), -1)) + 1 if len(keys) else 1, -1, dtype=np.int64)
+    lookup[keys["rid"].to_numpy(dtype=np.int64)] = np.arange(len(keys))
+    where = lookup[layers["rid"].to_numpy(dtype=np.int64)] if len(layers) else np.empty(0, dtype=np.int64)
+    keep = where >= 0
+    rows = where[keep]
+    frame = {}
+    for column in ("platform", "model", "lib"):
+        codes, uniques = pd.factorize(keys[column])
+        frame[column] = pd.Categorical.from_codes(codes[rows], categories=uniques)
+    for column in ("batch_size", "repetition"):
+        frame[column] = keys[column].to_numpy()[rows]
+    for column in ("label", "direction"):  # categorical already when read: only the codes are taken
+        values = layers[column].astype("category")
+        frame[column] = pd.Categorical.from_codes(values.cat.codes.to_numpy()[keep], categories=values.cat.categories)
+    frame["time_ms"] = layers["time_ms"].to_numpy()[keep]
+    return pd.DataFrame(frame)
 
 
 def registered_repos(tags: list[str] | None = None) -> list[Path]:
