@@ -60,7 +60,7 @@ def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None, model):
         layout_share=p.layout_ms / p.kernel_ms if p and p.kernel_ms else None,
         elementwise_share=p.elementwise_ms / p.kernel_ms if p and p.kernel_ms else None,
         unaligned_convs=unaligned_convs(models.layer_work(model)),
-        cpu_has_bf16=bool({"avx512_bf16", "amx_bf16"} & platform_info.cpu_flags()),
+        cpu_has_bf16=platform_info.cpu_has_bf16(),
         fused=backend.fused,
     )
     return diagnose(facts)

@@ -9,6 +9,7 @@ from .ckrepo import write_json_atomic
 
 RESULT_FILE = "result.json"
 TIMER_FILE = "tmp-ck-timer.json"
+STATUS_FILE = "tmp-ck-status.json"  # written by `python -m ck_plugins --status ...`: exit code and error
 
 
 def characteristics_of(result: dict) -> dict:
@@ -49,17 +50,48 @@ def _mode_summary(mode: dict) -> dict:
     return {k: mode.get(k) for k in keys}
 
 
-def postprocess(i: dict) -> dict:
-    """CK's ck_postprocess(i): runs in the program's tmp folder after the program exits."""
-    path = Path(RESULT_FILE)
-    if not path.is_file():
-        return {"return": 1, "error": f"{path.resolve()} was not written: the program failed (see its output)"}
-    try:
-        characteristics = characteristics_of(json.loads(path.read_text()))
-    except (ValueError, KeyError) as error:
-        return {"return": 1, "error": f"{path.resolve()}: {error}"}
-    write_json_atomic(TIMER_FILE, characteristics)
+def preprocess(i: dict) -> dict:
+    """CK's ck_preprocess(i), in CK's own process before the program starts. CK waits for the program in Python, so a
+    Ctrl-C would end CK with a traceback: CK's process ignores SIGINT from here on, the program (which restores the
+    default handler) stops with "interrupted; run it again to resume" and exit code 130, and CK ends with that."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return {"return": 0}
+
+
+def postprocess(i: dict) -> dict:
+    """CK's ck_postprocess(i): runs in the program's tmp folder after the program exits. It always writes CK's
+    characteristics with the program's `return_code` and, when the program failed, its message as `fail_reason`:
+    with `--treat_return_code_as_exit_code=yes`, `ck run` then ends with our message and our exit code (the
+    programs set `ignore_return_code`, so CK does not replace the message with its own)."""
+    status = _read_json(Path(STATUS_FILE)) or {}
+    code = status.get("return_code")
+    result = _read_json(Path(RESULT_FILE))
+    characteristics: dict = {"execution_time": 0.0, "run_success": False}
+    if result is not None:
+        try:
+            characteristics = characteristics_of(result)
+        except (ValueError, KeyError, TypeError) as error:
+            code, status = code or 1, {"error": f"{Path(RESULT_FILE).resolve()}: unreadable result ({error})"}
+    if code is None:  # no status: the program was killed before it could say anything
+        code = 0 if result is not None else 1
+        status = {"error": None if result is not None else "the program ended without a result or a status "
+                  "(killed?); see its output above"}
+    characteristics["return_code"] = int(code)
+    if code:
+        characteristics["run_success"] = False
+        characteristics["fail_reason"] = status.get("error") or f"exit code {code}"
+    write_json_atomic(TIMER_FILE, characteristics)
+    return {"return": 0, "characteristics": characteristics}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def analyse(i: dict) -> dict:

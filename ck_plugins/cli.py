@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from .errors import BadInput, check_positive_int
@@ -413,8 +414,10 @@ def _cmd_submit(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--status", help=argparse.SUPPRESS)  # CK programs: where the exit code and error go
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_resnet_fp16(sub)
     _add_point(sub)
     _add_explore(sub)
@@ -423,11 +426,27 @@ def main(argv: list[str] | None = None) -> int:
     _add_analyse(sub)
     _add_service(sub)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also where a parent (CK) ignores SIGINT for us
+    code, message = _run(args)
+    if args.status:  # CK's post-processing reads it: every path through `ck run` ends with our message and code
+        from .ckrepo import write_json_atomic
+
+        write_json_atomic(args.status, {"return_code": code, "error": message})
+    return code
+
+
+def _run(args) -> tuple[int, str | None]:
     try:
-        return args.func(args)
+        code = args.func(args)
+        return code, None if code == 0 else f"{args.command} ended with exit code {code} (see its output)"
     except BadInput as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        message = f"error: {error}"
+        code = 2
+    except KeyboardInterrupt:
+        message = "interrupted; run it again to resume"
+        code = 130
+    print(message, file=sys.stderr)
+    return code, message.removeprefix("error: ")
 
 
 if __name__ == "__main__":

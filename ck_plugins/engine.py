@@ -98,12 +98,14 @@ def compare(out: torch.Tensor, ref: torch.Tensor, reference: str) -> Accuracy:
 
 
 def run_point(plan: RunPlan, backend: Backend, model: torch.nn.Module | None = None,
-              reference: torch.Tensor | None = None) -> Measurement:
+              reference: torch.Tensor | None = None, progress=None) -> Measurement:
     """Measure; a backend that cannot run or fails gives a failed Measurement with the reason, never a crash.
 
     `model` and `reference` (fp32 logits of the seeded images) may be passed in when several backends share them.
+    `progress(stage)` is called after the warm-up, each repetition and each per-layer pass (`steps(plan)` calls).
     """
     session = Session(plan.model, backend, plan.batch_size, plan.seed, model, reference)
+    session.progress = progress
     try:
         return session.measure(plan)
     finally:
@@ -126,6 +128,7 @@ class Session:
         self._images: torch.Tensor | None = None
         self._layer_work: list[models.LayerWork] | None = None
         self._loaded_batch: int | None = None
+        self.progress = None  # called between timed repetitions: see run_point
 
     def measure(self, plan: RunPlan) -> Measurement:
         result = Measurement(plan, self.backend.describe(), run_success=False)
@@ -186,7 +189,7 @@ class Session:
         with torch.inference_mode():
             step = lambda: backend.predict(inputs)  # noqa: E731
             timing = measure.time_iterations(step, backend.device, plan.warmup, plan.iterations, plan.repetitions,
-                                             plan.min_repetition_ms)
+                                             plan.min_repetition_ms, self.progress)
             result.samples_ms, result.clock = timing.samples_ms, timing.clock
             result.warmup_s = load_s + timing.warmup_s
             if backend.device.type == "cuda" and plan.harness_check:
@@ -208,12 +211,20 @@ class Session:
             result.notes.append(f"per-layer times unavailable: {backend.name} fuses layers; see its kernel profile")
             return
         layer_step = lambda: backend.layer_forward(inputs)  # noqa: E731
-        if plan.per_layer_method == "isolated":
-            result.per_layer = [measure.isolated_layer_times(layered, layer_step, backend.device)
-                                for _ in range(plan.repetitions)]
-        else:
-            result.per_layer = [measure.per_layer_times(layered, layer_step, backend.device, plan.per_layer_passes)
-                                for _ in range(plan.repetitions)]
+        done = self.progress or (lambda _stage: None)
+        result.per_layer = []
+        for index in range(plan.repetitions):
+            if plan.per_layer_method == "isolated":
+                result.per_layer.append(measure.isolated_layer_times(layered, layer_step, backend.device))
+            else:
+                result.per_layer.append(measure.per_layer_times(layered, layer_step, backend.device,
+                                                                plan.per_layer_passes))
+            done(f"per-layer pass {index + 1}/{plan.repetitions}")
+
+
+def steps(plan: RunPlan) -> int:
+    """How many times run_point calls `progress` for this plan (when it succeeds)."""
+    return 1 + plan.repetitions + (plan.repetitions if plan.per_layer else 0)
 
 
 def harness_overhead(step, iterations: int, samples_ms: list[list[float]]) -> dict:

@@ -9,6 +9,7 @@ import re
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -33,24 +34,31 @@ def _sync(device: torch.device) -> None:
 
 
 def time_iterations(step: Callable[[], object], device: torch.device, warmup: int, iterations: int,
-                    repetitions: int, min_repetition_ms: float = 0.0) -> Timing:
+                    repetitions: int, min_repetition_ms: float = 0.0,
+                    done: Callable[[str], None] | None = None) -> Timing:
     """Run `step` warmup times, then repetitions x iterations timed one by one.
 
     On a GPU each iteration is bracketed by CUDA events recorded on the current stream, with no host
     synchronisation between iterations (so the launch queue stays full); on the CPU by perf_counter.
     With `min_repetition_ms`, `iterations` is a minimum: a repetition runs as many iterations as fill that time,
     estimated from three synchronised steps after the warm-up (as timeit's autorange), at most MAX_ITERATIONS.
+    `done` (progress) is called after the warm-up and after each repetition, never inside a timed repetition.
     """
+    done = done or (lambda _stage: None)
     start = time.perf_counter()
     for _ in range(warmup):
         step()
     _sync(device)
     warmup_s = time.perf_counter() - start
+    done("warm-up")
     if min_repetition_ms > 0:
         iterations = max(iterations, _iterations_filling(step, device, min_repetition_ms))
-    if device.type == "cuda":
-        return Timing([_time_cuda(step, iterations) for _ in range(repetitions)], "cuda-events", warmup_s)
-    return Timing([_time_host(step, iterations) for _ in range(repetitions)], "host-perf-counter", warmup_s)
+    timed, clock = (_time_cuda, "cuda-events") if device.type == "cuda" else (_time_host, "host-perf-counter")
+    samples = []
+    for index in range(repetitions):
+        samples.append(timed(step, iterations))
+        done(f"repetition {index + 1}/{repetitions}")
+    return Timing(samples, clock, warmup_s)
 
 
 def _iterations_filling(step, device: torch.device, target_ms: float) -> int:
@@ -97,20 +105,37 @@ def bare_event_loop_ms(step: Callable[[], object], iterations: int) -> float:
 class Memory:
     peak_allocated_mbytes: float | None  # GPU: torch's max_memory_allocated
     peak_reserved_mbytes: float | None  # GPU: torch's max_memory_reserved (what nvidia-smi would show)
-    peak_rss_mbytes: float  # the process's peak resident set size (CPU memory, whole process)
+    peak_rss_mbytes: float  # the process's peak resident set size since the point's measurement began (Linux;
+    # elsewhere since the process began): CPU memory, model and inputs included
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a point's peak memory from now: the GPU's counters, and on Linux the process's peak RSS (VmHWM), so
+    that each point on a CPU reports its own peak rather than the largest of the process so far."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak RSS (Linux 4.0+)
+    except OSError:
+        pass
 
 
 def read_peak_memory(device: torch.device) -> Memory:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss = _peak_rss_mbytes()
     if device.type != "cuda":
         return Memory(None, None, rss)
     return Memory(torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.max_memory_reserved(device) / 2**20, rss)
+
+
+def _peak_rss_mbytes() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ------------------------------------------------------------------------------------------ per layer

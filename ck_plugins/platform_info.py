@@ -32,6 +32,11 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); without them torch emulates bf16."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
 def repo_state() -> dict:
     """The checkout's commit and whether it was modified, read once per process (a sweep records many points)."""
     return dict(_repo_state())

@@ -5,7 +5,7 @@ cudnn.benchmark on, warmed up, timed with CUDA events (host clock with synchroni
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -14,6 +14,7 @@ from .backends.base import MEMORY_FORMATS
 from .backends.torch_eager import EagerBackend, EagerConfig
 from .diagnose import Facts, diagnose, unaligned_convs
 from .errors import BadInput, check_choice
+from .progress import Progress
 
 PRECISION_ORDER = ("fp32", "tf32", "amp", "fp16", "bf16")
 CPU_PRECISIONS = ("fp32", "bf16")
@@ -48,6 +49,9 @@ def parse_modes(precisions: str) -> list[str]:
     return ["fp32"] + [p for p in chosen if p != "fp32"]  # fp32 is the baseline every speed-up needs
 
 
+BRIEF = {"warmup": 1, "iterations": 2, "repetitions": 1}  # what a CPU that emulates bf16 gets: enough to show it
+
+
 def run(batch_size: int, device: torch.device, precisions: list[str], warmup: int, iterations: int,
         repetitions: int) -> dict:
     runnable = precisions if device.type == "cuda" else [p for p in precisions if p in CPU_PRECISIONS]
@@ -55,19 +59,39 @@ def run(batch_size: int, device: torch.device, precisions: list[str], warmup: in
                if p not in runnable]
     model = models.build("resnet50")
     plan = engine.RunPlan("resnet50", batch_size, warmup, iterations, repetitions, per_layer=False, profile=False)
-    reference = engine.reference_logits(model, engine.seeded_images(batch_size, plan.seed), device)
     modes = [Mode(p, f) for p in runnable for f in MEMORY_FORMATS]
+    plans = [_plan_for(mode, plan, device) for mode in modes]
+    progress = Progress(1 + sum(engine.steps(p) for p in plans), f"ResNet-50 batch {batch_size} on {device.type}")
+    progress.start("fp32 reference")
+    reference = engine.reference_logits(model, engine.seeded_images(batch_size, plan.seed), device)
+    progress.done("done")
     backends = [EagerBackend(_lib(m.precision, device), EagerConfig(device.type, m.precision, memory_format=m.memory_format))
                 for m in modes]
-    measured = [engine.run_point(plan, b, model, reference) for b in backends]  # every timed pass first,
-    for backend, point in zip(backends, measured):  # then the kernel profiles (they slow what follows)
-        engine.profile_point(plan, backend, model, point)
+    measured = []
+    for mode, mode_plan, backend in zip(modes, plans, backends):  # every timed pass first,
+        progress.start(mode.label + (" (brief: this CPU emulates bf16)" if mode_plan is not plan else ""))
+        measured.append(engine.run_point(mode_plan, backend, model, reference, progress.done))
+    progress.close()
+    if device.type == "cuda":  # then the kernel profiles (they slow what follows); a CPU run has none
+        for mode_plan, backend, point in zip(plans, backends, measured):
+            engine.profile_point(mode_plan, backend, model, point)
     rows = [_row(mode, point) for mode, point in zip(modes, measured)]
+    for mode_plan, row in zip(plans, rows):
+        if mode_plan is not plan:
+            row["notes"] = row.get("notes", []) + [f"measured briefly ({mode_plan.repetitions}x{mode_plan.iterations} "
+                                                   "iterations): this CPU has no bf16 instructions and emulates it"]
     _add_speedups_and_reasons(rows, device, batch_size, model)
     return {"program": "resnet-fp16", "model": "resnet50", "batch_size": batch_size, "device": device.type,
             "warmup": warmup, "iterations": iterations, "repetitions": repetitions,
             "platform": platform_info.describe(device), "repo": platform_info.repo_state(),
             "modes": rows, "skipped": skipped}
+
+
+def _plan_for(mode: Mode, plan: engine.RunPlan, device: torch.device) -> engine.RunPlan:
+    """The plan as asked, except bf16 on a CPU that emulates it: measured briefly (it is 10-50x slower)."""
+    if device.type == "cpu" and mode.precision == "bf16" and not platform_info.cpu_has_bf16():
+        return replace(plan, **{k: min(v, getattr(plan, k)) for k, v in BRIEF.items()})
+    return plan
 
 
 def _lib(precision: str, device: torch.device) -> str:
@@ -103,7 +127,7 @@ def _add_speedups_and_reasons(rows: list[dict], device: torch.device, batch_size
 
     baseline = time_of("fp32", "nchw")
     unaligned = unaligned_convs(models.layer_work(model))
-    has_bf16 = bool({"avx512_bf16", "amx_bf16"} & platform_info.cpu_flags())
+    has_bf16 = platform_info.cpu_has_bf16()
     for r in rows:
         if not r["run_success"]:
             r["diagnosis"] = f"{r['precision']} {r['memory_format']} failed: {r['error']}"
@@ -131,6 +155,7 @@ def summary_table(result: dict) -> str:
     for r in result["modes"]:
         if r["run_success"]:
             noisy = " (noisy)" if r["noisy"] else ""
+            noisy += " (brief)" if any("measured briefly" in n for n in r.get("notes", [])) else ""
             lines.append(f"| {r['precision']} | {r['memory_format']} | {r['time_ms']:.3f}{noisy} | "
                          f"{r['images_per_second']:.1f} | {r['speedup_vs_fp32']:.2f} |")
         else:

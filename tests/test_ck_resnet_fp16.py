@@ -1,5 +1,15 @@
 """The real CK CLI, offline, in an isolated CK_REPOS: list, run, post-process, and failure exit codes."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, _ck_bin
 
 
 def test_ck_lists_our_programs(ck):
@@ -20,9 +30,64 @@ def test_ck_run_resnet_fp16_prints_table_and_merges_characteristics(ck, tmp_path
     assert '"best_mode"' in done.stdout  # CK printed the merged characteristics
 
 
-def test_ck_run_exits_non_zero_when_the_program_fails(ck, tmp_path):
+def _ends_cleanly(done, code: int, message: str) -> None:
+    """Our message is the last line, our exit code comes back, and neither a traceback nor CK's banner shows."""
+    output = done.stdout + done.stderr
+    assert done.returncode == code, output[-3000:]
+    assert "Traceback" not in output and "potential PROBLEM" not in output and "KeyError" not in output
+    assert done.stdout.strip().splitlines()[-1] == f"CK error: [program] {message}!"
+
+
+def test_ck_run_exits_with_our_code_and_message_when_the_input_is_bad(ck, tmp_path):
     done = ck("run", "program:resnet-fp16", "--env.CK_PRECISIONS=fp8", f"--tmp_dir={tmp_path}",
               "--treat_return_code_as_exit_code=yes")
-    assert done.returncode != 0
-    assert "precision 'fp8' is not valid" in done.stdout + done.stderr
+    _ends_cleanly(done, 2, "precision 'fp8' is not valid; expected one of fp32, tf32, amp, fp16, bf16")
     assert not (tmp_path / "result.json").exists()
+    done = ck("run", "program:resnet-fp16", "--env.CK_BATCH_SIZE=0", f"--tmp_dir={tmp_path}",
+              "--treat_return_code_as_exit_code=yes")
+    _ends_cleanly(done, 2, "batch size '0' is not valid; expected a positive integer")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of cuda on a machine without a GPU")
+def test_ck_run_asking_for_cuda_on_a_cpu_ends_with_our_message(ck, tmp_path):
+    done = ck("run", "program:resnet-fp16", "--env.CK_DEVICE=cuda", f"--tmp_dir={tmp_path}",
+              "--treat_return_code_as_exit_code=yes")
+    _ends_cleanly(done, 2, "device 'cuda' is not valid; expected 'cpu' or 'auto': this machine has no CUDA GPU "
+                           "(torch.cuda.is_available() is False)")
+
+
+def test_make_run_with_batch_0_ends_with_our_line_and_code(ck_env):
+    done = subprocess.run(["make", "-s", "run", "BATCH=0"], cwd=REPO, env=ck_env, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in output and "potential PROBLEM" not in output, output[-3000:]
+    assert "CK error: [program] batch size '0' is not valid; expected a positive integer!" in output
+
+
+def _interrupt(command: list[str], env: dict, ready: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+    """Start `command` in its own process group, wait until its output shows `ready`, then press Ctrl-C (SIGINT to
+    the group, as a terminal does)."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    seen, deadline = b"", time.monotonic() + timeout
+    os.set_blocking(process.stdout.fileno(), False)
+    while ready.encode() not in seen:
+        assert time.monotonic() < deadline and process.poll() is None, seen.decode(errors="replace")[-2000:]
+        time.sleep(0.2)  # polled: a lower bound only
+        seen += process.stdout.read() or b""
+    os.set_blocking(process.stdout.fileno(), True)
+    os.killpg(process.pid, signal.SIGINT)
+    rest, _ = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, (seen + rest).decode(errors="replace"), "")
+
+
+def test_ctrl_c_ends_with_a_message_and_code_130(ck_env):
+    done = _interrupt([sys.executable, "-m", "ck_plugins", "resnet-fp16", "--device", "cpu", "--batch-size", "1",
+                       "--iterations", "100000", "--precisions", "fp32"], ck_env, "warm-up")
+    assert done.returncode == 130 and "Traceback" not in done.stdout, done.stdout[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "interrupted; run it again to resume"
+    through_ck = _interrupt([_ck_bin(), "run", "program:resnet-fp16", "--env.CK_DEVICE=cpu", "--env.CK_BATCH_SIZE=1",
+                             "--env.CK_ITERATIONS=100000", "--env.CK_PRECISIONS=fp32",
+                             "--treat_return_code_as_exit_code=yes"], ck_env, "warm-up")
+    assert through_ck.returncode == 130 and "Traceback" not in through_ck.stdout, through_ck.stdout[-2000:]
+    assert through_ck.stdout.strip().splitlines()[-1] == "CK error: [program] interrupted; run it again to resume!"
