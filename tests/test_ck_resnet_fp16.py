@@ -91,3 +91,13 @@ def test_ctrl_c_ends_with_a_message_and_code_130(ck_env):
                              "--treat_return_code_as_exit_code=yes"], ck_env, "warm-up")
     assert through_ck.returncode == 130 and "Traceback" not in through_ck.stdout, through_ck.stdout[-2000:]
     assert through_ck.stdout.strip().splitlines()[-1] == "CK error: [program] interrupted; run it again to resume!"
+
+
+def test_ctrl_c_stops_a_sweep_cleanly_and_it_resumes(ck_env, tmp_path):
+    command = [sys.executable, "-m", "ck_plugins", "explore", "--config", "ci", "--repo", str(tmp_path)]
+    done = _interrupt(command, ck_env, "1/8")
+    assert done.returncode == 130 and "Traceback" not in done.stdout, done.stdout[-2000:]
+    assert done.stdout.strip().splitlines()[-1].endswith("interrupted; run it again to resume")
+    resumed = subprocess.run(command, cwd=REPO, env=ck_env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and "0 failed" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert len(list(tmp_path.glob("experiment/*/ckp-*.json"))) == 8  # every point once, none lost, none twice
