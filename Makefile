@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 run: setup
 	ck run program:resnet-fp16 --env.CK_BATCH_SIZE=$(BATCH) --treat_return_code_as_exit_code=yes
-	@echo "The result is in $(CURDIR)/program/resnet-fp16/tmp/result.json (CK's characteristics: tmp-ck-timer.json beside it)."
+	@echo "The result is in $(CURDIR)/program/resnet-fp16/tmp/result.json (CK's characteristics: tmp-ck-timer.json beside it); the last complete one per batch size stays in $(CURDIR)/out/resnet-fp16/."
 
 test: setup browser
 	$(PY) -m pytest -q
@@ -40,4 +40,4 @@ browser:
 	  echo "chromium is not installed and cannot be here: the browser tests will say so and skip"
 
 clean:
-	rm -rf $(VENV) $(CK_REPOS) program/*/tmp .pytest_cache
+	rm -rf $(VENV) $(CK_REPOS) program/*/tmp .pytest_cache out

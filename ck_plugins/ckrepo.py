@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parent.parent  # this checkout
+OUT_ROOT = REPO_ROOT / "out"  # where commands write by default (ignored by git): reports, results, service data
 RESULTS_ALIAS = "ck-precision-bench-results"  # a results repository made by us: the same on every host
 MODULE_UIDS = {"program": "b0ac08fe1d3c2615", "os": "0440cb72c2bc5cc6", "experiment": "bc0409fb61f0aa82",
                "script": "84e27ad9dd12e734", "module": "032630d041b4fd8a"}

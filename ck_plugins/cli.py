@@ -6,6 +6,9 @@ import os
 import signal
 import sys
 
+from .ckrepo import OUT_ROOT
+from .libnames import FAMILY_OF
+from .point import MODELS
 from .errors import BadInput, check_positive_int
 
 
@@ -22,7 +25,7 @@ def _add_resnet_fp16(sub) -> None:
     p.add_argument("--device", default=os.environ.get("CK_DEVICE", "auto"), help="auto, cpu or cuda")
     p.add_argument("--precisions", default=os.environ.get("CK_PRECISIONS", "all"),
                    help="comma-separated subset of fp32,tf32,amp,fp16,bf16 (fp32 always runs: it is the baseline)")
-    p.add_argument("--out", default="result.json", help="where to write the JSON result")
+    p.add_argument("--out", default=str(OUT_ROOT / "resnet-fp16" / "result.json"), help="where to write the JSON result")
     p.set_defaults(func=_cmd_resnet_fp16)
 
 
@@ -38,10 +41,12 @@ def _cmd_resnet_fp16(args) -> int:
     device = precision.resolve_device(args.device)
     result = precision.run(batch_size, device, modes, warmup, iterations, repetitions)
     write_json_atomic(args.out, result)
+    kept = write_json_atomic(OUT_ROOT / "resnet-fp16" / f"last-{device.type}-bs{batch_size}.json", result)
     print(precision.summary_table(result))
     if device.type == "cpu":
         print(precision.shipped_gpu_tables())
-    print(f"\nresult written to {os.path.abspath(args.out)}")
+    print(f"\nresult written to {os.path.abspath(args.out)}; the last complete result at this batch size is kept in "
+          f"{kept} (CK clears its tmp folder when a run starts)")
     return 0 if all(r["run_success"] for r in result["modes"]) else 3
 
 
@@ -57,8 +62,8 @@ def _parse_bool(what: str, value: str) -> bool:
 def _add_point(sub) -> None:
     p = sub.add_parser("point", help="measure one (model, lib, batch size) point and record it as a CK point")
     env = os.environ.get
-    p.add_argument("--model", default=env("CK_MODEL", "resnet50"))
-    p.add_argument("--lib", default=env("CK_LIB", "torch-cpu"))
+    p.add_argument("--model", default=env("CK_MODEL", "resnet50"), help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--lib", default=env("CK_LIB", "torch-cpu"), help=f"one of {', '.join(FAMILY_OF)}")
     p.add_argument("--batch-size", default=_env_int("CK_BATCH_SIZE", 8))
     p.add_argument("--iterations", default=_env_int("CK_ITERATIONS", 20))
     p.add_argument("--repetitions", default=_env_int("CK_REPETITIONS", 3))
@@ -67,7 +72,8 @@ def _add_point(sub) -> None:
                    help="above 0, iterations is a minimum: each repetition lasts at least this many ms")
     p.add_argument("--memory-format", default=env("CK_MEMORY_FORMAT", "nchw"), help="nchw or channels_last")
     p.add_argument("--cuda-graph", default=env("CK_CUDA_GRAPH", "false"), help="capture in a CUDA graph: true/false")
-    p.add_argument("--compile-mode", default=env("CK_COMPILE_MODE", "default"))
+    p.add_argument("--compile-mode", default=env("CK_COMPILE_MODE", "default"),
+                   help="compile libs: default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs")
     p.add_argument("--freezing", default=env("CK_FREEZING", "false"), help="inductor weight freezing: true/false")
     p.add_argument("--per-layer", default=env("CK_PER_LAYER", "true"), help="per-layer profiling pass: true/false")
     p.add_argument("--profile", default=env("CK_PROFILE", "true"), help="kernel profile for the diagnosis")
@@ -79,7 +85,7 @@ def _add_point(sub) -> None:
     p.add_argument("--failed", default="", metavar="REASON",
                    help="record this configuration as a failed point with REASON, measuring nothing (for a harness "
                         "that had to kill the run, e.g. past its time limit)")
-    p.add_argument("--out", default="result.json")
+    p.add_argument("--out", default=str(OUT_ROOT / "point" / "result.json"), help="where to write the run's summary")
     p.set_defaults(func=_cmd_point)
 
 
@@ -99,7 +105,7 @@ def _cmd_point(args) -> int:
     from . import backends, bench, engine, models
     from .ckrepo import write_json_atomic
     from .errors import check_choice
-    from .platform_info import REPO_ROOT
+    from .ckrepo import REPO_ROOT
 
     check_choice("model", args.model, models.MODELS)
     backends.family_of(args.lib)
@@ -140,8 +146,8 @@ def _cmd_point(args) -> int:
 def _add_explore(sub) -> None:
     p = sub.add_parser("explore", help="sweep models x libs x batch sizes (script/explore-batch-size-libs-models)")
     p.add_argument("--config", default="default", help="preset name (default, large-batch, ci) or a JSON path")
-    p.add_argument("--models", help="comma-separated subset of the config's models")
-    p.add_argument("--libs", help="comma-separated subset of the config's libs")
+    p.add_argument("--models", help=f"comma-separated subset of the config's models ({', '.join(MODELS)})")
+    p.add_argument("--libs", help=f"comma-separated subset of the config's libs ({', '.join(FAMILY_OF)})")
     p.add_argument("--batch-sizes", help="comma-separated batch sizes (replace the config's)")
     p.add_argument("--device", default="any", help="any, cpu or cuda: keep only libs of that device")
     p.add_argument("--shard", help="I/N: run the I-th of N deterministic parts (0-based)")
@@ -163,7 +169,7 @@ def _cmd_explore(args) -> int:
     from pathlib import Path
 
     from . import explore
-    from .platform_info import REPO_ROOT
+    from .ckrepo import REPO_ROOT
 
     config = explore.load_config(args.config)
     tasks = explore.plan_tasks(config, explore.parse_list(args.models), explore.parse_list(args.libs),
@@ -176,6 +182,8 @@ def _cmd_explore(args) -> int:
         for task in tasks:
             print(f"{task.model} {task.lib} {task.memory_format} batch {','.join(map(str, task.batch_sizes))}")
         print(f"{len(tasks)} tasks, {sum(len(t.batch_sizes) for t in tasks)} points")
+        if not tasks:
+            print(f"why none: {explore.why_no_tasks(config, args.device)}")
         return 0
     repo = Path(args.repo or REPO_ROOT).resolve()
     key = explore.sweep_key(config, tasks, args.shard or "")
@@ -213,7 +221,7 @@ def _cmd_explore_worker(args) -> int:
 
 def _add_adaptive(sub) -> None:
     p = sub.add_parser("adaptive", help="measure the candidate libs per layer, plan, build and measure the adaptive model")
-    p.add_argument("--models", default="all", help="comma-separated models, or all")
+    p.add_argument("--models", default="all", help=f"comma-separated models ({', '.join(MODELS)}), or all")
     p.add_argument("--batch-sizes", default="16", help="comma-separated batch sizes")
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--cuda-graph", default="false", help="run candidates and the adaptive model in CUDA graphs")
@@ -229,7 +237,7 @@ def _cmd_adaptive(args) -> int:
     from . import adaptive_run, models
     from .errors import check_choice
     from .explore import parse_list
-    from .platform_info import REPO_ROOT
+    from .ckrepo import REPO_ROOT
 
     chosen = list(models.MODELS) if args.models == "all" else parse_list(args.models)
     for name in chosen:
@@ -262,7 +270,7 @@ def _cmd_merge(args) -> int:
     from pathlib import Path
 
     from .ckrepo import merge_repo
-    from .platform_info import REPO_ROOT
+    from .ckrepo import REPO_ROOT
 
     source = Path(args.source)
     if not (source / "experiment").is_dir():
@@ -290,7 +298,7 @@ def _add_analyse(sub) -> None:
     p.add_argument("--layer-statistic", default="median", choices=["median", "min", "mean"],
                    help="per-layer time over repetitions: median (default), min (the seed notebook's) or mean")
     p.add_argument("--title", default="ck-precision-bench report")
-    p.add_argument("--out", default="report", help="folder for report.html, summary.json and the PNG plots")
+    p.add_argument("--out", default=str(OUT_ROOT / "report"), help="folder for report.html, summary.json and the PNG plots")
     p.set_defaults(func=_cmd_analyse)
 
 
@@ -345,7 +353,7 @@ def _print_summary(built) -> None:
 
 def _add_service(sub) -> None:
     p = sub.add_parser("serve", help="run the result service (submissions, dashboard, results.git)")
-    p.add_argument("--data", default="service-data", help="folder for the database and the results repository")
+    p.add_argument("--data", default=str(OUT_ROOT / "service-data"), help="folder for the database and the results repository")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", default="8000")
     p.add_argument("--db-url", default=os.environ.get("CKPB_DB_URL", ""),
@@ -425,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_merge(sub)
     _add_analyse(sub)
     _add_service(sub)
+    for command in sub.choices.values():  # every option's help shows its default
+        command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+        for action in command._actions:
+            action.help = action.dest.replace("_", " ") if action.help is None else action.help
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "explore-worker"]  # internal: not listed
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also where a parent (CK) ignores SIGINT for us
     code, message = _run(args)

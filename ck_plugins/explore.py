@@ -25,7 +25,7 @@ import jsonschema
 
 from .ckrepo import write_json_atomic
 from .errors import BadInput, check_choice, check_positive_int
-from .platform_info import REPO_ROOT
+from .ckrepo import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "script" / "explore-batch-size-libs-models"
 JOURNAL_DIR = ".ck-sweeps"  # in the results repository; CK ignores it (not a module folder)
@@ -63,6 +63,14 @@ class Outcome:
 
 
 # ------------------------------------------------------------------------------------------ configuration
+def _leaf(error):
+    """Inside a oneOf, the error of the alternative that fits the value's type, deepest first: it names the field."""
+    if not error.context:
+        return error
+    candidates = [e for e in error.context if e.validator != "type"] or list(error.context)
+    return _leaf(max(candidates, key=lambda e: len(e.absolute_path)))
+
+
 def load_config(name_or_path: str) -> SweepConfig:
     path = Path(name_or_path)
     if not path.suffix:
@@ -75,8 +83,8 @@ def load_config(name_or_path: str) -> SweepConfig:
     except json.JSONDecodeError as error:
         raise BadInput("sweep config", str(path), f"valid JSON ({error})") from None
     schema = json.loads((Path(__file__).parent / "schemas" / "sweep-config-v1.json").read_text())
-    found = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-             for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+    errors = [_leaf(e) for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+    found = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors]
     if found:
         raise BadInput("sweep config", str(path), "a valid configuration: " + "; ".join(found))
     from . import models as model_registry
@@ -120,6 +128,20 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 # ------------------------------------------------------------------------------------------------ planning
+def why_no_tasks(config: SweepConfig, device: str) -> str:
+    """What left a sweep with no task: the libs of the config that cannot run here, each with its reason."""
+    from . import backends
+
+    names = [lib for lib in backends.LIBS if lib != "null"] if config.libs == "available" else list(config.libs)
+    reasons = [backends.runnable(lib) for lib in names
+               if _on_device(lib, device) and backends.runnable(lib) is not None]
+    if not reasons:
+        return f"no lib of config {config.name!r} runs on device {device!r}"
+    return f"config {config.name!r} on device {device!r}: " + "; ".join(reasons[:4]) + (
+        f"; and {len(reasons) - 4} more" if len(reasons) > 4 else "")
+
+
+
 def plan_tasks(config: SweepConfig, models: list[str] | None = None, libs: list[str] | None = None,
                batch_sizes: list[str] | None = None, device: str = "any") -> list[Task]:
     from . import backends

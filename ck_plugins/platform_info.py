@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .ckrepo import REPO_ROOT
 
 
 def cpu_model() -> str:

@@ -169,7 +169,7 @@ def shipped_gpu_tables() -> str:
     """On a machine without a GPU: the same benchmark as measured on the GPUs whose results this repository ships."""
     import json
 
-    from .platform_info import REPO_ROOT
+    from .ckrepo import REPO_ROOT
 
     lines = []
     for path in sorted((REPO_ROOT / "docs" / "results").glob("*/resnet-fp16-bs*.json")):
