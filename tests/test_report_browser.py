@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -12,6 +13,9 @@ import numpy as np
 import pytest
 
 from ck_plugins import readpoints, report
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+import build as fixtures  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it with "
@@ -28,8 +32,9 @@ def pixels_vary(png: bytes) -> float:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    repo = Path(__file__).resolve().parent.parent
-    return report.build(readpoints.load([repo]), tmp_path_factory.mktemp("report"), title="H200")
+    """A report of a synthetic sweep (tests/fixtures/build.py): two models, 12 libs, three batch sizes."""
+    repos = fixtures.build(tmp_path_factory.mktemp("fixtures"))
+    return report.build(readpoints.load([repos["sweep"]]), tmp_path_factory.mktemp("report"), title="H200 sweep")
 
 
 def test_report_loads_in_chromium_without_console_errors_and_the_screenshot_is_not_blank(built, tmp_path):
@@ -51,3 +56,4 @@ def test_every_plot_in_the_page_is_an_image_with_content(built, tmp_path):
     assert len(images) >= 2 * len(models) + 1  # per-model bars and curves, per-layer bars, the ideal solution
     assert all(pixels_vary(base64.b64decode(data)) > 0.02 for data in images)
     assert "Ideal adaptive solution" in dom and "Headline" in dom
+
