@@ -18,6 +18,7 @@ import torch
 
 from . import adaptive, backends, bench, ckrepo, engine, models
 from .errors import BadInput
+from .progress import Progress
 from .stats import point_time_ms
 
 CANDIDATES = {
@@ -65,9 +66,12 @@ def run(model_name: str, batch_size: int, repo: Path, device: str, cuda_graph: b
                           per_layer_method="isolated")
     reference = engine.reference_logits(model, engine.seeded_images(batch_size, 0), torch.device(device))
     medians, layer_ms, configs = {}, {}, []
-    for lib in libs or CANDIDATES[device]:
+    candidates = libs or CANDIDATES[device]
+    progress = Progress(len(candidates) * engine.steps(plan), f"adaptive {model_name} batch {batch_size}: candidates")
+    for lib in candidates:
         options = backends.Options(memory_format=backends.default_memory_format(lib), cuda_graph=cuda_graph)
-        measured = engine.run_point(plan, backends.create(lib, options), model, reference)
+        progress.start(lib)
+        measured = engine.run_point(plan, backends.create(lib, options), model, reference, progress.done)
         bench.record(bench.PointRequest(plan, lib, options, repo), measured, run_id)
         if not measured.run_success or not measured.per_layer:
             print(f"  {lib}: left out ({measured.error or 'no per-layer times'})", flush=True)
@@ -78,6 +82,7 @@ def run(model_name: str, batch_size: int, repo: Path, device: str, cuda_graph: b
         for label in {t.label for t in measured.per_layer[0]}:
             layer_ms[label, config] = point_time_ms([t.time_ms for rep in measured.per_layer for t in rep
                                                      if t.label == label])  # one time per repetition
+    progress.close()
     if not configs:
         raise BadInput("candidate libs", ",".join(libs or CANDIDATES[device]), "at least one that runs here")
     return _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms, configs, reference, run_id)

@@ -8,6 +8,7 @@ from . import backends, ckrepo, engine, models, platform_info, point
 from .roofline import peak_tflops
 from .diagnose import Facts, diagnose, unaligned_convs
 from .errors import Unsupported
+from .progress import Progress
 
 REDUCED = ("fp16", "bf16", "amp", "tf32")
 
@@ -26,7 +27,12 @@ def measure_point(request: PointRequest) -> engine.Measurement:
     backend = backends.create(request.lib, request.options, request.family)
     model = models.build(request.plan.model, request.plan.seed)
     baseline_ms = _baseline_ms(request, backend, model)
-    result = engine.run_point(request.plan, backend, model)
+    progress = Progress(engine.steps(request.plan), f"{request.plan.model} {request.lib} batch {request.plan.batch_size}")
+    progress.start("measuring")
+    try:
+        result = engine.run_point(request.plan, backend, model, progress=progress.done)
+    finally:
+        progress.close()
     if result.run_success and backend.name != "null":
         result.diagnosis = _diagnose(result, backend, baseline_ms, model)
     return result

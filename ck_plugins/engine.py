@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
 import torch
@@ -56,6 +57,7 @@ class Measurement:
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
     harness: dict | None = None  # our timing against a bare CUDA-event loop (GPU only)
     warmup_s: float | None = None  # wall time of load and warm-up: cuDNN autotuning, compilation
+    measured_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
     def time(self) -> stats.PointTime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import socket
 import subprocess
 from pathlib import Path
 
@@ -96,6 +97,8 @@ def _text(value) -> str:
 def describe(device: torch.device) -> dict:
     info = {
         "cpu": cpu_model(),
+        "hostname": socket.gethostname(),
+        "cpu_threads": torch.get_num_threads(),  # intra-op threads torch used
         "os": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -104,6 +107,8 @@ def describe(device: torch.device) -> dict:
         "tensorrt": tensorrt_version(),
         "gpu": None,
     }
+    if device.type != "cuda" and torch.cuda.is_available():
+        info["host_gpu"] = torch.cuda.get_device_name(0)  # a CPU point on a GPU machine belongs to that platform
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["gpu"] = props.name

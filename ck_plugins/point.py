@@ -70,7 +70,7 @@ def choices_env(m: "Measurement") -> dict:
 def from_measurement(m: "Measurement", peak_tflops: float | None, repo_state: dict, sweep: dict | None = None) -> dict:
     point = {
         "choices": {"env": choices_env(m), "settings": m.settings},
-        "features": {"schema_version": SCHEMA_VERSION,
+        "features": {"schema_version": SCHEMA_VERSION, "measured_at": m.measured_at,
                      "statistical_repetitions": max(1, len(m.samples_ms)) if m.run_success else 1,
                      "platform": m.platform or {"cpu": "unknown", "torch": "unknown"},
                      "repo": repo_state, "model": {"flops_per_image": m.flops_per_image}},

@@ -82,6 +82,7 @@ def run(batch_size: int, device: torch.device, precisions: list[str], warmup: in
                                                    "iterations): this CPU has no bf16 instructions and emulates it"]
     _add_speedups_and_reasons(rows, device, batch_size, model)
     return {"program": "resnet-fp16", "model": "resnet50", "batch_size": batch_size, "device": device.type,
+            "measured_at": measured[0].measured_at if measured else None,
             "warmup": warmup, "iterations": iterations, "repetitions": repetitions,
             "platform": platform_info.describe(device), "repo": platform_info.repo_state(),
             "modes": rows, "skipped": skipped}

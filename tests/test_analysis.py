@@ -2,7 +2,6 @@
 import json
 import shutil
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -118,8 +117,7 @@ def test_broken_input_is_named_skipped_and_listed_while_the_rest_is_analysed(tmp
 
 def test_anchors_and_good_enough_batches_on_a_fixture(tmp_path):
     """An H200 point of fp16 channels_last ResNet-50 at batch 256 sits next to the anchor of that configuration."""
-    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-    import build as fixtures
+    from fixtures import build as fixtures
 
     folder = fixtures.entry(tmp_path, "resnet50-torch-cudnn-fp16", [readpoints.TAG])
     fixtures.our_point(folder, "9000000000000001", "NVIDIA H200", 256, [[16.0] * 4] * 3)
@@ -133,8 +131,7 @@ def test_anchors_and_good_enough_batches_on_a_fixture(tmp_path):
 
 
 def test_the_same_point_in_two_repositories_is_repetitions_of_one_configuration(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-    import build as fixtures
+    from fixtures import build as fixtures
 
     for name, samples in (("a", [[1.0] * 4] * 3), ("b", [[1.3] * 4] * 3)):
         folder = fixtures.entry(tmp_path / name, "resnet50-torch-cudnn-fp16", [readpoints.TAG])
@@ -153,14 +150,16 @@ def test_an_adaptive_point_without_predictions_is_reported_not_a_crash(tmp_path)
 
     from ck_plugins import ckrepo
 
-    REPO = Path(__file__).resolve().parents[1]
+    from fixtures import build as fixtures
+
     entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "adaptive", ["explore-batch-size-libs-models"])
-    base = json.loads(next((REPO / "experiment" / "alexnet-adaptive").glob("ckp-*.json")).read_text())
+    base = fixtures.our_point_data("NVIDIA H200", 16, [[0.4] * 4] * 3, "adaptive", "alexnet")
+    base["choices"]["env"]["CK_ADAPTIVE_PLAN"] = "0123456789abcdef"
     base["choices"]["settings"]["plan"] = {"digest": "0123456789abcdef"}
     ckrepo.write_point(entry, base)
     other = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "torch-cudnn-fp16", ["explore-batch-size-libs-models"])
-    for path in sorted((REPO / "experiment" / "alexnet-torch-cudnn-fp16").glob("ckp-*.json"))[:2]:
-        ckrepo.write_point(other, json.loads(path.read_text()))
+    for batch in (8, 16):
+        ckrepo.write_point(other, fixtures.our_point_data("NVIDIA H200", batch, [[0.3] * 4] * 3, model="alexnet"))
     done = subprocess.run([sys.executable, "-m", "ck_plugins", "analyse", "--repo", str(tmp_path), "--out",
                            str(tmp_path / "report")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -11,8 +11,7 @@ import pytest
 
 from ck_plugins import analysis, ckrepo, point, readpoints, report
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import build as fixtures  # noqa: E402
+from fixtures import build as fixtures
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -14,8 +13,7 @@ import pytest
 
 from ck_plugins import readpoints, report
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import build as fixtures  # noqa: E402
+from fixtures import build as fixtures
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it with "

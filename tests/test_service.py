@@ -22,16 +22,18 @@ from hypothesis import strategies as st
 from ck_plugins import readpoints
 from ck_plugins.submit.server import create_app
 
+from fixtures import build as fixtures
+
 REPO = Path(__file__).resolve().parent.parent
 LEGACY = REPO.parent / "shared" / "legacy-ck-caffe" / "ck-caffe-nvidia-gtx1080"
 TOKEN, ADMIN = "alice-token-0123456789", "admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def valid_point(tag: str = "") -> dict:
-    """A real H200 point of this repository (a sweep point: it names its commit), made distinct by `tag`."""
-    path = sorted((REPO / "experiment" / "alexnet-torch-cudnn-fp16").glob("ckp-*.0001.json"))[0]
-    item = json.loads(path.read_text())
+def valid_point(tag: str = "", batch: int = 16) -> dict:
+    """A valid H200 point (tests/fixtures/build.py: schema v1, plausible times, a commit), made distinct by `tag`."""
+    samples = [[0.30 + 0.001 * (i % 7) + 0.002 * r for i in range(20)] for r in range(3)]
+    item = fixtures.our_point_data("NVIDIA H200", batch, samples, "torch-cudnn-fp16", "alexnet")
     item["features"]["repo"]["commit"] += tag
     return item
 
@@ -134,7 +136,9 @@ def test_the_whole_loop_submit_dashboard_and_ck_pull_from_another_installation(t
     server = Server(tmp_path / "service").start()
     try:
         repo = tmp_path / "mine"
-        shutil.copytree(REPO / "experiment" / "alexnet-torch-cudnn-fp16", repo / "experiment" / "alexnet-torch-cudnn-fp16")
+        folder = fixtures.entry(repo, "alexnet-torch-cudnn-fp16", [readpoints.TAG, "alexnet", "torch-cudnn-fp16"])
+        for n, batch in enumerate((2, 4, 6, 8, 10, 12, 14, 16)):
+            (folder / f"ckp-{n:016x}.0001.json").write_text(json.dumps(valid_point(batch=batch)))
         files = list((repo / "experiment" / "alexnet-torch-cudnn-fp16").glob("ckp-*.json"))
         n, runs = len(files), sum(len(json.loads(f.read_text())["characteristics_list"]) for f in files)
         assert n >= 8
