@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from . import point
-from .ckrepo import write_json_atomic
+from .ckrepo import OUT_ROOT, write_json_atomic
 
 RESULT_FILE = "result.json"
 TIMER_FILE = "tmp-ck-timer.json"
@@ -110,7 +110,7 @@ def analyse(i: dict) -> dict:
             warnings.simplefilter("ignore")
             loaded = readpoints.load(sources, tags, where)
         libs = [x for x in str(i.get("adaptive_libs", "")).split(",") if x] or None
-        built = report.build(loaded, Path(i.get("report_dir") or "report"), i.get("baseline"), adaptive_libs=libs,
+        built = report.build(loaded, Path(i.get("report_dir") or OUT_ROOT / "report"), i.get("baseline"), adaptive_libs=libs,
                              layer_statistic=str(i.get("layer_statistic") or "median"))
     except (ValueError, RuntimeError) as error:
         return {"return": 1, "error": str(error)}
