@@ -138,7 +138,7 @@ def submit(i: dict) -> dict:
 
     from .submit import client
 
-    points, problems = client.collect(Path(i.get("repo") or "."))
+    points, problems, _skipped = client.collect(Path(i.get("repo") or "."))
     if problems:
         return {"return": 1, "error": f"{len(problems)} problems, nothing sent: " + "; ".join(problems[:5]),
                 "problems": problems}

@@ -358,6 +358,9 @@ def _add_service(sub) -> None:
     p.add_argument("--port", default="8000")
     p.add_argument("--db-url", default=os.environ.get("CKPB_DB_URL", ""),
                    help="SQLAlchemy URL (default: SQLite in --data; e.g. postgresql+psycopg://...)")
+    p.add_argument("--alias", default=os.environ.get("CKPB_RESULTS_ALIAS", ""),
+                   help="CK alias of the results repository (default: ck-precision-bench-results-<8 hex of --data>), "
+                        "so one CK installation can pull several services")
     p.set_defaults(func=_cmd_serve)
     c = sub.add_parser("submit", help="validate this repository's points and send them to a result service")
     c.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
@@ -368,28 +371,19 @@ def _add_service(sub) -> None:
     c.set_defaults(func=_cmd_submit)
 
 
-def _parse_tokens(text: str) -> dict[str, str]:
-    tokens = {}
-    for item in filter(None, text.split(",")):
-        name, _, token = item.partition(":")
-        if not name or len(token) < 16:
-            raise BadInput("CKPB_TOKENS entry", name or item[:20], "name:token with a token of 16+ characters")
-        tokens[token] = name
-    return tokens
-
-
 def _cmd_serve(args) -> int:
     from pathlib import Path
 
     import uvicorn
 
-    from .submit.server import create_app
+    from .submit.server import create_app, parse_tokens
 
     admin = os.environ.get("CKPB_ADMIN_TOKEN", "")
-    if len(admin) < 16:
-        raise BadInput("CKPB_ADMIN_TOKEN", "(hidden)" if admin else "", "an admin token of 16+ characters")
-    tokens = _parse_tokens(os.environ.get("CKPB_TOKENS", ""))
-    app = create_app(Path(args.data), tokens, admin, args.db_url or None)
+    try:
+        app = create_app(Path(args.data), parse_tokens(os.environ.get("CKPB_TOKENS", "")), admin, args.db_url or None,
+                         args.alias or None)
+    except ValueError as error:
+        raise BadInput("CKPB_ADMIN_TOKEN / CKPB_TOKENS", "(hidden)", str(error)) from None
     uvicorn.run(app, host=args.host, port=check_positive_int("port", args.port), log_level="warning")
     return 0
 
@@ -399,7 +393,9 @@ def _cmd_submit(args) -> int:
 
     from .submit import client
 
-    points, problems = client.collect(Path(args.repo), [e for e in (args.entries or "").split(",") if e] or None)
+    points, problems, skipped = client.collect(Path(args.repo), [e for e in (args.entries or "").split(",") if e] or None)
+    if skipped:
+        print(f"{len(skipped)} points not sent (first: {skipped[0]})", file=sys.stderr)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     if problems:

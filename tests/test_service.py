@@ -353,6 +353,10 @@ def test_dashboard_in_chromium_shows_the_leaderboard_without_console_errors(tmp_
     server = Server(tmp_path / "service").start()
     try:
         assert server.post([valid_point("-dash")])[0] == 200
+        deadline = time.monotonic() + 120  # plots are drawn outside the request path: wait for them
+        while b"data:image/png" not in urllib.request.urlopen(server.url + "/").read():
+            assert time.monotonic() < deadline, "the dashboard's plots were never drawn"
+            time.sleep(0.2)
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",
                  f"--user-data-dir={tmp_path / 'profile'}"]

@@ -9,9 +9,11 @@ from pathlib import Path
 from .validate import MAX_POINTS, check_point
 
 
-def collect(repo: Path, entries: list[str] | None = None) -> tuple[list[dict], list[str]]:
-    """The points of `repo`'s experiment entries (all, or those named), and every problem found in them."""
-    points, problems = [], []
+def collect(repo: Path, entries: list[str] | None = None) -> tuple[list[dict], list[str], list[str]]:
+    """The points of `repo`'s experiment entries (all, or those named), every problem found in them, and what is
+    not meant to be sent ("<path>: why"): failed points (a failure is recorded locally, not ranked) and points
+    measured from a checkout without its commit."""
+    points, problems, skipped = [], [], []
     for path in sorted(Path(repo).glob("experiment/*/ckp-*.*.json")):
         if entries and path.parent.name not in entries:
             continue
@@ -20,11 +22,27 @@ def collect(repo: Path, entries: list[str] | None = None) -> tuple[list[dict], l
         except (OSError, json.JSONDecodeError) as error:
             problems.append(f"{path}: not valid JSON ({error})")
             continue
+        why = _not_for_sending(item)
+        if why:
+            skipped.append(f"{path}: {why}")
+            continue
         found = check_point(item, str(path))
         problems += found
         if not found:
             points.append(item)
-    return points, problems
+    return points, problems, skipped
+
+
+def _not_for_sending(item) -> str | None:
+    try:
+        runs = [c["run"] for c in item["characteristics_list"]]
+        if not any(r.get("run_success") is True for r in runs):
+            return "a failed point (kept here, not sent)"
+        if item["features"]["repo"]["commit"] in ("", "unknown"):
+            return "measured from a copy without its git commit (set CKPB_COMMIT when measuring)"
+    except (KeyError, TypeError, AttributeError):
+        return None  # malformed: check_point names the field
+    return None
 
 
 def send(url: str, token: str, points: list[dict]) -> list[dict]:

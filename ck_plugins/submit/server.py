@@ -1,11 +1,13 @@
 """The result service: validated submissions, a leaderboard dashboard, the results repository over HTTP.
 
 POST /api/submissions        Authorization: Bearer <submitter token>; body {"points": [point, ...]}
+GET  /api/submissions/{id}   whether it is published (or withdrawn)
 POST /api/submissions/{id}/withdraw   Authorization: Bearer <admin token>
 GET  /api/leaderboard        JSON
 GET  /                       the dashboard
 GET  /results.git/...        the results repository (git's dumb HTTP protocol: `ck pull repo --url=.../results.git`)
-Every rejection is a 4xx naming the field; nothing invalid is stored.
+Every rejection is a 4xx naming the field; nothing invalid is stored. Validation and git run in worker threads,
+so reads stay fast while a submission is processed.
 """
 from __future__ import annotations
 
@@ -13,33 +15,68 @@ import base64
 import hashlib
 import hmac
 import html
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .store import Store
 from .validate import MAX_BODY_BYTES, Rejected, check_bundle, parse
+
+MIN_TOKEN = 16
 
 
 def _error(status: int, message: str, problems: list[str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "problems": problems or []}, status_code=status)
 
 
-def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url: str | None = None) -> FastAPI:
+def check_tokens(tokens: dict[str, str], admin_token: str) -> None:
+    """Refuse at start-up what would give credit to the wrong person: short or blank tokens, a token given to two
+    submitters, a submitter token equal to the admin token. `tokens` maps token -> name; pairs are checked by
+    `parse_tokens` before they become a dict."""
+    for who, secret in [("the admin", admin_token)] + [(name, token) for token, name in tokens.items()]:
+        if len(secret.strip()) < MIN_TOKEN:
+            raise ValueError(f"the token of {who}: at least {MIN_TOKEN} characters that are not spaces")
+    if admin_token in tokens:
+        raise ValueError(f"the token of {tokens[admin_token]}: equal to the admin token")
+
+
+def parse_tokens(text: str) -> dict[str, str]:
+    """'name:token,name:token' -> {token: name}; a token given twice is refused."""
+    found: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, token = item.partition(":")
+        if not sep or not name:
+            raise ValueError(f"{item[:20]!r}: expected NAME:TOKEN")
+        if token in found:
+            raise ValueError(f"the token of {name} is also {found[token]}'s: each submitter needs their own")
+        found[token] = name
+    return found
+
+
+def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url: str | None = None,
+               alias: str | None = None) -> FastAPI:
     """`tokens` maps each submitter's token to their name."""
-    store = Store(Path(data_dir), db_url)
+    check_tokens(tokens, admin_token)
+    store = Store(Path(data_dir), db_url, alias)
+    dashboard = Dashboard(store)
     app = FastAPI(title="ck-precision-bench results", docs_url=None, redoc_url=None)
     digests = {hashlib.sha256(t.encode()).digest(): name for t, name in tokens.items()}
 
+    def bearer(request: Request) -> str | None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return given.strip() if scheme.lower() == "bearer" else None
+
     def submitter(request: Request) -> str | None:
-        given = request.headers.get("authorization", "")
-        if not given.startswith("Bearer "):
+        given = bearer(request)
+        if given is None:
             return None
-        digest = hashlib.sha256(given[7:].encode()).digest()
+        digest = hashlib.sha256(given.encode()).digest()
         return next((name for known, name in digests.items() if hmac.compare_digest(known, digest)), None)
 
     @app.exception_handler(StarletteHTTPException)
@@ -49,6 +86,18 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     @app.exception_handler(RequestValidationError)
     async def request_error(_request, error):
         return _error(400, "malformed request", [str(e)[:300] for e in error.errors()])
+
+    def accept(name: str, body: bytes):
+        try:
+            bundle = parse(body)
+            problems = check_bundle(bundle)
+            if problems:
+                raise Rejected(problems)
+        except Rejected as rejected:
+            return _error(422, "submission rejected: " + rejected.problems[0][:300], rejected.problems[:100])
+        answer = store.accept(name, bundle["points"])
+        dashboard.page()  # start drawing the new results now, outside any page request
+        return answer
 
     @app.post("/api/submissions")
     async def submit(request: Request):
@@ -63,19 +112,16 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
             body += chunk
             if len(body) > MAX_BODY_BYTES:
                 return _error(413, f"body: more than {MAX_BODY_BYTES} bytes")
-        try:
-            bundle = parse(body)
-            problems = check_bundle(bundle)
-            if problems:
-                raise Rejected(problems)
-        except Rejected as rejected:
-            return _error(422, "submission rejected: " + rejected.problems[0][:300], rejected.problems[:100])
-        return store.accept(name, bundle["points"])
+        return await run_in_threadpool(accept, name, body)  # validation and git off the event loop
+
+    @app.get("/api/submissions/{sid}")
+    def submission(sid: str):
+        found = store.status(sid[:36])
+        return found if found else _error(404, f"submission {sid[:40]!r}: no such submission")
 
     @app.post("/api/submissions/{sid}/withdraw")
     def withdraw(sid: str, request: Request):
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
+        if not hmac.compare_digest((bearer(request) or "").encode(), admin_token.encode()):
             return _error(403, "authorization: the admin token is required to withdraw")
         if len(sid) > 36 or not store.withdraw(sid):
             return _error(404, f"submission {sid[:40]!r}: no such submission")
@@ -86,41 +132,98 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
         return store.leaderboard()
 
     @app.get("/", response_class=HTMLResponse)
-    def dashboard():
-        return _dashboard(store)
+    def page():
+        return dashboard.page()
 
     app.mount("/results.git", StaticFiles(directory=store.bare), name="results")
     app.state.store = store
     return app
 
 
-def _dashboard(store: Store) -> str:
+class Dashboard:
+    """The page, rendered outside the request path: one renderer thread at a time (matplotlib is not thread-safe),
+    cached per published version of the results. A request never waits for plots: it gets the last page, and
+    starts a render when the results changed since."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.lock = threading.Lock()
+        self.rendered: tuple[int, str] | None = None
+        self.rendering = False
+
+    def page(self) -> str:
+        version = self.store.version
+        with self.lock:
+            current = self.rendered
+            stale = current is None or current[0] != version
+            if stale and not self.rendering:
+                self.rendering = True
+                threading.Thread(target=self._render, args=(version,), daemon=True).start()
+        if current is not None:
+            return current[1]
+        return _page(self.store.leaderboard(), "<p>Plots are being drawn; reload in a moment.</p>")
+
+    def _render(self, version: int) -> None:
+        try:
+            rows = self.store.rows()
+            html_page = _page(_leaderboard(rows), _plots(rows))
+        except Exception as error:  # noqa: BLE001 - a page that cannot be drawn still shows the table
+            html_page = _page(self.store.leaderboard(), f"<p>Plots unavailable: {html.escape(str(error)[:300])}</p>")
+        with self.lock:
+            self.rendered, self.rendering = (version, html_page), False
+
+    def wait(self, timeout: float = 60.0) -> str:
+        """The page of the current version (tests and the load benchmark)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self.page()
+            with self.lock:
+                if self.rendered and self.rendered[0] == self.store.version:
+                    return self.rendered[1]
+            if time.monotonic() > deadline:
+                raise TimeoutError("the dashboard was not drawn in time")
+            time.sleep(0.05)
+
+
+def _leaderboard(rows: list[dict]) -> list[dict]:
+    best: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["model"], row["precision"], row["gpu"])
+        if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
+            best[key] = row
+    return sorted(best.values(), key=lambda r: (str(r["model"]), str(r["precision"]), str(r["gpu"])))
+
+
+def _page(board: list[dict], plots: str) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(r['model'])}</td><td>{html.escape(r['precision'])}</td><td>{html.escape(r['gpu'])}</td>"
-        f"<td>{html.escape(r['lib'])}</td><td>{r['batch_size']}</td><td>{r['images_per_second']:.1f}</td>"
-        f"<td>{html.escape(r['submitter'])}</td></tr>" for r in store.leaderboard())
-    plots = "".join(f"<img alt='{html.escape(m)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-                    for m, png in _crowd_plots(store))
+        "<tr>" + "".join(f"<td>{html.escape(str(r[k]))}</td>" for k in ("model", "precision", "gpu", "lib", "batch_size"))
+        + f"<td>{r['images_per_second']:.1f}</td><td>{html.escape(str(r['submitter']))}</td></tr>" for r in board)
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ck-precision-bench results</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:2px 8px}"
             "table{border-collapse:collapse}img{max-width:100%}</style></head><body>"
-            "<h1>ck-precision-bench: the crowd's results</h1><h2>Leaderboard (best images per second)</h2>"
+            "<h1>ck-precision-bench: the crowd's results</h1><h2>Leaderboard (best images per second, per GPU)</h2>"
             "<table id='leaderboard'><tr><th>model</th><th>precision</th><th>GPU</th><th>lib</th><th>batch</th>"
             f"<th>img/s</th><th>submitter</th></tr>{rows}</table><h2>Time per image</h2>{plots}"
             "<p>Results repository: <code>ck pull repo --url=http://HOST:PORT/results.git</code></p></body></html>")
 
 
-def _crowd_plots(store: Store) -> list[tuple[str, bytes]]:
-    """The notebook's time-per-image bars over the published points."""
-    import warnings
+def _plots(rows: list[dict]) -> str:
+    """The notebook's time-per-image bars per (GPU, model), from the stored points' one time (no file reads)."""
+    import pandas as pd
 
-    from .. import analysis, plots, readpoints
+    from .. import plots
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        loaded = readpoints.load([store.work])
-    if loaded.runs.empty or not loaded.runs["success"].any():
-        return []
-    stats = analysis.time_stats(loaded.runs)
-    pairs = stats.reset_index()[analysis.MODEL].drop_duplicates().itertuples(index=False)
-    return [(f"{m} on {p}", plots.time_per_image_bars(stats, p, m)) for p, m in pairs]
+    if not rows:
+        return "<p>No results yet.</p>"
+    frame = pd.DataFrame(rows).rename(columns={"gpu": "platform"})
+    frame["time_per_image_ms"] = 1e3 / frame["images_per_second"]
+    stats = frame.groupby(["platform", "model", "lib", "batch_size"])["time_per_image_ms"].agg(["median", "std"])
+    stats = stats.rename(columns={"median": "time_per_image_ms", "std": "time_per_image_ms_std"}).fillna(0.0)
+    out = []
+    for platform, model in stats.reset_index()[["platform", "model"]].drop_duplicates().itertuples(index=False):
+        png = plots.time_per_image_bars(stats, platform, model)
+        out.append(f"<img alt='{html.escape(f'{model} on {platform}')}' "
+                   f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    return "".join(out)

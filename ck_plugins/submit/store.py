@@ -24,7 +24,7 @@ SUBMISSIONS = sa.Table(
     "submissions", META,
     sa.Column("id", sa.String(36), primary_key=True), sa.Column("submitter", sa.String(100), nullable=False),
     sa.Column("created", sa.Float, nullable=False), sa.Column("points", sa.Integer, nullable=False),
-    sa.Column("published", sa.Boolean, nullable=False, default=False),
+    sa.Column("published", sa.Boolean, nullable=False, default=False, index=True),
     sa.Column("withdrawn", sa.Boolean, nullable=False, default=False),
     sa.Column("files", sa.Text, nullable=False, default="[]"))
 POINTS = sa.Table(
@@ -42,42 +42,57 @@ def content_hash(item: dict) -> str:
 
 
 class Store:
-    def __init__(self, data_dir: Path, db_url: str | None = None):
+    def __init__(self, data_dir: Path, db_url: str | None = None, alias: str | None = None):
         self.data_dir = Path(data_dir)
         self.work, self.bare = self.data_dir / "work", self.data_dir / "results.git"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # each service its own results alias, so one CK installation can pull several services
+        self.alias = alias or f"{ckrepo.RESULTS_ALIAS}-{ckrepo.uid_of(str(self.data_dir.resolve()))[:8]}"
         url = db_url or f"sqlite:///{self.data_dir / 'service.db'}"
         self.engine = sa.create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA journal_mode=WAL"))
         META.create_all(self.engine)
-        self.lock = threading.Lock()  # one writer at a time: accept and publish stay in order
+        self.lock = threading.Lock()  # the git work tree has one writer at a time
+        self.version = 0  # changes whenever what is published changes (the dashboard's cache key)
         self._init_git()
 
     # ------------------------------------------------------------------------------------------- accept
     def accept(self, submitter: str, points: list[dict]) -> dict:
-        """Store the new points (duplicates by content hash are skipped) and publish them; all or nothing."""
+        """Store the new points (duplicates by content hash are skipped), then publish whatever is unpublished:
+        a submitter waiting for the git lock usually finds its submission published by the one before (group
+        commit), so latency does not grow with the number of submitters or with history."""
+        hashes = [content_hash(p) for p in points]
+        with self.engine.begin() as db:
+            known = {row[0] for row in db.execute(sa.select(POINTS.c.hash).where(POINTS.c.hash.in_(hashes)))}
+            fresh = {h: p for h, p in zip(hashes, points) if h not in known}
+            if not fresh:
+                return {"submission": None, "accepted": 0, "duplicates": len(points)}
+            sid = str(uuid.uuid4())
+            db.execute(SUBMISSIONS.insert().values(id=sid, submitter=submitter, created=time.time(),
+                                                   points=len(fresh), published=False, withdrawn=False, files="[]"))
+            db.execute(POINTS.insert(), [_row(h, sid, p) for h, p in fresh.items()])
         with self.lock:
-            hashes = [content_hash(p) for p in points]
-            with self.engine.begin() as db:
-                known = {row[0] for row in db.execute(sa.select(POINTS.c.hash).where(POINTS.c.hash.in_(hashes)))}
-                fresh = {h: p for h, p in zip(hashes, points) if h not in known}
-                if not fresh:
-                    return {"submission": None, "accepted": 0, "duplicates": len(points)}
-                sid = str(uuid.uuid4())
-                db.execute(SUBMISSIONS.insert().values(id=sid, submitter=submitter, created=time.time(),
-                                                       points=len(fresh), published=False, withdrawn=False, files="[]"))
-                db.execute(POINTS.insert(), [_row(h, sid, p) for h, p in fresh.items()])
-            self._publish_pending()
-            return {"submission": sid, "accepted": len(fresh), "duplicates": len(points) - len(fresh)}
+            self._publish_unpublished()
+        return {"submission": sid, "accepted": len(fresh), "duplicates": len(points) - len(fresh)}
 
     def withdraw(self, sid: str) -> bool:
         with self.lock:
             with self.engine.begin() as db:
-                found = db.execute(sa.update(SUBMISSIONS).where(SUBMISSIONS.c.id == sid)
-                                   .values(withdrawn=True)).rowcount
-            self._publish_pending()
-            return bool(found)
+                row = db.execute(sa.select(SUBMISSIONS).where(SUBMISSIONS.c.id == sid)).mappings().first()
+                if row is None:
+                    return False
+                db.execute(sa.update(SUBMISSIONS).where(SUBMISSIONS.c.id == sid).values(withdrawn=True))
+            if row["published"] and not row["withdrawn"]:
+                self._commit_withdrawal(sid)
+                self._push()
+            return True
+
+    def status(self, sid: str) -> dict | None:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(SUBMISSIONS.c.id, SUBMISSIONS.c.points, SUBMISSIONS.c.published,
+                                       SUBMISSIONS.c.withdrawn).where(SUBMISSIONS.c.id == sid)).mappings().first()
+        return dict(row) if row else None
 
     # ------------------------------------------------------------------------------------------- publish
     def _init_git(self) -> None:
@@ -85,33 +100,48 @@ class Store:
             _git(self.data_dir, "init", "-q", "--bare", "-b", "main", str(self.bare))
         if not (self.work / ".git").exists():
             _git(self.data_dir, "init", "-q", "-b", "main", str(self.work))
-            ckrepo.init_repo(self.work, ckrepo.RESULTS_ALIAS)
+            ckrepo.init_repo(self.work, self.alias)
             _git(self.work, "add", "-A")
             _git(self.work, *GIT_ID, "commit", "-q", "-m", "results repository")
             _git(self.work, "remote", "add", "origin", str(self.bare))
         self.reconcile()
 
     def reconcile(self) -> None:
+        """At start-up, after any crash: remove the locks a killed git left (no git of ours runs now), drop
+        uncommitted changes, then make git and the database agree: a publish commit the database did not record
+        is recorded with its files, a recorded withdrawal is committed, and unpublished submissions are published."""
         with self.lock:
+            for lock in [self.work / ".git" / "index.lock", *self.work.glob(".git/refs/**/*.lock"),
+                         *self.bare.glob("refs/**/*.lock"), *self.bare.glob("*.lock")]:
+                lock.unlink(missing_ok=True)
             _git(self.work, "reset", "-q", "--hard")
             _git(self.work, "clean", "-q", "-fdx")
-            self._publish_pending()
+            log = dict(line.split(" ", 1) for line in _git(self.work, "log", "--format=%H %s").splitlines())
+            published = {s.split(" ")[1]: sha for sha, s in log.items() if s.startswith("publish ")}
+            withdrawn = {s.split(" ")[1] for s in log.values() if s.startswith("withdraw ")}
+            with self.engine.connect() as db:
+                rows = db.execute(sa.select(SUBMISSIONS)).mappings().all()
+            for row in rows:
+                if row["id"] in published and not row["published"]:
+                    files = _git(self.work, "show", "--name-only", "--format=", published[row["id"]]).split()
+                    self._mark(row["id"], published=True, files=files)
+                if row["withdrawn"] and row["id"] in published and row["id"] not in withdrawn:
+                    self._commit_withdrawal(row["id"])
+            self._publish_unpublished()
 
-    def _publish_pending(self) -> None:
-        log = _git(self.work, "log", "--format=%s")
-        with self.engine.begin() as db:
-            rows = db.execute(sa.select(SUBMISSIONS).order_by(SUBMISSIONS.c.created)).mappings().all()
+    def _publish_unpublished(self) -> None:
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(SUBMISSIONS.c.id, SUBMISSIONS.c.submitter)
+                              .where(SUBMISSIONS.c.published.is_(False), SUBMISSIONS.c.withdrawn.is_(False))
+                              .order_by(SUBMISSIONS.c.created)).mappings().all()
         for row in rows:
-            published = f"publish {row['id']}" in log
-            retracted = f"withdraw {row['id']}" in log
-            if row["withdrawn"] and published and not retracted:
-                self._commit_withdrawal(row)
-            elif not row["withdrawn"] and not published:
-                self._commit_submission(row)
-            elif published and not row["published"]:
-                self._mark(row["id"], published=True)
+            self._commit_submission(row)
+        self._push()
+
+    def _push(self) -> None:
         _git(self.work, "push", "-q", "origin", "main")
         _git(self.bare, "update-server-info")  # the dumb HTTP protocol: `ck pull repo --url=http://...` works
+        self.version += 1
 
     def _commit_submission(self, row) -> None:
         with self.engine.begin() as db:
@@ -123,16 +153,16 @@ class Store:
             entry = ckrepo.ensure_experiment_entry(self.work, env["CK_MODEL"], env["CK_LIB"],
                                                    ["explore-batch-size-libs-models", env["CK_MODEL"], env["CK_LIB"]])
             files.append(str(ckrepo.write_point(entry, item).relative_to(self.work)))
-        _git(self.work, "add", "-A")
+        _git(self.work, "add", "-A", "--", "experiment")
         _git(self.work, *GIT_ID, "commit", "-q", "-m", f"publish {row['id']} from {row['submitter']}: {len(files)} points")
         self._mark(row["id"], published=True, files=files)
 
-    def _commit_withdrawal(self, row) -> None:
+    def _commit_withdrawal(self, sid: str) -> None:
         with self.engine.begin() as db:
-            files = json.loads(db.execute(sa.select(SUBMISSIONS.c.files).where(SUBMISSIONS.c.id == row["id"])).scalar())
+            files = json.loads(db.execute(sa.select(SUBMISSIONS.c.files).where(SUBMISSIONS.c.id == sid)).scalar())
         if files:
             _git(self.work, "rm", "-q", "--ignore-unmatch", *files)
-        _git(self.work, *GIT_ID, "commit", "-q", "--allow-empty", "-m", f"withdraw {row['id']}")
+        _git(self.work, *GIT_ID, "commit", "-q", "--allow-empty", "-m", f"withdraw {sid}")
 
     def _mark(self, sid: str, **values) -> None:
         if "files" in values:
@@ -141,19 +171,24 @@ class Store:
             db.execute(sa.update(SUBMISSIONS).where(SUBMISSIONS.c.id == sid).values(**values))
 
     # ---------------------------------------------------------------------------------------------- read
-    def leaderboard(self) -> list[dict]:
-        """Per (model, precision, GPU): the fastest accepted point, with its lib, batch size and submitter."""
+    def rows(self) -> list[dict]:
+        """Every accepted, not withdrawn point's leaderboard columns (no bodies)."""
         query = (sa.select(POINTS.c.model, POINTS.c.precision, POINTS.c.gpu, POINTS.c.lib, POINTS.c.batch_size,
                            POINTS.c.images_per_second, SUBMISSIONS.c.submitter)
                  .join(SUBMISSIONS, POINTS.c.submission_id == SUBMISSIONS.c.id)
                  .where(SUBMISSIONS.c.withdrawn.is_(False)))
-        best: dict[tuple, dict] = {}
         with self.engine.connect() as db:
-            for row in db.execute(query).mappings():
-                key = (row["model"], row["precision"], row["gpu"])
-                if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
-                    best[key] = dict(row)
-        return sorted(best.values(), key=lambda r: (r["model"], r["precision"], r["gpu"] or ""))
+            return [dict(row) for row in db.execute(query).mappings()]
+
+    def leaderboard(self) -> list[dict]:
+        """Per (model, precision, GPU): the fastest accepted point, with its lib, batch size and submitter. GPUs are
+        never mixed: a submission from one GPU never changes another GPU's row."""
+        best: dict[tuple, dict] = {}
+        for row in self.rows():
+            key = (row["model"], row["precision"], row["gpu"])
+            if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
+                best[key] = row
+        return sorted(best.values(), key=lambda r: (str(r["model"]), str(r["precision"]), str(r["gpu"])))
 
 
 def _row(digest: str, sid: str, item: dict) -> dict:
@@ -162,7 +197,7 @@ def _row(digest: str, sid: str, item: dict) -> dict:
     time_ms = read.time_ms
     precision = item["choices"].get("settings", {}).get("precision")
     return {"hash": digest, "submission_id": sid, "model": read.model, "lib": read.lib, "gpu": read.platform,
-            "precision": precision if isinstance(precision, str) else "fp32",
+            "precision": precision.casefold() if isinstance(precision, str) else "fp32",
             "batch_size": read.batch_size, "images_per_second": 1e3 * read.batch_size / time_ms if time_ms else 0.0,
             "body": json.dumps(item, sort_keys=True)}
 

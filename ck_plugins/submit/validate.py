@@ -6,7 +6,7 @@ import json
 import math
 
 from .. import point as point_schema
-from ..roofline import peak_tflops
+from ..roofline import PRECISIONS, cpu_ceiling_tflops, known_gpus, peak_tflops
 from ..stats import repetition_time_ms
 
 MAX_BODY_BYTES = 8 * 2**20
@@ -15,6 +15,9 @@ MAX_STRING = 4096
 MAX_ITEMS = 50_000  # elements of any one array
 MAX_DEPTH = 24
 MIN_REPETITIONS = 3
+MODEL_FLOPS = {"resnet50": 8178368512.0, "alexnet": 1428376960.0, "googlenet": 2996752384.0,
+               "squeezenet-1.0": 1637849152.0, "squeezenet-1.1": 698303872.0}  # conv + linear FLOP per image
+MAX_INTEGER = 2**53  # integers JSON readers and 64-bit databases hold exactly
 
 
 class Rejected(ValueError):
@@ -49,11 +52,16 @@ def check_bundle(data: dict) -> list[str]:
 
 
 def _check_shape(value, path: str, depth: int) -> list[str]:
-    """Bounded strings, arrays and nesting, before the schema looks at anything."""
+    """Bounded strings, numbers, arrays and nesting, before the schema looks at anything: no NUL or lone surrogate
+    in a string or key, no integer a database or JSON reader could not hold exactly."""
     if depth > MAX_DEPTH:
         return [f"{path or '(body)'}: nested deeper than {MAX_DEPTH}"]
-    if isinstance(value, str) and len(value) > MAX_STRING:
-        return [f"{path}: a string of {len(value)} characters; at most {MAX_STRING}"]
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            return [f"{path}: a string of {len(value)} characters; at most {MAX_STRING}"]
+        return [f"{path}: {bad}" for bad in [_bad_text(value)] if bad]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        return [f"{path}: an integer of {len(str(abs(value)))} digits; at most {MAX_INTEGER} in size"]
     if isinstance(value, float) and not math.isfinite(value):
         return [f"{path}: {value} is not a finite number (JSON has no NaN or Infinity)"]
     if isinstance(value, list):
@@ -63,8 +71,21 @@ def _check_shape(value, path: str, depth: int) -> list[str]:
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in
                 ([f"{path}: a key of {len(k)} characters"] if len(k) > 200 else []) +
-                _check_shape(v, f"{path}/{k}".lstrip("/"), depth + 1)]
+                ([f"{path}: a key with {_bad_text(k)}"] if _bad_text(k) else []) +
+                _check_shape(v, f"{path}/{_printable(k)}".lstrip("/"), depth + 1)]
     return []
+
+
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character, which no stored string may hold"
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        return "a lone surrogate (not valid Unicode), which no stored string may hold"
+    return None
+
+
+def _printable(key: str) -> str:
+    return key if _bad_text(key) is None else key.encode("utf-8", "backslashreplace").decode("ascii", "replace")
 
 
 def check_point(item, where: str) -> list[str]:
@@ -93,8 +114,18 @@ def check_point(item, where: str) -> list[str]:
     if not isinstance(flops, (int, float)) or flops <= 0:
         found.append(f"{where}/features/model/flops_per_image: a positive number is required")
         return found
+    known = MODEL_FLOPS.get(env["CK_MODEL"])
+    if known and not math.isclose(flops, known, rel_tol=0.01):  # less work claimed would pass the roofline
+        found.append(f"{where}/features/model/flops_per_image: {flops:.6g} but {env['CK_MODEL']} does {known:.6g}")
+        return found
     gpu = features["platform"].get("gpu")
-    peak = peak_tflops(gpu, item["choices"].get("settings", {}).get("precision", "fp32"))
+    precision = item["choices"].get("settings", {}).get("precision", "fp32")
+    if precision.casefold() not in PRECISIONS:
+        return found + [f"{where}/choices/settings/precision: {precision!r}; expected one of {', '.join(PRECISIONS)}"]
+    peak = peak_tflops(gpu, precision) if gpu else cpu_ceiling_tflops()
+    if peak is None:  # a result nobody can check is refused, not shown: see docs/service.md
+        return found + [f"{where}/features/platform/gpu: {gpu!r} at {precision} has no known peak to check the result "
+                        f"against; known GPUs: {', '.join(known_gpus())} (fp8 on Hopper only), or null for a CPU run"]
     for index, run in enumerate(runs):
         if not run["run_success"]:
             continue
@@ -108,7 +139,7 @@ def check_point(item, where: str) -> list[str]:
         expected = 1e3 * env["CK_BATCH_SIZE"] / run["time_fw_ms"]
         if not math.isclose(run["images_per_second"], expected, rel_tol=1e-3):
             found.append(f"{path}/images_per_second: {run['images_per_second']} but batch / time gives {expected:.6g}")
-        if peak and run["images_per_second"] * flops > peak * 1e12:
+        if run["images_per_second"] * flops > peak * 1e12:
             found.append(f"{path}/images_per_second: {run['images_per_second']:.6g} img/s x features/model/"
-                         f"flops_per_image {flops:.4g} FLOP is above the {peak} TFLOP/s peak of {gpu}")
+                         f"flops_per_image {flops:.4g} FLOP is above the {peak} TFLOP/s peak of {gpu or 'any CPU'}")
     return found
