@@ -69,3 +69,12 @@ def test_torchvision_state_dict_loads_strictly_and_outputs_match(name):
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_services_table_of_work_per_image_matches_the_models():
+    """The service refuses a point that claims less work than its model does (it would pass the roofline)."""
+    from ck_plugins.submit.validate import MODEL_FLOPS
+
+    for name, flops in MODEL_FLOPS.items():
+        work = models.layer_work(models.build(name))
+        assert sum(w.flops for w in work if w.type in ("Conv2d", "Linear")) == flops

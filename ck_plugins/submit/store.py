@@ -123,7 +123,8 @@ class Store:
                 rows = db.execute(sa.select(SUBMISSIONS)).mappings().all()
             for row in rows:
                 if row["id"] in published and not row["published"]:
-                    files = _git(self.work, "show", "--name-only", "--format=", published[row["id"]]).split()
+                    files = [f for f in _git(self.work, "show", "--name-only", "--format=", published[row["id"]]).split()
+                             if "/ckp-" in f]  # its point files (entry metas and aliases stay)
                     self._mark(row["id"], published=True, files=files)
                 if row["withdrawn"] and row["id"] in published and row["id"] not in withdrawn:
                     self._commit_withdrawal(row["id"])

@@ -1,0 +1,156 @@
+"""Each case found by attacking the result service, kept as a test: every one failed before its fix."""
+import concurrent.futures
+import json
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from ck_plugins.submit import server as service
+from ck_plugins.submit.server import create_app
+from ck_plugins.submit.store import Store
+from test_service import ADMIN, AUTH, TOKEN, git, valid_point
+
+
+@pytest.fixture()
+def client(tmp_path):
+    app = create_app(tmp_path / "service", {TOKEN: "alice"}, ADMIN)
+    return TestClient(app), app.state.store
+
+
+def post(client, item, headers=AUTH):
+    return client.post("/api/submissions", content=json.dumps({"points": [item]}), headers=headers)
+
+
+def with_value(tag, path, value):
+    item = valid_point(tag)
+    target = item
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return item
+
+
+@pytest.mark.parametrize("path, value, named", [
+    (("choices", "settings", "precision"), None, "settings/precision"),
+    (("choices", "settings", "precision"), ["x"], "settings/precision"),
+    (("choices", "settings", "precision"), {"a": 1}, "settings/precision"),
+    (("choices", "settings", "precision"), "fp64", "settings/precision"),
+    (("choices", "settings", "plan"), "x", "settings/plan"),
+    (("choices", "settings", "plan"), {"configs_used": ["a"]}, "configs_used"),
+    (("choices", "env", "CK_LIB"), "torch-amp\n", "CK_LIB"),
+    (("choices", "env", "CK_SEED"), 10**400, "CK_SEED"),
+    (("choices", "env", "CK_SEED"), 2**63, "CK_SEED"),
+    (("features", "platform", "cpu"), "a\udfffb", "platform/cpu"),
+    (("features", "platform", "cpu"), "a\x00b", "platform/cpu"),
+    (("features", "platform", "gpu"), "NVIDIA Imaginary 9000", "platform/gpu"),
+    (("features", "statistical_repetitions"), 99, "statistical_repetitions"),
+    (("features", "model", "flops_per_image"), 1.0e6, "flops_per_image"),
+    (("characteristics_list", 0, "run", "time_fw_ms"), 0.25, "time_fw_ms"),
+])
+def test_what_once_broke_or_fooled_the_service_is_a_4xx_naming_the_field(client, path, value, named):
+    http, store = client
+    item = with_value(f"-{named}-{value!r}"[:40], path, value)
+    body = json.dumps({"points": [item]}, ensure_ascii=True)  # a lone surrogate travels as \\udfff
+    response = http.post("/api/submissions", content=body, headers=AUTH)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    assert named in " ".join(response.json()["problems"] or [response.json()["error"]])
+    assert store.rows() == []
+
+
+def test_invented_results_far_above_the_peak_never_reach_the_top(client):
+    http, _ = client
+    fake = valid_point("-invented")
+    fake["choices"]["settings"]["precision"] = "FP16"  # case-folded: checked against the fp16 peak all the same
+    for c in fake["characteristics_list"]:
+        run = c["run"]
+        run["time_fw_ms_all"] = [t / 1e4 for t in run["time_fw_ms_all"]]
+        run["time_fw_ms"], run["images_per_second"] = run["time_fw_ms"] / 1e4, run["images_per_second"] * 1e4
+    response = post(http, fake)
+    assert response.status_code == 422 and "above the 989.4 TFLOP/s peak" in " ".join(response.json()["problems"])
+    assert http.get("/api/leaderboard").json() == []
+    honest = valid_point("-honest")
+    honest["choices"]["settings"]["precision"] = "FP16"
+    assert post(http, honest).status_code == 200
+    assert [r["precision"] for r in http.get("/api/leaderboard").json()] == ["fp16"]
+
+
+def test_every_stored_point_renders_and_labels_are_never_mathtext(client):
+    http, store = client
+    item = valid_point("-mathtext")
+    item["choices"]["settings"]["compile_mode"] = "$\\frac{$"  # becomes part of the lib label
+    assert post(http, item).status_code == 200
+    assert http.get("/api/leaderboard").status_code == 200
+    page = service.Dashboard(store).wait()
+    assert "data:image/png;base64," in page and "Plots unavailable" not in page
+
+
+def test_simultaneous_dashboard_loads_all_succeed(client):
+    http, store = client
+    assert post(http, valid_point("-concurrent")).status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: http.get("/").status_code, range(16)))
+    assert codes == [200] * 16
+
+
+def test_a_crash_between_the_publish_commit_and_the_database_is_repaired_at_restart(tmp_path, monkeypatch):
+    data = tmp_path / "service"
+    store = Store(data)
+    original = Store._mark
+
+    def crash(self, sid, **values):  # the process dies after git committed, before the database noted it
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(Store, "_mark", crash)
+    with pytest.raises(SystemExit):
+        store.accept("alice", [valid_point("-crash")])
+    monkeypatch.setattr(Store, "_mark", original)
+    restarted = Store(data)
+    sid = _only_submission(data)
+    assert restarted.status(sid)["published"]
+    files = _files(data, sid)
+    assert len(files) == 1 and files[0] in git(data / "results.git", "ls-tree", "-r", "--name-only", "main")
+    assert restarted.withdraw(sid)
+    assert files[0] not in git(data / "results.git", "ls-tree", "-r", "--name-only", "main")
+
+
+def test_a_stale_git_lock_left_by_a_killed_service_is_removed_at_restart(tmp_path):
+    data = tmp_path / "service"
+    Store(data)
+    (data / "work" / ".git" / "index.lock").write_text("")
+    restarted = Store(data)  # failed before: "Unable to create .../index.lock: File exists"
+    assert restarted.accept("alice", [valid_point("-after-lock")])["accepted"] == 1
+
+
+def test_tokens_are_checked_at_start_up():
+    with pytest.raises(ValueError, match="also alice's"):
+        service.parse_tokens(f"alice:{TOKEN},bob:{TOKEN}")
+    with pytest.raises(ValueError, match="equal to the admin token"):
+        service.check_tokens({ADMIN: "bob"}, ADMIN)
+    with pytest.raises(ValueError, match="characters that are not spaces"):
+        service.check_tokens({" " * 16: "bob"}, ADMIN)
+
+
+def test_the_bearer_scheme_is_case_insensitive(client):
+    http, _ = client
+    assert post(http, valid_point("-bearer"), headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+
+
+def test_each_service_has_its_own_results_alias(tmp_path):
+    first, second = Store(tmp_path / "a"), Store(tmp_path / "b")
+    aliases = [json.loads((s.work / ".ckr.json").read_text())["data_alias"] for s in (first, second)]
+    assert aliases[0] != aliases[1] and all(a.startswith("ck-precision-bench-results-") for a in aliases)
+    named = Store(tmp_path / "c", alias="lab-results")
+    assert json.loads((named.work / ".ckr.json").read_text())["data_alias"] == "lab-results"
+
+
+def _only_submission(data) -> str:
+    engine = sa.create_engine(f"sqlite:///{data / 'service.db'}")
+    with engine.connect() as db:
+        return db.execute(sa.text("select id from submissions")).scalar_one()
+
+
+def _files(data, sid) -> list[str]:
+    engine = sa.create_engine(f"sqlite:///{data / 'service.db'}")
+    with engine.connect() as db:
+        return json.loads(db.execute(sa.text("select files from submissions where id = :i"), {"i": sid}).scalar_one())
