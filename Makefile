@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONWARNINGS ?= ignore::SyntaxWarning
 BATCH ?= 2
 
-.PHONY: setup run test browser clean
+.PHONY: setup run test browser postgres clean
 
 setup: $(VENV)/.installed
 
@@ -30,7 +30,7 @@ run: setup
 	ck run program:resnet-fp16 --env.CK_BATCH_SIZE=$(BATCH) --treat_return_code_as_exit_code=yes
 	@echo "The result is in $(CURDIR)/program/resnet-fp16/tmp/result.json (CK's characteristics: tmp-ck-timer.json beside it); the last complete one per batch size stays in $(CURDIR)/out/resnet-fp16/."
 
-test: setup browser
+test: setup browser postgres
 	$(PY) -m pytest -q
 
 # Debian's Chromium for the report's browser tests (installed when we are root and it is missing).
@@ -38,6 +38,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium is not installed and cannot be here: the browser tests will say so and skip"
+
+# Debian's PostgreSQL for the service's tests on a real server (installed when we are root and it is missing).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  echo "postgresql is not installed and cannot be here: the PostgreSQL service tests will say so and skip"
 
 clean:
 	rm -rf $(VENV) $(CK_REPOS) program/*/tmp .pytest_cache out

@@ -2,6 +2,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,59 @@ def ck(ck_env):
         return subprocess.run([_ck_bin(), *args], env=ck_env, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     return run
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real PostgreSQL server (Debian's package) on a Unix socket in a temporary folder, run as the unprivileged
+    `postgres` user; yields a function that creates a fresh database and returns its SQLAlchemy URL."""
+    import pwd
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("needs Debian's postgresql (`make test` installs it when run as root)")
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("needs psycopg (pip install 'psycopg[binary]', part of the test extras)")
+    if os.getuid() != 0:
+        pytest.skip("starting PostgreSQL here needs root, to run the server as the unprivileged `postgres` user")
+    user = pwd.getpwnam("postgres")
+    root = Path(tempfile.mkdtemp(prefix="ckpb-postgres-"))  # pytest's own temporary folders are private to root
+    os.chmod(root, 0o755)
+    data, sock = root / "data", root / "sock"
+    for folder in (data, sock):
+        folder.mkdir()
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-o",
+                    f"-k {sock} -c listen_addresses='' -c max_connections=200 -c fsync=off", "start"],
+                   check=True, capture_output=True, timeout=120)
+    created = []
+
+    def database() -> str:
+        name = f"test{len(created)}"
+        with psycopg.connect(f"host={sock} user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        return f"postgresql+psycopg://postgres@/{name}?host={sock}"
+
+    yield database
+    subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                   capture_output=True, timeout=120)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request):
+    """None (SQLite in the service's data folder) or the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server")()

@@ -87,14 +87,15 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data: Path):
-        self.data, self.port, self.proc = data, free_port(), None
+    def __init__(self, data: Path, db_url: str | None = None):
+        self.data, self.port, self.proc, self.db_url = data, free_port(), None, db_url
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self):
         env = dict(os.environ, CKPB_TOKENS=f"alice:{TOKEN}", CKPB_ADMIN_TOKEN=ADMIN)
         self.proc = subprocess.Popen([sys.executable, "-m", "ck_plugins", "serve", "--data", str(self.data),
-                                      "--port", str(self.port)], env=env, stderr=subprocess.PIPE)
+                                      "--port", str(self.port), *(["--db-url", self.db_url] if self.db_url else [])],
+                                     env=env, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -118,10 +119,10 @@ class Server:
         self.proc.wait(timeout=30)
 
 
-def database_counts(data: Path) -> tuple[int, int]:
-    engine = sa.create_engine(f"sqlite:///{data / 'service.db'}")
+def database_counts(data: Path, db_url: str | None = None) -> tuple[int, int]:
+    engine = sa.create_engine(db_url or f"sqlite:///{data / 'service.db'}")
     with engine.connect() as db:
-        return (db.execute(sa.text("select count(*) from submissions where withdrawn = 0")).scalar(),
+        return (db.execute(sa.text("select count(*) from submissions where not withdrawn")).scalar(),
                 db.execute(sa.text("select count(*) from points")).scalar())
 
 
@@ -166,8 +167,8 @@ def test_the_whole_loop_submit_dashboard_and_ck_pull_from_another_installation(t
         server.stop()
 
 
-def test_fifty_concurrent_submitters_are_each_stored_and_published_once(tmp_path):
-    server = Server(tmp_path / "service").start()
+def test_fifty_concurrent_submitters_are_each_stored_and_published_once(tmp_path, db_url):
+    server = Server(tmp_path / "service", db_url).start()
     answers = []
     try:
         def submit(i):
@@ -181,12 +182,12 @@ def test_fifty_concurrent_submitters_are_each_stored_and_published_once(tmp_path
         server.stop()
     assert sorted(status for status, _ in answers) == [200] * 100
     assert sum(a["accepted"] for _, a in answers) == 50 and sum(a["duplicates"] for _, a in answers) == 50
-    assert database_counts(tmp_path / "service") == (50, 50)
+    assert database_counts(tmp_path / "service", db_url) == (50, 50)
     assert published(tmp_path / "service") == (50, 50)
 
 
-def test_killed_during_submissions_the_service_restarts_consistent(tmp_path):
-    server = Server(tmp_path / "service").start()
+def test_killed_during_submissions_the_service_restarts_consistent(tmp_path, db_url):
+    server = Server(tmp_path / "service", db_url).start()
     accepted, stop = [], threading.Event()
 
     def keep_submitting():
@@ -207,11 +208,11 @@ def test_killed_during_submissions_the_service_restarts_consistent(tmp_path):
     server.stop(signal.SIGKILL)
     stop.set()
     worker.join()
-    restarted = Server(tmp_path / "service")
+    restarted = Server(tmp_path / "service", db_url)
     restarted.port, restarted.url = server.port, server.url
     restarted.start()
     try:
-        submissions, points = database_counts(tmp_path / "service")
+        submissions, points = database_counts(tmp_path / "service", db_url)
         assert submissions == points >= len(accepted)  # every answered submission is there, whole
         assert published(tmp_path / "service") == (submissions, points)  # and published exactly once
         log = git(tmp_path / "service" / "results.git", "log", "--format=%s", "main")

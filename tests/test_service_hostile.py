@@ -13,8 +13,8 @@ from test_service import ADMIN, AUTH, TOKEN, git, valid_point
 
 
 @pytest.fixture()
-def client(tmp_path):
-    app = create_app(tmp_path / "service", {TOKEN: "alice"}, ADMIN)
+def client(tmp_path, db_url):
+    app = create_app(tmp_path / "service", {TOKEN: "alice"}, ADMIN, db_url)
     return TestClient(app), app.state.store
 
 
@@ -93,9 +93,9 @@ def test_simultaneous_dashboard_loads_all_succeed(client):
     assert codes == [200] * 16
 
 
-def test_a_crash_between_the_publish_commit_and_the_database_is_repaired_at_restart(tmp_path, monkeypatch):
+def test_a_crash_between_the_publish_commit_and_the_database_is_repaired_at_restart(tmp_path, monkeypatch, db_url):
     data = tmp_path / "service"
-    store = Store(data)
+    store = Store(data, db_url)
     original = Store._mark
 
     def crash(self, sid, **values):  # the process dies after git committed, before the database noted it
@@ -105,10 +105,10 @@ def test_a_crash_between_the_publish_commit_and_the_database_is_repaired_at_rest
     with pytest.raises(SystemExit):
         store.accept("alice", [valid_point("-crash")])
     monkeypatch.setattr(Store, "_mark", original)
-    restarted = Store(data)
-    sid = _only_submission(data)
+    restarted = Store(data, db_url)
+    sid = _only_submission(data, db_url)
     assert restarted.status(sid)["published"]
-    files = _files(data, sid)
+    files = _files(data, sid, db_url)
     assert len(files) == 1 and files[0] in git(data / "results.git", "ls-tree", "-r", "--name-only", "main")
     assert restarted.withdraw(sid)
     assert files[0] not in git(data / "results.git", "ls-tree", "-r", "--name-only", "main")
@@ -144,13 +144,13 @@ def test_each_service_has_its_own_results_alias(tmp_path):
     assert json.loads((named.work / ".ckr.json").read_text())["data_alias"] == "lab-results"
 
 
-def _only_submission(data) -> str:
-    engine = sa.create_engine(f"sqlite:///{data / 'service.db'}")
+def _only_submission(data, db_url=None) -> str:
+    engine = sa.create_engine(db_url or f"sqlite:///{data / 'service.db'}")
     with engine.connect() as db:
         return db.execute(sa.text("select id from submissions")).scalar_one()
 
 
-def _files(data, sid) -> list[str]:
-    engine = sa.create_engine(f"sqlite:///{data / 'service.db'}")
+def _files(data, sid, db_url=None) -> list[str]:
+    engine = sa.create_engine(db_url or f"sqlite:///{data / 'service.db'}")
     with engine.connect() as db:
         return json.loads(db.execute(sa.text("select files from submissions where id = :i"), {"i": sid}).scalar_one())

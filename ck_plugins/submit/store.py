@@ -63,15 +63,22 @@ class Store:
         a submitter waiting for the git lock usually finds its submission published by the one before (group
         commit), so latency does not grow with the number of submitters or with history."""
         hashes = [content_hash(p) for p in points]
-        with self.engine.begin() as db:
-            known = {row[0] for row in db.execute(sa.select(POINTS.c.hash).where(POINTS.c.hash.in_(hashes)))}
-            fresh = {h: p for h, p in zip(hashes, points) if h not in known}
-            if not fresh:
-                return {"submission": None, "accepted": 0, "duplicates": len(points)}
-            sid = str(uuid.uuid4())
-            db.execute(SUBMISSIONS.insert().values(id=sid, submitter=submitter, created=time.time(),
-                                                   points=len(fresh), published=False, withdrawn=False, files="[]"))
-            db.execute(POINTS.insert(), [_row(h, sid, p) for h, p in fresh.items()])
+        for attempt in range(3):  # a concurrent submitter may insert the same point first (PostgreSQL: a conflict)
+            try:
+                with self.engine.begin() as db:
+                    known = {row[0] for row in db.execute(sa.select(POINTS.c.hash).where(POINTS.c.hash.in_(hashes)))}
+                    fresh = {h: p for h, p in zip(hashes, points) if h not in known}
+                    if not fresh:
+                        return {"submission": None, "accepted": 0, "duplicates": len(points)}
+                    sid = str(uuid.uuid4())
+                    db.execute(SUBMISSIONS.insert().values(id=sid, submitter=submitter, created=time.time(),
+                                                           points=len(fresh), published=False, withdrawn=False,
+                                                           files="[]"))
+                    db.execute(POINTS.insert(), [_row(h, sid, p) for h, p in fresh.items()])
+                break
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
         with self.lock:
             self._publish_unpublished()
         return {"submission": sid, "accepted": len(fresh), "duplicates": len(points) - len(fresh)}
