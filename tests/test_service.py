@@ -114,6 +114,18 @@ class Server:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
+    def settle(self, timeout: float = 120.0) -> None:
+        """Wait until every stored submission is published (the service answers once a submission is stored)."""
+        deadline = time.monotonic() + timeout
+        engine = sa.create_engine(self.db_url or f"sqlite:///{self.data / 'service.db'}")
+        query = sa.text("select count(*) from submissions where not published and not withdrawn")
+        while True:
+            with engine.connect() as db:
+                if db.execute(query).scalar() == 0:
+                    return
+            assert time.monotonic() < deadline, "stored submissions were never published"
+            time.sleep(0.1)
+
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
         self.proc.wait(timeout=30)
@@ -146,6 +158,7 @@ def test_the_whole_loop_submit_dashboard_and_ck_pull_from_another_installation(t
         done = subprocess.run([sys.executable, "-m", "ck_plugins", "submit", "--url", server.url, "--token", TOKEN,
                                "--repo", str(repo)], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and f"{n} points accepted" in done.stdout, done.stderr[-2000:]
+        server.settle()  # answered once stored; git follows
         board = json.loads(urllib.request.urlopen(server.url + "/api/leaderboard").read())
         assert board[0]["submitter"] == "alice" and board[0]["model"] == "alexnet"
         other = dict(ck_env, CK_REPOS=str(tmp_path / "other-CK"), HOME=str(tmp_path / "other-home"))
@@ -226,7 +239,8 @@ def test_killed_during_submissions_the_service_restarts_consistent(tmp_path, db_
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory):
     app = create_app(tmp_path_factory.mktemp("fuzz"), {TOKEN: "alice"}, ADMIN)
-    return TestClient(app), app.state.store
+    yield TestClient(app), app.state.store
+    app.state.store.close()
 
 
 def json_values():
@@ -319,6 +333,7 @@ def test_admin_withdraws_a_submission_from_the_results(app_client):
     client, store = app_client
     answer = client.post("/api/submissions", content=json.dumps({"points": [valid_point("-withdraw")]}),
                          headers=AUTH).json()
+    store.flush()
     files_before = published(store.data_dir)[1]
     done = client.post(f"/api/submissions/{answer['submission']}/withdraw", headers={"Authorization": f"Bearer {ADMIN}"})
     assert done.status_code == 200 and published(store.data_dir)[1] == files_before - 1

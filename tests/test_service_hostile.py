@@ -15,7 +15,8 @@ from test_service import ADMIN, AUTH, TOKEN, git, valid_point
 @pytest.fixture()
 def client(tmp_path, db_url):
     app = create_app(tmp_path / "service", {TOKEN: "alice"}, ADMIN, db_url)
-    return TestClient(app), app.state.store
+    yield TestClient(app), app.state.store
+    app.state.store.close()
 
 
 def post(client, item, headers=AUTH):
@@ -81,6 +82,7 @@ def test_every_stored_point_renders_and_labels_are_never_mathtext(client):
     item["choices"]["settings"]["compile_mode"] = "$\\frac{$"  # becomes part of the lib label
     assert post(http, item).status_code == 200
     assert http.get("/api/leaderboard").status_code == 200
+    store.flush()
     page = service.Dashboard(store).wait()
     assert "data:image/png;base64," in page and "Plots unavailable" not in page
 

@@ -63,9 +63,10 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
                alias: str | None = None) -> FastAPI:
     """`tokens` maps each submitter's token to their name."""
     check_tokens(tokens, admin_token)
-    store = Store(Path(data_dir), db_url, alias)
+    store = Store(Path(data_dir), db_url, alias, background=True)  # answers once stored; git follows
     dashboard = Dashboard(store)
     app = FastAPI(title="ck-precision-bench results", docs_url=None, redoc_url=None)
+    app.router.on_shutdown.append(store.close)  # a stopped service publishes what it stored
     digests = {hashlib.sha256(t.encode()).digest(): name for t, name in tokens.items()}
 
     def bearer(request: Request) -> str | None:

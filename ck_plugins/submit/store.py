@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -42,7 +43,11 @@ def content_hash(item: dict) -> str:
 
 
 class Store:
-    def __init__(self, data_dir: Path, db_url: str | None = None, alias: str | None = None):
+    """`background=True` (the service): `accept` answers once the points are in the database, and a publisher
+    thread commits them to git (a crash in between is repaired at restart: the database is the truth).
+    Otherwise `accept` publishes before it returns."""
+
+    def __init__(self, data_dir: Path, db_url: str | None = None, alias: str | None = None, background: bool = False):
         self.data_dir = Path(data_dir)
         self.work, self.bare = self.data_dir / "work", self.data_dir / "results.git"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +61,10 @@ class Store:
         self.lock = threading.Lock()  # the git work tree has one writer at a time
         self.version = 0  # changes whenever what is published changes (the dashboard's cache key)
         self._init_git()
+        self._wake, self._stopping = threading.Event(), threading.Event()
+        self._publisher = threading.Thread(target=self._publish_loop, daemon=True) if background else None
+        if self._publisher:
+            self._publisher.start()
 
     # ------------------------------------------------------------------------------------------- accept
     def accept(self, submitter: str, points: list[dict]) -> dict:
@@ -79,9 +88,33 @@ class Store:
             except sa.exc.IntegrityError:
                 if attempt == 2:
                     raise
+        if self._publisher:
+            self._wake.set()
+        else:
+            self.flush()
+        return {"submission": sid, "accepted": len(fresh), "duplicates": len(points) - len(fresh)}
+
+    def flush(self) -> None:
+        """Publish every stored, unpublished submission now."""
         with self.lock:
             self._publish_unpublished()
-        return {"submission": sid, "accepted": len(fresh), "duplicates": len(points) - len(fresh)}
+
+    def close(self) -> None:
+        """Stop the publisher thread after it has published what is stored."""
+        self._stopping.set()
+        self._wake.set()
+        if self._publisher:
+            self._publisher.join(timeout=120)
+        self.flush()
+
+    def _publish_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            try:
+                self.flush()
+            except (RuntimeError, OSError, sa.exc.SQLAlchemyError) as error:  # retried at the next wake-up
+                print(f"publishing failed, will retry: {error}", file=sys.stderr)
 
     def withdraw(self, sid: str) -> bool:
         with self.lock:
@@ -136,6 +169,7 @@ class Store:
                 if row["withdrawn"] and row["id"] in published and row["id"] not in withdrawn:
                     self._commit_withdrawal(row["id"])
             self._publish_unpublished()
+            self._push()
 
     def _publish_unpublished(self) -> None:
         with self.engine.connect() as db:
@@ -144,7 +178,8 @@ class Store:
                               .order_by(SUBMISSIONS.c.created)).mappings().all()
         for row in rows:
             self._commit_submission(row)
-        self._push()
+        if rows:
+            self._push()
 
     def _push(self) -> None:
         _git(self.work, "push", "-q", "origin", "main")
