@@ -111,7 +111,7 @@ def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_
         git(clone, "add", "-A")
         git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"shard {index}")
         clones.append(clone)
-    git(clones[0], "pull", "-q", "--no-rebase", "--no-edit", str(clones[1]), "main")
+    git(clones[0], "-c", "user.name=t", "-c", "user.email=t@t", "pull", "-q", "--no-rebase", "--no-edit", str(clones[1]), "main")
     merged = points(clones[0])
     assert len(merged) == 8 and len({(m, lib, b) for m, lib, b, *_ in merged}) == 8
 
