@@ -101,3 +101,10 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_it_resumes(ck_env, tmp_path):
     resumed = subprocess.run(command, cwd=REPO, env=ck_env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0 and "0 failed" in resumed.stdout, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert len(list(tmp_path.glob("experiment/*/ckp-*.json"))) == 8  # every point once, none lost, none twice
+
+
+def test_ctrl_c_stops_the_adaptive_run_cleanly(ck_env, tmp_path):
+    done = _interrupt([sys.executable, "-m", "ck_plugins", "adaptive", "--device", "cpu", "--models", "squeezenet-1.1",
+                       "--batch-sizes", "1", "--repo", str(tmp_path)], ck_env, "warm-up")
+    assert done.returncode == 130 and "Traceback" not in done.stdout, done.stdout[-2000:]
+    assert done.stdout.strip().splitlines()[-1].endswith("interrupted; run it again to resume")

@@ -196,3 +196,22 @@ def test_report_names_the_platform_and_the_varying_dimension(repos, tmp_path):
     page = built.html_path.read_text()
     assert "GeForce GTX 1080" in page and "--where OPENBLAS_NUM_THREADS=VALUE" in page
     assert built.summary["dimensions"] == {"OPENBLAS_NUM_THREADS": ["1", "2", "4"]}
+
+
+def test_an_older_point_is_migrated_through_its_named_steps(tmp_path, monkeypatch):
+    folder = fixtures.entry(tmp_path, "resnet50-torch-cudnn-fp16", [fixtures.TAG])
+    data = fixtures.our_point(folder, "8000000000000002", "NVIDIA H200", 2, [[1.0] * 4] * 3)
+    data["features"]["schema_version"] = 0
+    data["choices"]["env"]["CK_BATCH"] = data["choices"]["env"].pop("CK_BATCH_SIZE")  # how a version 0 named it
+    with pytest.raises(point.PointError, match="no migration to version 1"):
+        point.read(data)
+
+    def migrate_to_1(old: dict) -> dict:
+        env = old["choices"]["env"]
+        env["CK_BATCH_SIZE"] = env.pop("CK_BATCH")
+        old["features"]["schema_version"] = 1
+        return old
+
+    monkeypatch.setitem(point.MIGRATIONS, 1, migrate_to_1)
+    read = point.read(data)
+    assert read.batch_size == 2 and read.time_ms == 1.0
