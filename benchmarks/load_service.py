@@ -46,16 +46,22 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def history(service: Service, total: int, first_tag: int) -> None:
-    """Sequential one-point submissions; the median latency of each stretch of history."""
+    """Sequential one-point submissions; the median latency of each stretch of history; then how long git took
+    to publish the last one (the service answers once a submission is stored)."""
     stretch, done, window = max(100, total // 10), 0, []
     while done < total:
         status, answer, seconds = service.post(json.dumps({"points": [point(first_tag + done)]}).encode())
         assert status == 200, (status, answer)
+        last = answer["submission"]
         window.append(seconds)
         done += 1
         if done % stretch == 0 or done == total:
             print(f"  after {done:>6} submissions: single-point latency median {statistics.median(window):.3f} s")
             window = []
+    start = time.perf_counter()
+    while not service.published(last):
+        time.sleep(0.5)
+    print(f"  the last submission was published {time.perf_counter() - start:.1f} s after it was answered")
 
 
 def main(total: int) -> None:

@@ -66,6 +66,11 @@ class Service:
             response.read()
             return response.status, time.perf_counter() - start
 
+    def published(self, sid: str) -> bool:
+        with urllib.request.urlopen(f"{self.url}/api/submissions/{sid}", timeout=60) as response:
+            return json.loads(response.read())["published"]
+
     def stop(self) -> None:
+        """SIGTERM: the service publishes what it stored, then exits."""
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        self.proc.wait(timeout=900)

@@ -436,12 +436,21 @@ def main(argv: list[str] | None = None) -> int:
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "explore-worker"]  # internal: not listed
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also where a parent (CK) ignores SIGINT for us
-    code, message = _run(args)
-    if args.status:  # CK's post-processing reads it: every path through `ck run` ends with our message and code
+    try:
+        code, message = _run(args)
+    except Exception as error:  # a bug: it fails loudly (traceback), and CK is told what happened
+        _status(args.status, 1, f"crashed: {type(error).__name__}: {str(error)[:500]}")
+        raise
+    _status(args.status, code, message)
+    return code
+
+
+def _status(path: str | None, code: int, message: str | None) -> None:
+    """CK's post-processing reads it: every path through `ck run` ends with our message and exit code."""
+    if path:
         from .ckrepo import write_json_atomic
 
-        write_json_atomic(args.status, {"return_code": code, "error": message})
-    return code
+        write_json_atomic(path, {"return_code": code, "error": message})
 
 
 def _run(args) -> tuple[int, str | None]:
