@@ -189,14 +189,15 @@ class Store:
     def _commit_submission(self, row) -> None:
         with self.engine.begin() as db:
             bodies = [r[0] for r in db.execute(sa.select(POINTS.c.body).where(POINTS.c.submission_id == row["id"]))]
-        files = []
+        files, metas = [], {"experiment/.cm"}
         for body in bodies:
             item = json.loads(body)
             env = item["choices"]["env"]
             entry = ckrepo.ensure_experiment_entry(self.work, env["CK_MODEL"], env["CK_LIB"],
                                                    ["explore-batch-size-libs-models", env["CK_MODEL"], env["CK_LIB"]])
             files.append(str(ckrepo.write_point(entry, item).relative_to(self.work)))
-        _git(self.work, "add", "-A", "--", "experiment")
+            metas.add(str((entry / ".cm").relative_to(self.work)))
+        _git(self.work, "add", "--", *files, *sorted(metas))  # only what changed: no scan of every entry
         _git(self.work, *GIT_ID, "commit", "-q", "-m", f"publish {row['id']} from {row['submitter']}: {len(files)} points")
         self._mark(row["id"], published=True, files=files)
 
