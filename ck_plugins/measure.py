@@ -28,6 +28,14 @@ class Timing:
 MAX_ITERATIONS = 10_000
 
 
+def now_s() -> float:
+    """The host clock in seconds (perf_counter); the one place tests replace with a fake clock."""
+    return _host_clock()
+
+
+_host_clock = time.perf_counter
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -45,11 +53,11 @@ def time_iterations(step: Callable[[], object], device: torch.device, warmup: in
     `done` (progress) is called after the warm-up and after each repetition, never inside a timed repetition.
     """
     done = done or (lambda _stage: None)
-    start = time.perf_counter()
+    start = now_s()
     for _ in range(warmup):
         step()
     _sync(device)
-    warmup_s = time.perf_counter() - start
+    warmup_s = now_s() - start
     done("warm-up")
     if min_repetition_ms > 0:
         iterations = max(iterations, _iterations_filling(step, device, min_repetition_ms))
@@ -62,11 +70,11 @@ def time_iterations(step: Callable[[], object], device: torch.device, warmup: in
 
 
 def _iterations_filling(step, device: torch.device, target_ms: float) -> int:
-    start = time.perf_counter()
+    start = now_s()
     for _ in range(3):
         step()
     _sync(device)
-    per_step_ms = max((time.perf_counter() - start) * 1e3 / 3, 1e-3)
+    per_step_ms = max((now_s() - start) * 1e3 / 3, 1e-3)
     return min(MAX_ITERATIONS, math.ceil(target_ms / per_step_ms))
 
 
@@ -83,9 +91,9 @@ def _time_cuda(step, iterations: int) -> list[float]:
 def _time_host(step, iterations: int) -> list[float]:
     out = []
     for _ in range(iterations):
-        start = time.perf_counter()
+        start = now_s()
         step()
-        out.append((time.perf_counter() - start) * 1e3)
+        out.append((now_s() - start) * 1e3)
     return out
 
 
@@ -205,10 +213,10 @@ def _recorder(calls: list, label: str):
 
 def _alone_ms(module: nn.Module, args: tuple, device: torch.device, replays: int) -> float:
     if device.type != "cuda":
-        start = time.perf_counter()
+        start = now_s()
         for _ in range(replays):
             module(*args)
-        return (time.perf_counter() - start) * 1e3 / replays
+        return (now_s() - start) * 1e3 / replays
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -235,7 +243,7 @@ def _mark(marks: dict, label: str, slot: int, device: torch.device):
             value = torch.cuda.Event(enable_timing=True)
             value.record()
         else:
-            value = time.perf_counter()
+            value = now_s()
         calls = marks.setdefault(label, [])
         if slot == 0:
             calls.append([value, None])
@@ -298,11 +306,11 @@ def kernel_profile(step: Callable[[], object], device: torch.device, iterations:
 
     _sync(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        start = time.perf_counter()
+        start = now_s()
         for _ in range(iterations):
             step()
         _sync(device)
-        wall_ms = (time.perf_counter() - start) * 1e3
+        wall_ms = (now_s() - start) * 1e3
     totals: dict[str, float] = {}
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:

@@ -54,20 +54,46 @@ def test_a_module_called_twice_is_timed_for_both_calls():
     assert times[0].label == "slow" and times[0].time_ms >= 20.0
 
 
-def test_a_minimum_repetition_time_raises_the_iteration_count_to_fill_it():
-    timing = measure.time_iterations(lambda: time.sleep(0.002), torch.device("cpu"), warmup=1, iterations=2,
-                                     repetitions=2, min_repetition_ms=40)
-    counts = [len(r) for r in timing.samples_ms]
-    assert counts[0] == counts[1] and 8 <= counts[0] <= 20  # about 40 ms / 2 ms; never below the 2 asked for
-    assert sum(timing.samples_ms[0]) >= 30 and timing.warmup_s >= 0.002
-    short = measure.time_iterations(lambda: time.sleep(0.002), torch.device("cpu"), 1, 5, 1, min_repetition_ms=1)
+class FakeClock:
+    """A seeded host clock for the timing logic: a step advances it by exactly what the test says."""
+
+    def __init__(self):
+        self.now = 0.0  # steps of 2**-9 s keep every sum exact
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, ms: float) -> None:
+        self.now += ms / 1e3
+
+
+@pytest.fixture()
+def fake_clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(measure, "_host_clock", fake)
+    return fake
+
+
+def test_a_minimum_repetition_time_raises_the_iteration_count_to_fill_it(fake_clock):
+    step_ms = 1000 * 2**-9  # 1.953125 ms, exact in binary
+    step = lambda: fake_clock.advance(step_ms)  # noqa: E731
+    timing = measure.time_iterations(step, torch.device("cpu"), warmup=1, iterations=2, repetitions=2,
+                                     min_repetition_ms=20 * step_ms)
+    assert [len(r) for r in timing.samples_ms] == [20, 20]  # fills the minimum; never below the 2 asked for
+    assert timing.samples_ms[0] == [step_ms] * 20 and timing.warmup_s == step_ms / 1e3
+    short = measure.time_iterations(step, torch.device("cpu"), 1, 5, 1, min_repetition_ms=1)
     assert len(short.samples_ms[0]) == 5
 
 
-def test_isolated_layer_times_run_each_call_alone_on_its_own_input():
+def test_real_sleeps_are_timed_at_least_as_long_as_they_sleep():
+    timing = measure.time_iterations(lambda: time.sleep(0.002), torch.device("cpu"), 1, 3, 1)
+    assert all(t >= 2.0 for t in timing.samples_ms[0])  # a lower bound only: a loaded machine may take longer
+
+
+def test_isolated_layer_times_run_each_call_alone_on_its_own_input(fake_clock):
     class Sleepy(torch.nn.Module):
         def forward(self, x):
-            time.sleep(0.002 * float(x.sum()))  # the time depends on the input this call received
+            fake_clock.advance(2.0 * float(x.sum()))  # the time depends on the input this call received
             return x + 1
 
     class Net(torch.nn.Module):
@@ -81,4 +107,4 @@ def test_isolated_layer_times_run_each_call_alone_on_its_own_input():
     model = Net()
     times = measure.isolated_layer_times(model, lambda: model(torch.ones(1)), torch.device("cpu"), replays=3)
     assert [t.label for t in times] == ["first", "twice"]
-    assert 2.0 <= times[0].time_ms < 4.0 and 10.0 <= times[1].time_ms < 14.0  # 2 ms; 4 + 6 ms, summed
+    assert times[0].time_ms == pytest.approx(2.0) and times[1].time_ms == pytest.approx(10.0)  # 2 ms; 4 + 6 ms
