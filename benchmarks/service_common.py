@@ -71,6 +71,6 @@ class Service:
             return json.loads(response.read())["published"]
 
     def stop(self) -> None:
-        """SIGTERM: the service publishes what it stored, then exits."""
+        """SIGTERM: the service stops after the commit in progress (the rest is published at its next start)."""
         self.proc.terminate()
-        self.proc.wait(timeout=900)
+        self.proc.wait(timeout=120)

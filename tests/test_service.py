@@ -191,6 +191,7 @@ def test_fifty_concurrent_submitters_are_each_stored_and_published_once(tmp_path
         threads = [threading.Thread(target=submit, args=(i,)) for i in range(50)]
         [t.start() for t in threads]
         [t.join() for t in threads]
+        server.settle()
     finally:
         server.stop()
     assert sorted(status for status, _ in answers) == [200] * 100

@@ -66,7 +66,7 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     store = Store(Path(data_dir), db_url, alias, background=True)  # answers once stored; git follows
     dashboard = Dashboard(store)
     app = FastAPI(title="ck-precision-bench results", docs_url=None, redoc_url=None)
-    app.router.on_shutdown.append(store.close)  # a stopped service publishes what it stored
+    app.router.on_shutdown.append(store.close)  # the publisher stops; the next start publishes what is left
     digests = {hashlib.sha256(t.encode()).digest(): name for t, name in tokens.items()}
 
     def bearer(request: Request) -> str | None:

@@ -60,9 +60,9 @@ class Store:
         META.create_all(self.engine)
         self.lock = threading.Lock()  # the git work tree has one writer at a time
         self.version = 0  # changes whenever what is published changes (the dashboard's cache key)
-        self._init_git()
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._publisher = threading.Thread(target=self._publish_loop, daemon=True) if background else None
+        self._init_git()
         if self._publisher:
             self._publisher.start()
 
@@ -100,12 +100,12 @@ class Store:
             self._publish_unpublished()
 
     def close(self) -> None:
-        """Stop the publisher thread after it has published what is stored."""
+        """Stop the publisher thread promptly (after the commit in progress); what is stored but not yet published
+        is published at the next start (reconcile), so a long backlog never delays a shutdown."""
         self._stopping.set()
         self._wake.set()
         if self._publisher:
             self._publisher.join(timeout=120)
-        self.flush()
 
     def _publish_loop(self) -> None:
         while not self._stopping.is_set():
@@ -176,9 +176,13 @@ class Store:
             rows = db.execute(sa.select(SUBMISSIONS.c.id, SUBMISSIONS.c.submitter)
                               .where(SUBMISSIONS.c.published.is_(False), SUBMISSIONS.c.withdrawn.is_(False))
                               .order_by(SUBMISSIONS.c.created)).mappings().all()
+        done = 0
         for row in rows:
+            if self._stopping.is_set() and self._publisher:
+                break  # shutting down: the rest is published at the next start
             self._commit_submission(row)
-        if rows:
+            done += 1
+        if done:
             self._push()
 
     def _push(self) -> None:
