@@ -117,7 +117,8 @@ def identify(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     dimensions = {}
     for column in sorted(c for c in frame.columns if c.startswith((CHOICE, HOST))):
         frame[column] = frame[column].fillna("").astype(str)
-        varies = frame.groupby(KEY, observed=True, dropna=False)[column].transform("nunique") > 1
+        known = frame[column].replace("", np.nan)  # a value a point does not record (older points) splits nothing
+        varies = known.groupby([frame[k] for k in KEY], observed=True, dropna=False).transform("nunique") > 1
         if not varies.any():
             continue
         # every row of a configuration (platform, model, lib) in which the dimension varies gets its value

@@ -215,3 +215,17 @@ def test_an_older_point_is_migrated_through_its_named_steps(tmp_path, monkeypatc
     monkeypatch.setitem(point.MIGRATIONS, 1, migrate_to_1)
     read = point.read(data)
     assert read.batch_size == 2 and read.time_ms == 1.0
+
+
+def test_a_host_attribute_older_points_lack_does_not_split_them(tmp_path):
+    folder = fixtures.entry(tmp_path, "resnet50-torch-cudnn-fp16", [fixtures.TAG])
+    fixtures.our_point(folder, "8000000000000003", "NVIDIA H200", 2, [[1.0] * 4] * 3)
+    newer = fixtures.our_point_data("NVIDIA H200", 2, [[1.2] * 4] * 3)
+    newer["features"]["platform"]["hostname"] = "gpu-host-7"  # recorded since; the older point has none
+    (folder / "ckp-8000000000000004.0001.json").write_text(json.dumps(newer))
+    loaded = load(tmp_path)
+    assert loaded.dimensions == {} and len(analysis.time_stats(loaded.runs)) == 1
+    other = fixtures.our_point_data("NVIDIA H200", 2, [[2.0] * 4] * 3)
+    other["features"]["platform"]["hostname"] = "gpu-host-9"
+    (folder / "ckp-8000000000000005.0001.json").write_text(json.dumps(other))
+    assert load(tmp_path).dimensions == {"hostname": ["gpu-host-7", "gpu-host-9", "none"]}
