@@ -52,8 +52,9 @@ def test_gpu_backend_on_a_cpu_machine_records_a_failed_point_and_exits_non_zero(
 def test_a_lib_outside_the_programs_family_is_refused_without_a_point(ck, results_repo, tmp_path):
     done = ck_run_point(ck, "bench-cublas", "torch-cpu", results_repo, tmp_path)
     assert done.returncode != 0 and "expected one of this program's libs" in done.stdout + done.stderr
-    assert not (results_repo / "experiment" / "squeezenet-1.1-torch-cpu").exists() or \
-        not any("cublas" in p.name for p in (results_repo / "experiment").iterdir())
+    written = list((tmp_path).glob("**/result.json"))  # nothing measured, nothing recorded for this refusal
+    assert written == [] and "Traceback" not in done.stdout + done.stderr
+    assert "CK error: [program] lib 'torch-cpu' is not valid" in done.stdout
 
 
 def test_real_ck_lists_and_loads_our_points(ck, results_repo, tmp_path):

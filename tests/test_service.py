@@ -335,10 +335,11 @@ def test_admin_withdraws_a_submission_from_the_results(app_client):
     answer = client.post("/api/submissions", content=json.dumps({"points": [valid_point("-withdraw")]}),
                          headers=AUTH).json()
     store.flush()
-    files_before = published(store.data_dir)[1]
+    files_before, rows_before = published(store.data_dir)[1], len(store.rows())
     done = client.post(f"/api/submissions/{answer['submission']}/withdraw", headers={"Authorization": f"Bearer {ADMIN}"})
     assert done.status_code == 200 and published(store.data_dir)[1] == files_before - 1
-    assert all(row["submitter"] != "alice" or row["images_per_second"] for row in client.get("/api/leaderboard").json())
+    assert len(store.rows()) == rows_before - 1 and store.status(answer["submission"])["withdrawn"]
+    assert client.get(f"/api/submissions/{answer['submission']}").json()["withdrawn"] is True
 
 
 def test_a_second_gpu_never_changes_the_first_gpus_row(app_client):
