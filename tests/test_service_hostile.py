@@ -156,3 +156,24 @@ def _files(data, sid, db_url=None) -> list[str]:
     engine = sa.create_engine(db_url or f"sqlite:///{data / 'service.db'}")
     with engine.connect() as db:
         return json.loads(db.execute(sa.text("select files from submissions where id = :i"), {"i": sid}).scalar_one())
+
+
+def test_validation_and_git_run_off_the_event_loop(client, monkeypatch):
+    """A large submission must not hold every other request: its blocking work runs in a worker thread."""
+    import asyncio
+
+    http, _ = client
+    seen = []
+    original = service.check_bundle
+
+    def spy(bundle):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("worker thread")
+        return original(bundle)
+
+    monkeypatch.setattr(service, "check_bundle", spy)
+    assert post(http, valid_point("-off-loop")).status_code == 200
+    assert seen == ["worker thread"]
