@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ck_plugins import readpoints
+from conftest import _ck_bin
 from ck_plugins.submit.server import create_app
 
 from fixtures import build as fixtures
@@ -49,31 +50,39 @@ def commit_all(cwd, message):
 
 # ------------------------------------------------------------------------------------- sharing by git
 @pytest.mark.skipif(not LEGACY.is_dir(), reason=f"needs the legacy CK-Caffe data at {LEGACY} (shared/ beside the checkout)")
-def test_ck_pull_repo_brings_legacy_points_next_to_ours_and_later_pulls_bring_new_ones(ck, ck_env, tmp_path):
+def test_ck_pull_repo_brings_legacy_points_next_to_ours_and_later_pulls_bring_new_ones(ck_env, tmp_path):
+    """A CK installation of its own (not this checkout's points): pull a legacy repository and one of ours, analyse
+    every registered repository, then pull a new legacy point."""
+    env = dict(ck_env, HOME=str(tmp_path / "home"), CK_REPOS=str(tmp_path / "CK"))
+    os.makedirs(env["HOME"])
+    ck = lambda *args: subprocess.run([_ck_bin(), *args], env=env, capture_output=True, text=True,  # noqa: E731
+                                      timeout=300, stdin=subprocess.DEVNULL)
     source = tmp_path / "src"
     shutil.copytree(LEGACY, source)
     moved = sorted((source / "experiment" / "bvlc-alexnet-cpu").glob("ckp-*"))[-1]
     held = moved.read_bytes()
     moved.unlink()  # published later
-    git(tmp_path, "init", "-q", "-b", "main", str(source))
-    commit_all(source, "legacy results")
-    bare = tmp_path / "ck-caffe-nvidia-gtx1080.git"
-    git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
-    pulled = ck("pull", "repo", f"--url={bare}")
-    assert pulled.returncode == 0, pulled.stdout[-2000:] + pulled.stderr[-2000:]
+    ours = fixtures.build(tmp_path / "fixtures")["sweep"]
+    for repo in (source, ours):
+        git(tmp_path, "init", "-q", "-b", "main", str(repo))
+        commit_all(repo, "results")
+        git(tmp_path, "clone", "-q", "--bare", str(repo), str(tmp_path / f"{repo.name}.git"))
+        pulled = ck("pull", "repo", f"--url={tmp_path / f'{repo.name}.git'}")
+        assert pulled.returncode == 0, pulled.stdout[-2000:] + pulled.stderr[-2000:]
 
     def count():
         done = subprocess.run([sys.executable, "-m", "ck_plugins", "analyse", "--all-repos", "--out",
-                               str(tmp_path / "report")], env=ck_env, capture_output=True, text=True, timeout=300)
+                               str(tmp_path / "report")], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         summary = json.loads((tmp_path / "report" / "summary.json").read_text())
-        return summary["repetitions"], {m["model"] for m in summary["models"]}
+        return summary["repetitions"], {(m["platform"], m["model"]) for m in summary["models"]}
 
     before, models = count()
-    assert {"alexnet", "squeezenet-1.1", "resnet50"} <= set(models)  # pulled legacy next to our own points
+    legacy_gpu = "NVIDIA Corporation Device 1b80 (rev a1)"
+    assert {(legacy_gpu, "alexnet"), (legacy_gpu, "squeezenet-1.1"), ("NVIDIA H200", "resnet50")} <= models
     moved.write_bytes(held)
     commit_all(source, "one more point")
-    git(source, "push", "-q", str(bare), "main")
+    git(source, "push", "-q", str(tmp_path / "src.git"), "main")
     assert ck("pull", "repo:ck-caffe-nvidia-gtx1080").returncode == 0
     after, _ = count()
     assert after == before + 3
