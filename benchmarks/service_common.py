@@ -15,15 +15,12 @@ from pathlib import Path
 TOKEN, ADMIN = "bench-submitter-token-0123", "bench-admin-token-0123456"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fixtures.build import our_point_data  # noqa: E402  (the tests' valid point: one definition)
+from fixtures.build import valid_point_data  # noqa: E402  (the tests' valid point: one definition)
 
 
 def point(tag: int, batch: int = 16) -> dict:
     """A valid H200 point, distinct for each tag."""
-    samples = [[0.30 + 0.001 * (i % 7) + 0.002 * r for i in range(20)] for r in range(3)]
-    item = our_point_data("NVIDIA H200", batch, samples, "torch-cudnn-fp16", "alexnet")
-    item["features"]["repo"]["commit"] = f"{tag:040x}"
-    return item
+    return valid_point_data(f"{tag:040x}", batch)
 
 
 class Service:

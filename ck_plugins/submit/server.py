@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .store import Store
+from .store import Store, best_per_gpu
 from .validate import MAX_BODY_BYTES, Rejected, check_bundle, parse
 
 MIN_TOKEN = 16
@@ -167,14 +167,14 @@ class Dashboard:
     def _render(self, version: int) -> None:
         try:
             rows = self.store.rows()
-            html_page = _page(_leaderboard(rows), _plots(rows))
+            html_page = _page(best_per_gpu(rows), _plots(rows))
         except Exception as error:  # noqa: BLE001 - a page that cannot be drawn still shows the table
             html_page = _page(self.store.leaderboard(), f"<p>Plots unavailable: {html.escape(str(error)[:300])}</p>")
         with self.lock:
             self.rendered, self.rendering = (version, html_page), False
 
     def wait(self, timeout: float = 60.0) -> str:
-        """The page of the current version (tests and the load benchmark)."""
+        """The page of the current version, drawn if need be (for callers that must see the latest results)."""
         import time
 
         deadline = time.monotonic() + timeout
@@ -186,15 +186,6 @@ class Dashboard:
             if time.monotonic() > deadline:
                 raise TimeoutError("the dashboard was not drawn in time")
             time.sleep(0.05)
-
-
-def _leaderboard(rows: list[dict]) -> list[dict]:
-    best: dict[tuple, dict] = {}
-    for row in rows:
-        key = (row["model"], row["precision"], row["gpu"])
-        if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
-            best[key] = row
-    return sorted(best.values(), key=lambda r: (str(r["model"]), str(r["precision"]), str(r["gpu"])))
 
 
 def _page(board: list[dict], plots: str) -> str:

@@ -229,14 +229,18 @@ class Store:
             return [dict(row) for row in db.execute(query).mappings()]
 
     def leaderboard(self) -> list[dict]:
-        """Per (model, precision, GPU): the fastest accepted point, with its lib, batch size and submitter. GPUs are
-        never mixed: a submission from one GPU never changes another GPU's row."""
-        best: dict[tuple, dict] = {}
-        for row in self.rows():
-            key = (row["model"], row["precision"], row["gpu"])
-            if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
-                best[key] = row
-        return sorted(best.values(), key=lambda r: (str(r["model"]), str(r["precision"]), str(r["gpu"])))
+        return best_per_gpu(self.rows())
+
+
+def best_per_gpu(rows: list[dict]) -> list[dict]:
+    """Per (model, precision, GPU): the fastest accepted point, with its lib, batch size and submitter. GPUs are
+    never mixed: a submission from one GPU never changes another GPU's row."""
+    best: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["model"], row["precision"], row["gpu"])
+        if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
+            best[key] = row
+    return sorted(best.values(), key=lambda r: (str(r["model"]), str(r["precision"]), str(r["gpu"])))
 
 
 def _row(digest: str, sid: str, item: dict) -> dict:
