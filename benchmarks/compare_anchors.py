@@ -19,7 +19,7 @@ def rows(repo: Path):
     for path in sorted(repo.glob("experiment/resnet50-*/ckp-*.json")):
         data = json.loads(path.read_text())
         read = point.read(data, path=str(path))
-        yield data["choices"]["env"], read, [c["run"] for c in data["characteristics_list"]]
+        yield data["choices"]["env"], read
 
 
 def main(repo: Path) -> None:
@@ -27,21 +27,22 @@ def main(repo: Path) -> None:
     print("| lib | layout | graph | batch | ours img/s | anchor | anchor img/s | diff | harness overhead |"
           " per-layer sum / total | why |")
     print("|---|---|---|---:|---:|---|---:|---:|---:|---:|---|")
-    for env, read, runs in rows(repo):
+    for env, read in rows(repo):
         label, gpu = read.lib, read.platform
         head = f"| {label} | {env['CK_MEMORY_FORMAT']} | {env['CK_CUDA_GRAPH']} | {env['CK_BATCH_SIZE']} |"
-        if not runs[0]["run_success"]:
-            print(f"{head} failed | | | | | | {runs[0]['error'][:90]} |")
+        if read.time_ms is None:
+            print(f"{head} failed | | | | | | {read.error[:90]} |")
             continue
         ips = 1e3 * read.batch_size / read.time_ms
         variant = ANCHOR_VARIANT.get(label)
         anchor = table.get(("resnet50", variant, env["CK_BATCH_SIZE"])) if variant else None
         diff = f"{ips / anchor - 1:+.1%}" if anchor else ""
-        harness = runs[0].get("harness") or {}
+        harness = read.measurement.get("harness") or {}
         overhead = f"{harness['overhead_share']:+.2%}" if harness else ""
-        layers = sum(x["time_ms"] for x in runs[0]["per_layer_info"])
-        layer_share = f"{layers / runs[0]['time_fw_ms']:.0%}" if layers else "none recorded"
-        why = (runs[0].get("diagnosis") or {}).get("sentence", "")
+        first = read.successful[0]
+        layers = sum(layer.time_ms for layer in first.layers)
+        layer_share = f"{layers / first.time_ms:.0%}" if layers else "none recorded"
+        why = (read.measurement.get("diagnosis") or {}).get("sentence", "")
         print(f"{head} {ips:.1f} | {variant or ''} | {anchor or ''} | {diff} | {overhead} |"
               f" {layer_share} | {why} |")
     print(f"\nGPU: {gpu}")

@@ -35,14 +35,12 @@ def characteristics_of(result: dict) -> dict:
 def _point_characteristics(result: dict) -> dict:
     """The point's one time (point.read -> Point.time_ms) as CK's execution time."""
     read = point.read(result["point"])
-    runs = [c["run"] for c in result["point"]["characteristics_list"]]
-    ok = [r for r in runs if r["run_success"]]
     time_ms = read.time_ms or 0.0
-    return {"execution_time": time_ms / 1e3, "run_success": bool(ok), "point_file": result["point_file"],
+    return {"execution_time": time_ms / 1e3, "run_success": bool(read.successful), "point_file": result["point_file"],
             "model": read.model, "lib": result["point"]["choices"]["env"]["CK_LIB"], "batch_size": read.batch_size,
             "time_fw_ms": time_ms,
             "images_per_second": 1e3 * read.batch_size / time_ms if time_ms else 0.0, "error": read.error,
-            "diagnosis": (ok[0].get("diagnosis") or {}).get("sentence") if ok else None}
+            "diagnosis": (read.measurement.get("diagnosis") or {}).get("sentence") if read.successful else None}
 
 
 def _mode_summary(mode: dict) -> dict:

@@ -13,15 +13,20 @@ MODULE_UIDS = {"program": "b0ac08fe1d3c2615", "os": "0440cb72c2bc5cc6", "experim
                "script": "84e27ad9dd12e734", "module": "032630d041b4fd8a"}
 
 
+def json_text(data, indent: int | None = 1) -> str:
+    """JSON as we write it: indented, or compact (no spaces at all) with indent=None; NaN refused."""
+    return json.dumps(data, indent=indent, separators=None if indent is not None else (",", ":"), allow_nan=False) + "\n"
+
+
 def write_json_atomic(path: Path | str, data, indent: int | None = 1) -> Path:
     """Write JSON to a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
     path = Path(path)
+    text = json_text(data, indent)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=indent, sort_keys=False, allow_nan=False)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -108,11 +113,11 @@ def write_point(entry: Path, point: dict, uid: str | None = None) -> Path:
     """Add the point as the next free subpoint ckp-<uid>.NNNN.json; never overwrites, never half-writes. The uid
     comes from the point's features (ours) or is given (a legacy point keeps its own)."""
     uid = uid or point_uid(point)
+    text = json_text(point, indent=None)  # compact: see schemas/point-v2.json
     fd, tmp = tempfile.mkstemp(prefix=".ckp.", suffix=".tmp", dir=entry)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(point, handle, indent=1, allow_nan=False)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         for number in range(1, 10000):
@@ -155,15 +160,45 @@ def merge_repo(source: Path | str, target: Path | str) -> tuple[int, int]:
     added = skipped = 0
     for entry, meta, files in entries:
         into = ensure_entry(target, entry.name, meta)
-        existing = {f.read_bytes() for f in into.glob("ckp-*.json")}
+        existing = {json_text(_current(json.loads(f.read_text())), indent=None) for f in into.glob("ckp-*.json")}
         for path in files:
-            if path.read_bytes() in existing:
+            data = _current(json.loads(path.read_text()))
+            if json_text(data, indent=None) in existing:
                 skipped += 1
                 continue
-            data = json.loads(path.read_text())
             write_point(into, data, None if "CK_MODEL" in data["choices"]["env"] else path.name.split(".")[0][4:])
             added += 1
         for plan in sorted(entry.glob("plan-*.json")):  # adaptive plans: named by digest, so never overwritten
             if not (into / plan.name).exists():
                 write_json_atomic(into / plan.name, json.loads(plan.read_text()))
     return added, skipped
+
+
+def _current(data: dict) -> dict:
+    """Ours in the current schema version; a legacy point as it is."""
+    from . import point
+
+    return point.migrate(data) if "CK_MODEL" in data["choices"]["env"] else data
+
+
+def migrate_repo(root: Path | str) -> tuple[int, int]:
+    """Rewrite each of our points stored in an older schema version in the current one (point.migrate), compact;
+    legacy CK points are left as they are. Every point is read and migrated before any is written: a point that
+    cannot be migrated raises ValueError naming it, and nothing changes. Returns (migrated, already current)."""
+    from . import point
+
+    pending, current = [], 0
+    for path in sorted(Path(root).glob("experiment/*/ckp-*.*.json")):
+        try:
+            data = json.loads(path.read_text())
+            if "CK_MODEL" not in data["choices"]["env"]:
+                continue
+            if data["features"].get("schema_version") == point.SCHEMA_VERSION:
+                current += 1
+                continue
+            pending.append((path, point.validate(point.migrate(data))))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{path}: {error}") from None
+    for path, data in pending:
+        write_json_atomic(path, data, indent=None)
+    return len(pending), current

@@ -284,6 +284,29 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+def _add_migrate(sub) -> None:
+    p = sub.add_parser("migrate", help="rewrite a repository's points of an older schema version in the current one")
+    p.add_argument("--repo", default="", help="the CK repository (default: this checkout)")
+    p.set_defaults(func=_cmd_migrate)
+
+
+def _cmd_migrate(args) -> int:
+    from pathlib import Path
+
+    from .ckrepo import REPO_ROOT, migrate_repo
+
+    root = Path(args.repo or REPO_ROOT)
+    if not (root / "experiment").is_dir():
+        raise BadInput("--repo", args.repo, "a CK repository folder holding experiment/")
+    try:
+        migrated, current = migrate_repo(root)
+    except ValueError as error:
+        print(f"error: nothing migrated: {error}", file=sys.stderr)
+        return 2
+    print(f"{migrated} points migrated, {current} already current")
+    return 0
+
+
 def _add_analyse(sub) -> None:
     p = sub.add_parser("analyse", help="tables, plots and the ideal adaptive solution from CK experiment points")
     p.add_argument("--repo", action="append", default=[], help="a CK repository or entry folder (repeatable)")
@@ -427,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_explore(sub)
     _add_adaptive(sub)
     _add_merge(sub)
+    _add_migrate(sub)
     _add_analyse(sub)
     _add_service(sub)
     for command in sub.choices.values():  # every option's help shows its default

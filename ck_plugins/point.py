@@ -20,18 +20,31 @@ from .libnames import default_memory_format
 if TYPE_CHECKING:
     from .engine import Measurement
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TAG = "explore-batch-size-libs-models"
+# Times are stored to what the clock resolves: CUDA events resolve about 0.5 us (4 decimals of a millisecond keep
+# all of it), the host's perf_counter 1 ns (6 decimals). Derived figures keep 6 significant digits.
+CLOCK_DECIMALS = {"cuda-events": 4, "host-perf-counter": 6}
+SIGNIFICANT = 6
+SHARED = ("memory", "accuracy", "diagnosis", "profile", "harness", "warmup_s", "per_layer_method", "notes")
 
 
 @lru_cache(maxsize=None)
-def schema() -> dict:
-    return json.loads(resources.files("ck_plugins").joinpath(f"schemas/point-v{SCHEMA_VERSION}.json").read_text())
+def schema(version: int = SCHEMA_VERSION) -> dict:
+    return json.loads(resources.files("ck_plugins").joinpath(f"schemas/point-v{version}.json").read_text())
+
+
+def _known_version(point) -> int:
+    """The schema a point is checked against: its own version where we have that schema (an older point is valid
+    in its own format and migrated when read), else the current one (which then names the bad version)."""
+    version = point.get("features", {}).get("schema_version") if isinstance(point, dict) and isinstance(
+        point.get("features"), dict) else None
+    return version if type(version) is int and 1 <= version <= SCHEMA_VERSION else SCHEMA_VERSION
 
 
 def problems(point) -> list[str]:
     """Every schema violation, each as '<path>: <message>' (empty when the point is valid)."""
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = jsonschema.Draft202012Validator(schema(_known_version(point)))
     found = []
     for error in sorted(validator.iter_errors(point), key=lambda e: list(map(str, e.absolute_path))):
         path = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -68,51 +81,68 @@ def choices_env(m: "Measurement") -> dict:
 
 
 def from_measurement(m: "Measurement", peak_tflops: float | None, repo_state: dict, sweep: dict | None = None) -> dict:
-    point = {
-        "choices": {"env": choices_env(m), "settings": m.settings},
-        "features": {"schema_version": SCHEMA_VERSION, "measured_at": m.measured_at,
-                     "statistical_repetitions": max(1, len(m.samples_ms)) if m.run_success else 1,
-                     "platform": m.platform or {"cpu": "unknown", "torch": "unknown"},
-                     "repo": repo_state, "model": {"flops_per_image": m.flops_per_image}},
-        "characteristics_list": [{"run": r} for r in _runs(m, peak_tflops)],
-    }
+    features = {"schema_version": SCHEMA_VERSION, "measured_at": m.measured_at,
+                "statistical_repetitions": max(1, len(m.samples_ms)) if m.run_success else 1,
+                "platform": m.platform or {"cpu": "unknown", "torch": "unknown"},
+                "repo": repo_state, "model": {"flops_per_image": m.flops_per_image},
+                "measurement": _rounded(_shared(m))}
+    layers = next((layers for layers in m.per_layer if layers), []) if m.run_success else []
+    if layers:
+        work = {w.label: w.flops for w in m.layer_work}
+        features["layers"] = {"label": [t.label for t in layers], "type": [t.type for t in layers],
+                              "flops": [work.get(t.label, 0.0) * m.plan.batch_size for t in layers]}
     if sweep:
-        point["features"]["sweep"] = sweep
+        features["sweep"] = sweep
+    point = {"choices": {"env": choices_env(m), "settings": m.settings}, "features": features,
+             "characteristics_list": [{"run": r} for r in _runs(m, peak_tflops, [t.label for t in layers])]}
     return validate(_plain(point))
 
 
-def _runs(m: "Measurement", peak_tflops: float | None) -> list[dict]:
+def _shared(m: "Measurement") -> dict:
+    """What every repetition of a point shares, stored once in features/measurement."""
     if not m.run_success:
-        return [{"run_success": False, "error": m.error or "unknown failure", "notes": m.notes}]
-    shared = {
-        "clock": m.clock,
-        "memory_mbytes": m.memory.peak_allocated_mbytes if m.memory.peak_allocated_mbytes is not None
-        else m.memory.peak_rss_mbytes,
-        "memory": asdict(m.memory),
-        "accuracy": asdict(m.accuracy) if m.accuracy else None,
-        "diagnosis": asdict(m.diagnosis) if m.diagnosis else None,
-        "profile": _profile(m),
-        "harness": m.harness,
-        "warmup_s": m.warmup_s,
-        "per_layer_method": m.plan.per_layer_method if m.per_layer else None,
-        "notes": m.notes,
-    }
-    work = {w.label: w.flops for w in m.layer_work}
+        return {"notes": m.notes}
+    return {"memory": asdict(m.memory), "accuracy": asdict(m.accuracy) if m.accuracy else None,
+            "diagnosis": asdict(m.diagnosis) if m.diagnosis else None, "profile": _profile(m), "harness": m.harness,
+            "warmup_s": m.warmup_s, "per_layer_method": m.plan.per_layer_method if m.per_layer else None,
+            "notes": m.notes}
+
+
+def _runs(m: "Measurement", peak_tflops: float | None, labels: list[str]) -> list[dict]:
+    if not m.run_success:
+        return [{"run_success": False, "error": m.error or "unknown failure"}]
+    decimals = CLOCK_DECIMALS[m.clock]
+    memory = m.memory.peak_allocated_mbytes if m.memory.peak_allocated_mbytes is not None else m.memory.peak_rss_mbytes
     runs = []
     for index, samples in enumerate(m.samples_ms):
+        samples = [round(t, decimals) for t in samples]
         median = stats.repetition_time_ms(samples)
         images_per_second = 1e3 * m.plan.batch_size / median
         flops = m.flops_per_image * images_per_second
+        run = {"run_success": True, "error": None, "time_fw_ms": median, "time_fw_ms_all": samples,
+               "images_per_second": _round(images_per_second), "flops_per_second": _round(flops),
+               "peak_share": _round(flops / (peak_tflops * 1e12)) if peak_tflops else None, "clock": m.clock,
+               "memory_mbytes": _round(memory)}
         layers = m.per_layer[index] if index < len(m.per_layer) else []
-        runs.append({
-            "run_success": True, "error": None, "time_fw_ms": median, "time_fw_ms_all": samples,
-            "images_per_second": images_per_second, "flops_per_second": flops,
-            "peak_share": flops / (peak_tflops * 1e12) if peak_tflops else None,
-            "per_layer_info": [{"label": t.label, "type": t.type, "direction": "forward", "time_ms": t.time_ms,
-                                "flops": work.get(t.label, 0.0) * m.plan.batch_size} for t in layers],
-            **shared,
-        })
+        if layers:
+            if [t.label for t in layers] != labels:
+                raise ValueError(f"repetition {index}: its layers differ from the first repetition's")
+            run["per_layer_time_ms"] = [round(t.time_ms, decimals) for t in layers]
+        runs.append(run)
     return runs
+
+
+def _round(value):
+    return float(f"{value:.{SIGNIFICANT}g}") if isinstance(value, float) and math.isfinite(value) else value
+
+
+def _rounded(value):
+    """Every float in a JSON-like value to SIGNIFICANT digits."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return _round(value)
 
 
 def _profile(m: "Measurement") -> dict | None:
@@ -192,6 +222,7 @@ class Point:
     flops_per_image: float = math.nan
     sweep: str = ""
     settings: dict = field(default_factory=dict)
+    measurement: dict = field(default_factory=dict)  # what the repetitions share: accuracy, diagnosis, profile, notes
 
     @property
     def successful(self) -> list[Repetition]:
@@ -216,7 +247,40 @@ class Point:
         return next((r.error for r in self.repetitions if not r.success), None)
 
 
-MIGRATIONS: dict = {}  # version N -> migrate_to_N(point of version N-1) -> point of version N
+def migrate_to_2(data: dict) -> dict:
+    """Version 1 -> 2: layer names once (features/layers) and each repetition's layer times as an array; what the
+    repetitions share (memory, accuracy, diagnosis, profile, harness, notes) once in features/measurement; times
+    rounded to what the clock resolves, derived figures to 6 significant digits."""
+    runs = [c["run"] for c in data["characteristics_list"]]
+    first = next((r for r in runs if r.get("run_success") is True), runs[0])
+    decimals = CLOCK_DECIMALS.get(first.get("clock"), max(CLOCK_DECIMALS.values()))
+    features = {**data["features"], "schema_version": 2}
+    if any(k in first for k in SHARED):
+        features["measurement"] = _rounded({k: first[k] for k in SHARED if k in first})
+    info = [layer for layer in first.get("per_layer_info") or [] if isinstance(layer, dict)]
+    if info:
+        features["layers"] = {"label": [layer["label"] for layer in info], "type": [layer["type"] for layer in info],
+                              "flops": [layer.get("flops", 0.0) for layer in info]}
+    out = []
+    for run in runs:
+        if run.get("run_success") is not True:
+            out.append({"run_success": run.get("run_success"), "error": run.get("error")})
+            continue
+        samples = [round(t, decimals) for t in run["time_fw_ms_all"]]
+        new = {"run_success": True, "error": None, "time_fw_ms": stats.repetition_time_ms(samples),
+               "time_fw_ms_all": samples, **{k: _round(run[k]) for k in ("images_per_second", "flops_per_second",
+                                                                          "peak_share", "memory_mbytes") if k in run},
+               "clock": run.get("clock")}
+        layers = run.get("per_layer_info") or []
+        if layers:
+            if [layer["label"] for layer in layers] != features["layers"]["label"]:
+                raise PointError("characteristics_list: repetitions with different layers cannot be migrated")
+            new["per_layer_time_ms"] = [round(layer["time_ms"], decimals) for layer in layers]
+        out.append(new)
+    return {**data, "features": features, "characteristics_list": [{"run": r} for r in out]}
+
+
+MIGRATIONS = {2: migrate_to_2}  # version N -> migrate_to_N(point of version N-1) -> point of version N
 
 
 def migrate(data: dict) -> dict:
@@ -287,9 +351,13 @@ def _ours(data: dict, path: str) -> Point:
     features = data.get("features") or {}
     platform = features.get("platform") or {}
     runs = [c["run"] for c in data["characteristics_list"]]
+    measurement = features.get("measurement") or {}
+    names = (features.get("layers") or {}).get("label") or []
+    method = _text(measurement.get("per_layer_method")) or None
     return Point(
         path=path, model=str(env["CK_MODEL"]), lib=lib_label(env, settings), batch_size=_batch(env["CK_BATCH_SIZE"]),
-        repetitions=tuple(_our_repetition(r) for r in runs), choices=_choices(data, env), swept=_swept(data),
+        repetitions=tuple(_our_repetition(r, names, method) for r in runs), choices=_choices(data, env),
+        swept=_swept(data), measurement=measurement,
         platform=_text(platform.get("gpu") or platform.get("host_gpu") or platform.get("cpu")) or "unknown",
         host={"cpu": _text(platform.get("cpu")), "hostname": _text(platform.get("hostname"))},
         versions={k: _text(platform.get(k)) for k in ("driver", "cuda", "cudnn", "torch")},
@@ -298,7 +366,7 @@ def _ours(data: dict, path: str) -> Point:
         settings=settings)
 
 
-def _our_repetition(run: dict) -> Repetition:
+def _our_repetition(run: dict, names: list, method: str | None) -> Repetition:
     if run.get("run_success") is not True:
         return Repetition(False, math.nan, error=_text(run.get("error")) or "failed (no reason recorded)")
     samples = run.get("time_fw_ms_all") or []
@@ -308,8 +376,12 @@ def _our_repetition(run: dict) -> Repetition:
         time_ms, iqr = _number(run.get("time_fw_ms")), math.nan
     if not time_ms > 0:
         return Repetition(False, math.nan, error=f"no positive time (time_fw_ms {run.get('time_fw_ms')!r})")
+    times = run.get("per_layer_time_ms") or []
+    if len(times) != (len(names) if times else 0):
+        raise PointError(f"per_layer_time_ms: {len(times)} times for {len(names)} layers in features/layers")
+    layers = _layers({"label": n, "time_ms": t} for n, t in zip(names, times))
     return Repetition(True, time_ms, iqr, _number(run.get("memory_mbytes")), _number(run.get("peak_share")),
-                      None, _layers(run.get("per_layer_info")), _text(run.get("per_layer_method")))
+                      None, layers, method if layers else None)
 
 
 def _legacy(data: dict, tags: list[str], path: str) -> Point:

@@ -144,7 +144,7 @@ def test_a_newer_schema_is_refused_and_named(tmp_path):
     data["features"]["schema_version"] = 99
     path.write_text(json.dumps(data))
     loaded = load(tmp_path)
-    assert len(loaded.skipped) == 1 and "schema_version 99 is newer than this reader's 1" in loaded.skipped[0]
+    assert len(loaded.skipped) == 1 and "schema_version 99 is newer than this reader's 2" in loaded.skipped[0]
 
 
 def test_nothing_readable_gives_one_short_line(tmp_path):
@@ -200,7 +200,7 @@ def test_report_names_the_platform_and_the_varying_dimension(repos, tmp_path):
 
 def test_an_older_point_is_migrated_through_its_named_steps(tmp_path, monkeypatch):
     folder = fixtures.entry(tmp_path, "resnet50-torch-cudnn-fp16", [fixtures.TAG])
-    data = fixtures.our_point(folder, "8000000000000002", "NVIDIA H200", 2, [[1.0] * 4] * 3)
+    data = fixtures.our_point(folder, "8000000000000002", "NVIDIA H200", 2, [[1.0] * 4] * 3, version=1)
     data["features"]["schema_version"] = 0
     data["choices"]["env"]["CK_BATCH"] = data["choices"]["env"].pop("CK_BATCH_SIZE")  # how a version 0 named it
     with pytest.raises(point.PointError, match="no migration to version 1"):

@@ -35,9 +35,10 @@ def test_cpu_backends_run_through_ck_and_write_valid_points(ck, results_repo, tm
     assert len(runs) == 2 and all(len(r["time_fw_ms_all"]) == 3 for r in runs)
     assert data["choices"]["env"]["CK_BATCH_SIZE"] == 2 and data["choices"]["env"]["CK_CUDA_GRAPH"] is False
     if lib.startswith("torch-"):
-        labels = [layer["label"] for layer in runs[0]["per_layer_info"]]
+        labels = data["features"]["layers"]["label"]
         assert labels[0] == "features.0" and "features.3.expand3x3" in labels
-        assert runs[0]["accuracy"]["top1_agreement"] >= 0.5
+        assert all(len(r["per_layer_time_ms"]) == len(labels) for r in runs)
+        assert data["features"]["measurement"]["accuracy"]["top1_agreement"] >= 0.5
 
 
 def test_gpu_backend_on_a_cpu_machine_records_a_failed_point_and_exits_non_zero(ck, results_repo, tmp_path):
@@ -87,4 +88,4 @@ def test_the_adaptive_lib_runs_a_plan_file_through_ck(ck, results_repo, tmp_path
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads(next((results_repo / "experiment" / "squeezenet-1.1-adaptive").glob("ckp-*.json")).read_text())
     assert point.problems(data) == [] and data["choices"]["env"]["CK_ADAPTIVE_PLAN"] == "0123456789abcdef"
-    assert data["characteristics_list"][0]["run"]["accuracy"]["top1_agreement"] >= 0.5
+    assert data["features"]["measurement"]["accuracy"]["top1_agreement"] >= 0.5
