@@ -57,13 +57,24 @@ def config_of(measured: engine.Measurement) -> adaptive.Config:
     return adaptive.Config(s["precision"], s.get("memory_format", "nchw"), bool(s.get("cudnn", True)))
 
 
+@dataclass(frozen=True)
+class Effort:
+    """How much measuring: the candidates' plan and the conversion sizes (fp32 MiB) the cost model is fitted on."""
+    repetitions: int = 3
+    iterations: int = 20
+    warmup: int = 5
+    per_layer_passes: int = 3
+    min_repetition_ms: float = 250.0
+    conversion_mbytes: tuple[float, ...] = (0.25, 4.0, 64.0)
+
+
 def run(model_name: str, batch_size: int, repo: Path, device: str, cuda_graph: bool = False,
-        libs: tuple[str, ...] | None = None, repetitions: int = 3, min_repetition_ms: float = 250.0) -> Outcome:
+        libs: tuple[str, ...] | None = None, effort: Effort = Effort()) -> Outcome:
     model = models.build(model_name)
     run_id = {"id": f"adaptive-{int(time.time())}", "config": "adaptive"}
-    plan = engine.RunPlan(model_name, batch_size, warmup=5, iterations=20, repetitions=repetitions, profile=False,
-                          per_layer_passes=3, harness_check=False, min_repetition_ms=min_repetition_ms,
-                          per_layer_method="isolated")
+    plan = engine.RunPlan(model_name, batch_size, warmup=effort.warmup, iterations=effort.iterations,
+                          repetitions=effort.repetitions, profile=False, per_layer_passes=effort.per_layer_passes,
+                          harness_check=False, min_repetition_ms=effort.min_repetition_ms, per_layer_method="isolated")
     reference = engine.reference_logits(model, engine.seeded_images(batch_size, 0), torch.device(device))
     medians, layer_ms, configs = {}, {}, []
     candidates = libs or CANDIDATES[device]
@@ -85,12 +96,14 @@ def run(model_name: str, batch_size: int, repo: Path, device: str, cuda_graph: b
     progress.close()
     if not configs:
         raise BadInput("candidate libs", ",".join(libs or CANDIDATES[device]), "at least one that runs here")
-    return _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms, configs, reference, run_id)
+    conversions = adaptive.measure_conversions(configs, torch.device(device), effort.conversion_mbytes)
+    return _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms, (configs, conversions),
+                               reference, run_id)
 
 
-def _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms, configs, reference, run_id):
+def _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms, costs, reference, run_id):
     layers = adaptive.dataflow(model)
-    conversions = adaptive.measure_conversions(configs, torch.device(device))
+    configs, conversions = costs
     greedy = adaptive.greedy(layers, configs, layer_ms)
     chosen = adaptive.plan(layers, configs, layer_ms, conversions, plan.batch_size)
     best = min(medians, key=medians.get)

@@ -227,6 +227,8 @@ def _add_adaptive(sub) -> None:
     p.add_argument("--cuda-graph", default="false", help="run candidates and the adaptive model in CUDA graphs")
     p.add_argument("--libs", help="comma-separated candidate libs (default: every single-configuration lib)")
     p.add_argument("--repetitions", default="3")
+    p.add_argument("--iterations", default="20", help="timed iterations per repetition (a minimum: each repetition "
+                   "lasts at least 250 ms)")
     p.add_argument("--repo", default="", help="CK repository for the points and plans (default: this checkout)")
     p.set_defaults(func=_cmd_adaptive)
 
@@ -249,11 +251,12 @@ def _cmd_adaptive(args) -> int:
     sizes = [check_positive_int("batch size", b) for b in parse_list(args.batch_sizes)]
     graph = _parse_bool("cuda graph", args.cuda_graph)
     repo = Path(args.repo or REPO_ROOT).resolve()
+    effort = adaptive_run.Effort(check_positive_int("repetitions", args.repetitions),
+                                 check_positive_int("iterations", args.iterations))
     failed = 0
     for model in chosen:
         for batch in sizes:
-            outcome = adaptive_run.run(model, batch, repo, args.device, graph, libs,
-                                       check_positive_int("repetitions", args.repetitions))
+            outcome = adaptive_run.run(model, batch, repo, args.device, graph, libs, effort)
             print(outcome.line(), flush=True)
             failed += outcome.measured_ms is None
     return 3 if failed else 0

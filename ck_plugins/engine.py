@@ -217,7 +217,8 @@ class Session:
         result.per_layer = []
         for index in range(plan.repetitions):
             if plan.per_layer_method == "isolated":
-                result.per_layer.append(measure.isolated_layer_times(layered, layer_step, backend.device))
+                result.per_layer.append(measure.isolated_layer_times(layered, layer_step, backend.device,
+                                                                     replays=plan.iterations))
             else:
                 result.per_layer.append(measure.per_layer_times(layered, layer_step, backend.device,
                                                                 plan.per_layer_passes))

@@ -128,7 +128,9 @@ def test_plans_round_trip_through_json_and_a_wrong_schema_is_refused():
 def test_the_adaptive_lib_is_planned_built_measured_and_recorded_like_any_other(tmp_path):
     from ck_plugins import adaptive_run, backends, engine, point, readpoints, report
 
-    outcome = adaptive_run.run("squeezenet-1.1", 1, tmp_path, "cpu", repetitions=1, min_repetition_ms=0)
+    small = adaptive_run.Effort(repetitions=1, iterations=3, warmup=1, per_layer_passes=1, min_repetition_ms=0,
+                                conversion_mbytes=(0.25, 1.0))
+    outcome = adaptive_run.run("squeezenet-1.1", 1, tmp_path, "cpu", effort=small)
     assert outcome.measured_ms and outcome.best_single_lib in ("torch-cpu", "torch-cpu-bf16")
     assert outcome.planned_ms <= outcome.greedy_ms + 1e-9 and sum(outcome.configs_used.values()) > 20
     recorded = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("experiment/*/ckp-*.json")}
