@@ -150,3 +150,25 @@ def submit(i: dict) -> dict:
     except (RuntimeError, OSError) as error:
         return {"return": 1, "error": f"the service refused or could not be reached: {str(error)[:500]}"}
     return {"return": 0, "answers": answers}
+
+
+def autotune_batch_sizes(program: str, env: dict, sizes: list[int]) -> None:
+    """CK's pipeline for `program`, then CK's autotune looping CK_BATCH_SIZE over `sizes` (the CK route of a sweep:
+    the program records each point itself, so CK records nothing). Raises RuntimeError with CK's error."""
+    import ck.kernel as ck
+
+    prepared = ck.access({"action": "pipeline", "prepare": "yes", "module_uoa": "program", "data_uoa": program,
+                          "cmd_key": "default", "env": env, "no_state_check": "yes",
+                          "no_compiler_description": "yes", "skip_calibration": "yes", "cpu_freq": "",
+                          "gpu_freq": "", "speed": "no", "energy": "no", "out": ""})
+    if prepared["return"] > 0:
+        raise RuntimeError(f"CK pipeline for {program}: {prepared['error']}")
+    for key in ("ready", "fail", "return"):
+        prepared.pop(key, None)
+    prepared["no_clean"] = "yes"
+    tuned = ck.access({"action": "autotune", "module_uoa": "pipeline", "data_uoa": "program", "pipeline": prepared,
+                       "choices_order": [["##choices#env#CK_BATCH_SIZE"]],
+                       "choices_selection": [{"type": "loop", "choice": sizes, "default": sizes[0]}],
+                       "iterations": len(sizes), "repetitions": 1, "sleep": 0, "record": "no", "out": ""})
+    if tuned["return"] > 0:
+        raise RuntimeError(f"CK autotune for {program}: {tuned['error']}")

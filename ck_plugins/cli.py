@@ -34,17 +34,17 @@ def _cmd_resnet_fp16(args) -> int:
     iterations = check_positive_int("iterations", args.iterations)
     repetitions = check_positive_int("repetitions", args.repetitions)
     warmup = check_positive_int("warm-up iterations", args.warmup)
-    from . import precision  # imports torch: only once the arguments are known to be good
+    from . import resnet_fp16  # imports torch: only once the arguments are known to be good
     from .ckrepo import write_json_atomic
 
-    modes = precision.parse_modes(args.precisions)
-    device = precision.resolve_device(args.device)
-    result = precision.run(batch_size, device, modes, warmup, iterations, repetitions)
+    modes = resnet_fp16.parse_modes(args.precisions)
+    device = resnet_fp16.resolve_device(args.device)
+    result = resnet_fp16.run(batch_size, device, modes, warmup, iterations, repetitions)
     write_json_atomic(args.out, result)
     kept = write_json_atomic(OUT_ROOT / "resnet-fp16" / f"last-{device.type}-bs{batch_size}.json", result)
-    print(precision.summary_table(result))
+    print(resnet_fp16.summary_table(result))
     if device.type == "cpu":
-        print(precision.shipped_gpu_tables())
+        print(resnet_fp16.shipped_gpu_tables())
     print(f"\nresult written to {os.path.abspath(args.out)}; the last complete result at this batch size is kept in "
           f"{kept} (CK clears its tmp folder when a run starts)")
     return 0 if all(r["run_success"] for r in result["modes"]) else 3
@@ -168,34 +168,34 @@ def _add_explore(sub) -> None:
 def _cmd_explore(args) -> int:
     from pathlib import Path
 
-    from . import explore
     from .ckrepo import REPO_ROOT
+    from .sweep import config as sweep_config, journal, plan, scheduler
 
-    config = explore.load_config(args.config)
-    tasks = explore.plan_tasks(config, explore.parse_list(args.models), explore.parse_list(args.libs),
-                               explore.parse_list(args.batch_sizes), args.device)
-    shard = explore.parse_shard(args.shard)
+    config = sweep_config.load_config(args.config)
+    tasks = plan.plan_tasks(config, sweep_config.parse_list(args.models), sweep_config.parse_list(args.libs),
+                            sweep_config.parse_list(args.batch_sizes), args.device)
+    shard = sweep_config.parse_shard(args.shard)
     if shard:
-        tasks = explore.shard(tasks, *shard)
+        tasks = plan.shard(tasks, *shard)
     workers = check_positive_int("workers", args.workers) if args.workers != "0" else 0
     if args.dry_run or not tasks:
         for task in tasks:
             print(f"{task.model} {task.lib} {task.memory_format} batch {','.join(map(str, task.batch_sizes))}")
         print(f"{len(tasks)} tasks, {sum(len(t.batch_sizes) for t in tasks)} points")
         if not tasks:
-            print(f"why none: {explore.why_no_tasks(config, args.device)}")
+            print(f"why none: {plan.why_no_tasks(config, args.device)}")
         return 0
     repo = Path(args.repo or REPO_ROOT).resolve()
-    key = explore.sweep_key(config, tasks, args.shard or "")
-    sweep = explore.open_sweep(repo, key, config, args.shard or "", args.fresh)
-    explore.remove_stale_temporaries(repo)
+    key = journal.sweep_key(config, tasks, args.shard or "")
+    sweep = journal.open_sweep(repo, key, config, args.shard or "", args.fresh)
+    journal.remove_stale_temporaries(repo)
     print(f"sweep {sweep['id']} ({config.name}): {len(tasks)} (model, lib) tasks into {repo}", flush=True)
-    journal = explore.Journal(repo, key, sweep)
+    book = journal.Journal(repo, key, sweep)
     if args.via_ck:
-        outcome = explore.run_via_ck(tasks, config, sweep, repo)
+        outcome = scheduler.run_via_ck(tasks, config, sweep, repo)
     else:
-        outcome = explore.run(tasks, config, sweep, repo, workers, journal.save)
-    summary = journal.save(outcome, complete=True)
+        outcome = scheduler.run(tasks, config, sweep, repo, workers, book.save)
+    summary = book.save(outcome, complete=True)
     ratio = summary["wall_over_measured"]
     parts = f" in {len(summary['parts'])} parts" if len(summary["parts"]) > 1 else ""
     print(f"wall {summary['wall_s']:.1f} s{parts}, measured {summary['measured_s']:.1f} s"
@@ -209,14 +209,15 @@ def _cmd_explore_worker(args) -> int:
     import json
     from pathlib import Path
 
-    from . import explore
+    from .sweep.config import SweepConfig
+    from .sweep.plan import Task
+    from .sweep.worker import worker
 
     config = json.loads(args.config_json)
-    config = explore.SweepConfig(**{**config, "models": tuple(config["models"]),
-                                    "batch_sizes": tuple(config["batch_sizes"])})
+    config = SweepConfig(**{**config, "models": tuple(config["models"]), "batch_sizes": tuple(config["batch_sizes"])})
     task = json.loads(args.task)
-    task = explore.Task(task["model"], task["lib"], tuple(task["batch_sizes"]), task["memory_format"])
-    return explore.worker(task, config, json.loads(args.sweep), Path(args.repo), args.wait)
+    task = Task(task["model"], task["lib"], tuple(task["batch_sizes"]), task["memory_format"])
+    return worker(task, config, json.loads(args.sweep), Path(args.repo), args.wait)
 
 
 def _add_adaptive(sub) -> None:
@@ -238,7 +239,7 @@ def _cmd_adaptive(args) -> int:
 
     from . import adaptive_run, models
     from .errors import check_choice
-    from .explore import parse_list
+    from .sweep.config import parse_list
     from .ckrepo import REPO_ROOT
 
     chosen = list(models.MODELS) if args.models == "all" else parse_list(args.models)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ck_plugins import explore, point
+from ck_plugins import point
+from ck_plugins.sweep import config as sweep_config, plan, scheduler, worker
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::SyntaxWarning")
 
@@ -33,7 +34,7 @@ def points(repo):
 
 
 def config_file(tmp_path, **overrides):
-    data = json.loads((explore.CONFIG_DIR / "ci.json").read_text())
+    data = json.loads((sweep_config.CONFIG_DIR / "ci.json").read_text())
     data.update(overrides)
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps(data))
@@ -85,15 +86,15 @@ def test_remaining_keeps_only_unrecorded_batch_sizes(tmp_path):
     config = config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"], batch_sizes=[1, 2])
     assert sweep(tmp_path / "repo", "--config", str(config)).returncode == 0
     sweep_id = points(tmp_path / "repo")[0][3]
-    task = explore.Task("squeezenet-1.1", "null", (1, 2, 3), "nchw")
-    assert explore.remaining([task], tmp_path / "repo", sweep_id) == [explore.Task("squeezenet-1.1", "null", (3,), "nchw")]
-    assert explore.remaining([task], tmp_path / "repo", "another-sweep") == [task]
+    task = plan.Task("squeezenet-1.1", "null", (1, 2, 3), "nchw")
+    assert plan.remaining([task], tmp_path / "repo", sweep_id) == [plan.Task("squeezenet-1.1", "null", (3,), "nchw")]
+    assert plan.remaining([task], tmp_path / "repo", "another-sweep") == [task]
 
 
 def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_path):
-    config = explore.load_config("ci")
-    tasks = explore.plan_tasks(config)
-    parts = [explore.shard(tasks, i, 3) for i in range(3)]
+    config = sweep_config.load_config("ci")
+    tasks = plan.plan_tasks(config)
+    parts = [plan.shard(tasks, i, 3) for i in range(3)]
     assert sorted(t for part in parts for t in part) == sorted(tasks) and sum(map(len, parts)) == len(tasks)
     git = lambda cwd, *a: subprocess.run(["git", "-C", str(cwd), *a], check=True, capture_output=True, text=True)
     origin = tmp_path / "origin"
@@ -116,13 +117,21 @@ def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_
     assert len(merged) == 8 and len({(m, lib, b) for m, lib, b, *_ in merged}) == 8
 
 
-def test_a_hung_worker_becomes_failed_points_and_the_sweep_goes_on(tmp_path):
-    config = config_file(tmp_path, models=["squeezenet-1.1"], libs=["torch-cpu"], time_limit_s=0.3)
-    done = sweep(tmp_path / "repo", "--config", str(config))
-    assert done.returncode == 0 and "2 points, 2 failed" in done.stdout
-    found = points(tmp_path / "repo")
-    runs = [data["characteristics_list"][0]["run"] for *_, data in found]
-    assert len(runs) == 2 and all(not r["run_success"] and "timed out after 0.3 s" in r["error"] for r in runs)
+def test_a_hung_worker_is_stopped_at_the_time_limit_and_its_missing_points_are_failed(tmp_path):
+    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"],
+                                                      time_limit_s=1.0)))
+    task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
+    sweep_state = {"id": "hung-1", "config": "ci", "shard": ""}
+    hangs = [sys.executable, "-c", "import json, time; print(json.dumps({'batch': 1, 'ok': True, 'error': None, "
+             "'measured_ms': 1.0}), flush=True); time.sleep(600)"]  # reports batch 1, then never ends
+    hung = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=False, command=hangs)
+    start = time.monotonic()
+    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b: None, hung)
+    assert time.monotonic() - start >= 1.0 and hung.proc.returncode == -signal.SIGKILL
+    assert outcome.points == 2 and dict(outcome.failed) == {"worker timed out after 1 s": 1}
+    found = points(tmp_path)
+    assert [(b, data["characteristics_list"][0]["run"]["error"]) for _, _, b, _, _, data in found] == [
+        (2, "worker timed out after 1 s")]  # batch 1 was the worker's to record; batch 2 is failed, with the reason
 
 
 @pytest.mark.parametrize("args, named", [(["--config", "nope"], "'nope'"), (["--shard", "2/2"], "'2/2'"),
@@ -132,25 +141,29 @@ def test_bad_sweep_arguments_are_one_line(tmp_path, args, named):
     assert done.returncode == 2 and named in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_the_ck_route_records_the_same_entries(ck_env, tmp_path):
-    env = dict(ck_env)
-    done = subprocess.run([sys.executable, "-m", "ck_plugins", "explore", "--config", "ci", "--via-ck", "--models",
-                           "squeezenet-1.1", "--libs", "null", "--repo", str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+def test_the_ck_route_records_the_same_entries_and_counts_failed_points(ck_env, tmp_path):
+    config = config_file(tmp_path, models=["squeezenet-1.1"], libs=["null", "torch-cudnn-fp16"])
+    done = subprocess.run([sys.executable, "-m", "ck_plugins", "explore", "--config", str(config), "--via-ck",
+                           "--repo", str(tmp_path / "repo")], env=dict(ck_env), capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    found = points(tmp_path)
-    assert sorted((m, lib, b) for m, lib, b, *_ in found) == [("squeezenet-1.1", "null", 1), ("squeezenet-1.1", "null", 2)]
+    found = points(tmp_path / "repo")
+    assert sorted((m, lib, b) for m, lib, b, *_ in found) == [
+        ("squeezenet-1.1", lib, b) for lib in ("null", "torch-cudnn-fp16") for b in (1, 2)]
     assert all(point.problems(data) == [] for *_, data in found)
+    assert "4 points, 2 failed" in done.stdout and "2 failed: " in done.stdout and "CUDA" in done.stdout
 
 
 def test_a_prestarted_worker_prepares_then_measures_only_after_go(tmp_path):
-    config = explore.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
-    task = explore.Task("squeezenet-1.1", "null", (1, 2), "nchw")
+    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     sweep_state = {"id": "prestart-1", "config": "ci", "shard": ""}
-    started = explore.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)
+    dropped = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)
+    assert json.loads(dropped.proc.stdout.readline()) == {"ready": True}
+    dropped.proc.stdin.close()  # its turn never comes: it ends, and had it measured before its turn, points exist
+    assert dropped.finish() == 0 and points(tmp_path) == []
+    started = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)
     assert json.loads(started.proc.stdout.readline()) == {"ready": True}
-    time.sleep(0.5)
-    assert points(tmp_path) == []  # ready, but nothing measured before its turn
     seen = []
-    outcome = explore.run_task(task, config, sweep_state, tmp_path, None, lambda t, b: seen.append(b), started)
+    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b: seen.append(b), started)
     assert seen == [1, 2] and outcome.points == 2 and not outcome.failed and len(points(tmp_path)) == 2

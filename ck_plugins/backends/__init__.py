@@ -10,7 +10,7 @@ from .base import MEMORY_FORMATS, Backend
 from .compiled import COMPILE_MODES, CompiledBackend
 from .null import NullBackend
 from .onnxrt import OnnxRuntimeBackend
-from .planned import AdaptiveBackend
+from .adaptive import AdaptiveBackend
 from .tensorrt import TensorRTBackend
 from .torch_eager import EagerBackend, EagerConfig
 

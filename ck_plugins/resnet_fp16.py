@@ -5,6 +5,8 @@ cudnn.benchmark on, warmed up, timed with CUDA events (host clock with synchroni
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass, replace
 
 import torch
@@ -166,16 +168,18 @@ def summary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def shipped_gpu_tables() -> str:
-    """On a machine without a GPU: the same benchmark as measured on the GPUs whose results this repository ships."""
+def shipped_gpu_tables(root: Path | None = None) -> str:
+    """On a machine without a GPU: the same benchmark as measured on the GPUs whose results this repository (or
+    `root`) ships in docs/results/<gpu>/resnet-fp16-bs*.json."""
     import json
 
     from .ckrepo import REPO_ROOT
 
+    root = root or REPO_ROOT
     lines = []
-    for path in sorted((REPO_ROOT / "docs" / "results").glob("*/resnet-fp16-bs*.json")):
+    for path in sorted((root / "docs" / "results").glob("*/resnet-fp16-bs*.json")):
         result = json.loads(path.read_text())
-        lines.append(f"\n{result['platform'].get('gpu')} (shipped in {path.relative_to(REPO_ROOT)}), batch "
+        lines.append(f"\n{result['platform'].get('gpu')} (shipped in {path.relative_to(root)}), batch "
                      f"{result['batch_size']}:")
         lines += [f"  {m['precision']:>4} {m['memory_format']:<13} {m['images_per_second']:>9.1f} img/s  "
                   f"{m['speedup_vs_fp32']:.2f}x fp32" for m in result["modes"] if m["run_success"]]

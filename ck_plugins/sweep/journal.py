@@ -1,0 +1,92 @@
+"""A sweep's journal (.ck-sweeps/<key>.json in the results repository: its id, its parts, their figures) and
+what it has recorded, read back from the points: a stopped sweep resumes from there. No torch."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..ckrepo import uid_of, write_json_atomic
+
+if TYPE_CHECKING:
+    from .config import SweepConfig
+    from .plan import Task
+
+JOURNAL_DIR = ".ck-sweeps"  # in the results repository; CK ignores it (not a module folder)
+
+
+@dataclass
+class Outcome:
+    points: int = 0
+    failed: Counter = field(default_factory=Counter)  # reason -> count
+    measured_ms: float = 0.0  # sum of every timed iteration: the device time the sweep measured
+
+
+def sweep_key(config: SweepConfig, tasks: list[Task], shard_text: str) -> str:
+    return uid_of(json.dumps([asdict(config), [asdict(t) for t in tasks], shard_text], sort_keys=True, default=str))
+
+
+def open_sweep(repo: Path, key: str, config: SweepConfig, shard_text: str, fresh: bool) -> dict:
+    """The sweep to run: the incomplete one with the same key (resume), or a new one."""
+    journal = repo / JOURNAL_DIR / f"{key}.json"
+    if journal.exists() and not fresh:
+        state = json.loads(journal.read_text())
+        if not state.get("complete"):
+            return state
+    state = {"id": f"{key[:8]}-{uuid.uuid4().hex[:8]}", "config": config.name, "shard": shard_text,
+             "complete": False, "started": time.time()}
+    write_json_atomic(journal, state)
+    return state
+
+
+def recorded(repo: Path, sweep_id: str) -> dict[tuple[str, str, int], str | None]:
+    """(model, lib, batch) already recorded by this sweep -> None when it succeeded, else its error."""
+    done = {}
+    for path in repo.glob("experiment/*/ckp-*.json"):
+        try:
+            data = json.loads(path.read_text())
+            if data.get("features", {}).get("sweep", {}).get("id") != sweep_id:
+                continue
+            env, runs = data["choices"]["env"], [c["run"] for c in data["characteristics_list"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        ok = any(r.get("run_success") is True for r in runs)
+        done[env["CK_MODEL"], env["CK_LIB"], env["CK_BATCH_SIZE"]] = None if ok else str(runs[0].get("error"))
+    return done
+
+
+def remove_stale_temporaries(repo: Path) -> None:
+    """A writer killed between its temporary file and the link leaves `.ckp.*.tmp` behind; no writer runs now."""
+    for path in repo.glob("experiment/*/.ckp.*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+class Journal:
+    """The sweep's journal file: its id, and one entry per part (a run killed and resumed has several), each part's
+    figures saved after every (model, lib), so a killed part still counts in the summary."""
+
+    def __init__(self, repo: Path, key: str, sweep: dict):
+        self.path, self.sweep = repo / JOURNAL_DIR / f"{key}.json", sweep
+        self.sweep["parts"] = sweep.get("parts", []) + [{"wall_s": 0.0, "measured_s": 0.0, "points": 0, "failed": 0}]
+        self.started = time.perf_counter()
+        write_json_atomic(self.path, self.sweep)
+
+    def save(self, total: Outcome, complete: bool = False) -> dict:
+        self.sweep["parts"][-1] = {"wall_s": time.perf_counter() - self.started, "measured_s": total.measured_ms / 1e3,
+                                   "points": total.points, "failed": sum(total.failed.values()),
+                                   "failures": dict(total.failed)}
+        parts = self.sweep["parts"]
+        wall, measured = sum(p["wall_s"] for p in parts), sum(p["measured_s"] for p in parts)
+        failures: Counter = Counter()
+        for part in parts:
+            failures.update(part.get("failures", {}))
+        self.sweep.update({"complete": complete, "wall_s": wall, "measured_s": measured,
+                           "wall_over_measured": wall / measured if measured else None,
+                           "points": sum(p["points"] for p in parts), "failed": sum(failures.values()),
+                           "failures": dict(failures)})
+        write_json_atomic(self.path, self.sweep)
+        return self.sweep

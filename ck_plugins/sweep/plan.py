@@ -1,0 +1,78 @@
+"""What a sweep runs: one task per (model, lib) with its batch sizes, the libs that run on the device, shards,
+and what is left of a sweep that was stopped."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import check_choice, check_positive_int
+from .config import SweepConfig
+from .journal import recorded
+
+
+@dataclass(frozen=True, order=True)
+class Task:
+    model: str
+    lib: str
+    batch_sizes: tuple[int, ...]
+    memory_format: str
+
+
+def why_no_tasks(config: SweepConfig, device: str) -> str:
+    """What left a sweep with no task: the libs of the config that cannot run here, each with its reason."""
+    from .. import backends
+
+    names = [lib for lib in backends.LIBS if lib != "null"] if config.libs == "available" else list(config.libs)
+    reasons = [backends.runnable(lib) for lib in names
+               if _on_device(lib, device) and backends.runnable(lib) is not None]
+    if not reasons:
+        return f"no lib of config {config.name!r} runs on device {device!r}"
+    return f"config {config.name!r} on device {device!r}: " + "; ".join(reasons[:4]) + (
+        f"; and {len(reasons) - 4} more" if len(reasons) > 4 else "")
+
+
+def plan_tasks(config: SweepConfig, models: list[str] | None = None, libs: list[str] | None = None,
+               batch_sizes: list[str] | None = None, device: str = "any") -> list[Task]:
+    from .. import backends
+
+    chosen_models = [m for m in config.models if not models or m in models]
+    for name in models or []:
+        check_choice("model", name, config.models)
+    if config.libs == "available":
+        lib_names = [lib for lib in backends.LIBS if lib != "null" and backends.runnable(lib) is None]
+    else:
+        lib_names = [backends.family_of(lib) and lib for lib in config.libs]
+    for name in libs or []:
+        check_choice("lib", name, lib_names)
+    lib_names = [lib for lib in lib_names if (not libs or lib in libs) and _on_device(lib, device)]
+    sizes = config.batch_sizes
+    if batch_sizes:
+        sizes = tuple(check_positive_int("batch size", b) for b in batch_sizes)
+    tasks = []
+    for model in chosen_models:
+        for lib in lib_names:
+            layout = backends.default_memory_format(lib) if config.memory_format == "lib-default" else config.memory_format
+            tasks.append(Task(model, lib, tuple(sizes), layout))
+    return sorted(tasks, key=lambda t: (t.model, t.lib))
+
+
+def _on_device(lib: str, device: str) -> bool:
+    from .. import backends
+
+    check_choice("device", device, ("any", "cpu", "cuda"))
+    if device == "any":
+        return True
+    return (backends.family_of(lib) in ("cpu", "null")) == (device == "cpu")
+
+
+def shard(tasks: list[Task], index: int, count: int) -> list[Task]:
+    """Deterministic round-robin split of the sorted tasks: every task in exactly one shard."""
+    return tasks[index::count]
+
+
+def remaining(tasks: list[Task], repo: Path, sweep_id: str) -> list[Task]:
+    """The tasks with only the batch sizes this sweep has not recorded yet (no worker starts just to skip)."""
+    done = recorded(repo, sweep_id)
+    left = [Task(t.model, t.lib, tuple(b for b in t.batch_sizes if (t.model, t.lib, b) not in done), t.memory_format)
+            for t in tasks]
+    return [t for t in left if t.batch_sizes]

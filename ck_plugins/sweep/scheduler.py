@@ -1,0 +1,160 @@
+"""The parent: workers in turn (one per GPU; on a GPU the next one prepares while this one measures), each under
+its time limit; whatever a worker did not record becomes a failed point with the reason."""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+
+from .config import SweepConfig
+from .journal import Outcome, recorded
+from .plan import Task, remaining
+from .worker import Worker, sweep_features
+
+
+def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point,
+             started: Worker | None = None) -> Outcome:
+    """Run one worker under the time limit; whatever it did not record becomes a failed point with the reason."""
+    running = started or Worker(task, config, sweep, repo, gpu, wait=False)
+    outcome, reported = Outcome(), set()
+    running.go()
+    timer = threading.Timer(config.time_limit_s, running.proc.kill)
+    timer.start()
+    for line in running.proc.stdout:
+        message = _parse(line)
+        if message is None:
+            continue
+        reported.add(message["batch"])
+        if not message.get("skipped"):
+            outcome.points += 1
+            outcome.measured_ms += message.get("measured_ms", 0.0)
+            if not message["ok"]:
+                outcome.failed[message["error"][:120]] += 1
+        on_point(task, message["batch"])
+    code = running.finish()
+    timed_out = not timer.is_alive() and code != 0
+    timer.cancel()
+    missing = [b for b in task.batch_sizes if b not in reported]
+    if missing:
+        last = "".join(running.stderr_tail).strip().splitlines()[-1:] or ["no output"]
+        reason = (f"worker timed out after {config.time_limit_s:g} s" if timed_out else
+                  f"worker exited with code {code}: {last}")
+        for batch in missing:
+            _record_failure(task, batch, config, sweep, repo, reason)
+            outcome.points += 1
+            outcome.failed[reason[:120]] += 1
+            on_point(task, batch)
+    return outcome
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return message if isinstance(message, dict) and "batch" in message else None
+
+
+def _record_failure(task: Task, batch: int, config: SweepConfig, sweep: dict, repo: Path, reason: str) -> None:
+    from .. import bench, engine, platform_info
+
+    if (task.model, task.lib, batch) in recorded(repo, sweep["id"]):
+        return
+    plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions)
+    failed = engine.Measurement(plan, {"lib": task.lib, "memory_format": task.memory_format}, run_success=False,
+                                error=reason, platform=platform_info.describe(__import__("torch").device("cpu")))
+    bench.record(bench.PointRequest(plan, task.lib, None, repo), failed, sweep_features(sweep))
+
+
+def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers: int,
+        on_task=lambda total: None) -> Outcome:
+    """Run the tasks, `workers` at a time (one per GPU), with a progress bar; return what was measured.
+    `on_task(total so far)` runs after each (model, lib), under the lock (the journal keeps this part's figures)."""
+    from tqdm import tqdm
+
+    tasks = remaining(tasks, repo, sweep["id"])
+    total = Outcome()
+    bar = tqdm(total=sum(len(t.batch_sizes) for t in tasks), unit="point", dynamic_ncols=True, mininterval=1.0)
+    lock = threading.Lock()
+
+    def on_point(task: Task, batch: int) -> None:
+        with lock:
+            bar.set_postfix_str(f"{task.model} {task.lib} batch {batch}", refresh=False)
+            bar.update(1)
+
+    pending: queue.Queue = queue.Queue()
+    for task in tasks:
+        pending.put(task)
+
+    def take() -> Task | None:
+        try:
+            return pending.get_nowait()
+        except queue.Empty:
+            return None
+
+    def serve(gpu: int | None) -> None:
+        # On a GPU the next worker prepares on the host while this one measures; on a CPU it would take the
+        # cores being measured, so CPU workers start one after the other.
+        def start(task: Task | None) -> Worker | None:
+            return Worker(task, config, sweep, repo, gpu, wait=True) if task and gpu is not None else None
+
+        upcoming = take()
+        started = start(upcoming)
+        while upcoming:
+            task, running = upcoming, started
+            upcoming = take()
+            started = start(upcoming)
+            outcome = run_task(task, config, sweep, repo, gpu, on_point, running)
+            with lock:
+                total.points += outcome.points
+                total.measured_ms += outcome.measured_ms
+                total.failed.update(outcome.failed)
+                on_task(total)
+
+    threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in _gpus(workers)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    bar.close()
+    return total
+
+
+def _gpus(workers: int) -> list[int | None]:
+    """One slot per worker: GPU indices where GPUs are visible, else CPU slots."""
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except ImportError:
+        count = 0
+    if count:
+        return list(range(min(workers, count) if workers else count))
+    return [None] * max(1, workers)
+
+
+def run_via_ck(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path) -> Outcome:
+    """CK's own autotune pipeline over CK_BATCH_SIZE (as ck-caffe did), one `bench-<family>` run per point.
+
+    Our program records each point into the same experiment/<model>-<lib>/ entries, tagged with this sweep, so
+    CK's own records are not needed. Slower: one process, and CK's fixed sleeps, per point. What each point
+    became (measured or failed, and why) is read back from the points it recorded."""
+    import sys
+
+    from .. import backends, ckedge
+
+    outcome = Outcome()
+    for task in remaining(tasks, repo, sweep["id"]):
+        env = {"CK_PYTHON": sys.executable, "CK_LIB": task.lib, "CK_MODEL": task.model, "CK_FAMILY": "any",
+               "CK_ITERATIONS": config.iterations, "CK_REPETITIONS": config.repetitions, "CK_WARMUP": config.warmup,
+               "CK_MEMORY_FORMAT": task.memory_format, "CK_PER_LAYER": str(config.per_layer).lower(),
+               "CK_PROFILE": "false", "CK_RESULTS_REPO": str(repo), "CK_SWEEP_ID": sweep["id"],
+               "CK_MIN_REPETITION_MS": config.min_repetition_ms,
+               "CK_SWEEP_CONFIG": sweep["config"], "CK_SWEEP_SHARD": sweep["shard"]}
+        ckedge.autotune_batch_sizes(f"bench-{backends.family_of(task.lib)}", env, list(task.batch_sizes))
+        done = recorded(repo, sweep["id"])
+        for batch in task.batch_sizes:
+            outcome.points += 1
+            error = done.get((task.model, task.lib, batch), "no point recorded (see CK's output)")
+            if error is not None:
+                outcome.failed[error[:120]] += 1
+    return outcome

@@ -1,0 +1,105 @@
+"""The worker: a subprocess that measures every batch size of one (model, lib), and the parent's handle on it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import SweepConfig
+from .journal import recorded
+from .plan import Task
+
+
+def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool = False) -> int:
+    """In the subprocess: measure every batch size of one (model, lib); one JSON line per point on stdout.
+
+    With `wait`, the host-side preparation (imports, the model, its work, the images) is done first, then the
+    worker says {"ready": true} and waits for a line on stdin before it touches the GPU: the parent starts the
+    next worker while this one's predecessor measures, and only one process at a time uses the device.
+    """
+    from .. import backends, bench, engine
+
+    done = recorded(repo, sweep["id"])
+    # compile libs compile once for every batch size: one compilation per size would take most of the sweep
+    options = backends.Options(memory_format=task.memory_format, dynamic_batch=True)
+    backend = backends.create(task.lib, options)
+    session = engine.Session(task.model, backend, max(task.batch_sizes))
+    session.prepare_host()
+    if wait:
+        print(json.dumps({"ready": True}), flush=True)
+        if not sys.stdin.readline():
+            return 0  # the parent went away before our turn
+    for batch in task.batch_sizes:
+        if (task.model, task.lib, batch) in done:
+            print(json.dumps({"batch": batch, "skipped": True}), flush=True)
+            continue
+        plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions,
+                              per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
+                              harness_check=False, min_repetition_ms=config.min_repetition_ms)
+        measured = session.measure(plan)
+        bench.record(bench.PointRequest(plan, task.lib, options, repo), measured,
+                     sweep_features(sweep))
+        print(json.dumps({"batch": batch, "ok": measured.run_success, "error": measured.error,
+                          "measured_ms": sum(map(sum, measured.samples_ms))}), flush=True)
+    session.close()
+    return 0
+
+
+def sweep_features(sweep: dict) -> dict:
+    return {"id": sweep["id"], "config": sweep["config"], **({"shard": sweep["shard"]} if sweep["shard"] else {})}
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the sweep process dies, so a killed sweep leaves no orphan writing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Worker:
+    """One explore-worker subprocess, its stderr drained from the start (a full pipe would block it)."""
+
+    def __init__(self, task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, wait: bool,
+                 command: list[str] | None = None):
+        """`command` replaces the worker program (default: `python -m ck_plugins explore-worker` for the task)."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        command = command or [sys.executable, "-m", "ck_plugins", "explore-worker", "--task", json.dumps(asdict(task)),
+                              "--config-json", json.dumps(asdict(config)), "--sweep", json.dumps(sweep),
+                              "--repo", str(repo), *(["--wait"] if wait else [])]
+        self.task, self.waits = task, wait
+        self.proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE if wait else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=_die_with_parent)
+        self.stderr_tail: list[str] = []
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_tail = (self.stderr_tail + [line])[-20:]
+
+    def go(self) -> None:
+        if self.waits:
+            try:
+                self.proc.stdin.write("go\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # it died while preparing: its missing points are recorded as failed
+
+    def finish(self) -> int:
+        code = self.proc.wait()
+        self._drain.join(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        return code
