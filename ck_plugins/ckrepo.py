@@ -102,6 +102,8 @@ def point_features(point: dict) -> dict:
         features["CK_FOLD_BN"] = True
     if env.get("CK_ADAPTIVE_PLAN"):  # each plan is its own configuration
         features["CK_ADAPTIVE_PLAN"] = env["CK_ADAPTIVE_PLAN"]
+    if env.get("CK_NUM_THREADS"):  # each thread count chosen is its own configuration
+        features["CK_NUM_THREADS"] = env["CK_NUM_THREADS"]
     return features
 
 

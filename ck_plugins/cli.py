@@ -80,6 +80,8 @@ def _add_point(sub) -> None:
     p.add_argument("--family", default=env("CK_FAMILY", "any"), help="restrict libs to one program's family")
     p.add_argument("--plan", default=env("CK_ADAPTIVE_PLAN", ""), help="adaptive lib: the plan file to run")
     p.add_argument("--fold-bn", default=env("CK_FOLD_BN", "false"), help="eager libs: fold batch norms: true/false")
+    p.add_argument("--threads", default=env("CK_NUM_THREADS", "0"),
+                   help="torch's intra-op CPU threads for this point (0: torch's default); recorded in the point")
     p.add_argument("--repo", default=env("CK_RESULTS_REPO", ""),
                    help="CK repository that receives experiment/<model>-<lib>/ (default: this checkout)")
     p.add_argument("--failed", default="", metavar="REASON",
@@ -115,7 +117,8 @@ def _cmd_point(args) -> int:
                           check_positive_int("repetitions", args.repetitions),
                           per_layer=_parse_bool("per-layer", args.per_layer),
                           profile=_parse_bool("profile", args.profile),
-                          min_repetition_ms=_non_negative("minimum repetition time (ms)", args.min_repetition_ms))
+                          min_repetition_ms=_non_negative("minimum repetition time (ms)", args.min_repetition_ms),
+                          threads=0 if str(args.threads) == "0" else check_positive_int("threads", args.threads))
     options = backends.Options(args.memory_format, _parse_bool("cuda graph", args.cuda_graph), args.compile_mode,
                                _parse_bool("freezing", args.freezing), plan=args.plan,
                                fold_bn=_parse_bool("fold bn", args.fold_bn))
@@ -133,8 +136,10 @@ def _cmd_point(args) -> int:
         measured = bench.measure_point(request)
     sweep = None
     if os.environ.get("CK_SWEEP_ID"):  # run by the sweep's CK route
-        sweep = {"id": os.environ["CK_SWEEP_ID"], "config": os.environ.get("CK_SWEEP_CONFIG", ""),
-                 **({"shard": os.environ["CK_SWEEP_SHARD"]} if os.environ.get("CK_SWEEP_SHARD") else {})}
+        from .sweep.journal import sweep_features
+
+        sweep = sweep_features({"id": os.environ["CK_SWEEP_ID"], "config": os.environ.get("CK_SWEEP_CONFIG", ""),
+                                "shard": os.environ.get("CK_SWEEP_SHARD", "")})
     path = bench.record(request, measured, sweep)
     write_json_atomic(args.out, {"program": "point", "run_success": measured.run_success, "point_file": str(path),
                                  "point": __import__("json").loads(path.read_text())})

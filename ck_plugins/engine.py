@@ -29,6 +29,7 @@ class RunPlan:
     harness_check: bool = True  # also time a bare CUDA-event loop, to report our overhead (GPU only)
     min_repetition_ms: float = 0.0  # > 0: iterations is a minimum, a repetition lasts at least this long
     per_layer_method: str = "hooks"  # hooks: in the running model (the seed's); isolated: each layer alone
+    threads: int = 0  # > 0: torch's intra-op CPU threads for this point (torch.set_num_threads); 0: torch's default
 
 
 @dataclass
@@ -133,20 +134,24 @@ class Session:
         self.progress = None  # called between timed repetitions: see run_point
 
     def measure(self, plan: RunPlan) -> Measurement:
+        """The expected failures (cannot run here, out of memory, a runtime error of the library) become a failed
+        Measurement with the reason; anything else is a bug and is raised."""
+        if plan.batch_size > self.max_batch or plan.seed != self.seed or plan.model != self.model_name:
+            raise ValueError(f"plan {plan.model} batch {plan.batch_size} seed {plan.seed} is outside this "
+                             f"session ({self.model_name}, batch <= {self.max_batch}, seed {self.seed})")
         result = Measurement(plan, self.backend.describe(), run_success=False)
         try:
-            if plan.batch_size > self.max_batch or plan.seed != self.seed or plan.model != self.model_name:
-                raise ValueError(f"plan {plan.model} batch {plan.batch_size} seed {plan.seed} is outside this "
-                                 f"session ({self.model_name}, batch <= {self.max_batch}, seed {self.seed})")
             self.backend.check()
-            result.platform = platform_info.describe(self.backend.device)
+            if plan.threads:
+                torch.set_num_threads(plan.threads)  # before the platform is read: it records the count
+            result.platform = {**platform_info.describe(self.backend.device), "backend_version": self.backend.version()}
             self._measure(plan, result)
             result.run_success = True
         except Unsupported as error:
             result.error = str(error)
         except torch.cuda.OutOfMemoryError as error:
             result.error = f"out of memory at batch {plan.batch_size}: {str(error).splitlines()[0]}"
-        except (RuntimeError, ValueError, TypeError, AssertionError) as error:
+        except RuntimeError as error:  # torch's, Triton's, ONNX Runtime's and TensorRT's errors
             result.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         if not result.run_success:
             self.close()  # whatever failed may have left the backend half-loaded: the next plan loads again
@@ -263,9 +268,7 @@ def profile_point(plan: RunPlan, backend: Backend, model: torch.nn.Module, resul
 
 
 def _release(backend: Backend) -> None:
-    for attribute in ("model", "_graph", "_static_in", "_static_out"):
-        if hasattr(backend, attribute):
-            setattr(backend, attribute, None)
+    backend.unload()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

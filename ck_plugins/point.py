@@ -74,6 +74,8 @@ def choices_env(m: "Measurement") -> dict:
         autorange["CK_FOLD_BN"] = True
     if settings.get("plan", {}).get("digest"):
         autorange["CK_ADAPTIVE_PLAN"] = settings["plan"]["digest"]
+    if m.plan.threads:
+        autorange["CK_NUM_THREADS"] = m.plan.threads
     return {**compiled, **autorange, "CK_MODEL": m.plan.model, "CK_LIB": settings["lib"], "CK_BATCH_SIZE": m.plan.batch_size,
             "CK_ITERATIONS": m.plan.iterations, "CK_REPETITIONS": m.plan.repetitions, "CK_WARMUP": m.plan.warmup,
             "CK_SEED": m.plan.seed, "CK_MEMORY_FORMAT": settings.get("memory_format", "nchw"),

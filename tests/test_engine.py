@@ -1,7 +1,9 @@
 """The measuring session a sweep worker uses: one model build, one load, one reference for many batch sizes."""
+import pytest
 import torch
 
 from ck_plugins import backends, engine
+from ck_plugins.errors import Unsupported
 
 
 class CountingLoads:
@@ -38,10 +40,76 @@ def test_a_batch_specific_backend_is_loaded_for_each_batch_size():
     assert counter.loads == [1, 2]
 
 
-def test_a_plan_outside_the_session_is_a_failed_measurement_not_a_crash():
+def test_a_plan_outside_the_session_is_a_bug_and_raised():
     session = engine.Session("squeezenet-1.1", backends.create("null"), max_batch=2)
-    failed = session.measure(plan(4))
-    assert not failed.run_success and "batch 4" in failed.error and "batch <= 2" in failed.error
+    with pytest.raises(ValueError, match="batch 4.*batch <= 2"):
+        session.measure(plan(4))
+
+
+class Failing(backends.Backend):
+    """A backend whose load raises `error`: what a library failure, or a bug, looks like to the session."""
+    name, precision, device = "failing", "fp32", torch.device("cpu")
+
+    def __init__(self, error):
+        self.error, self.unloaded = error, 0
+
+    def check(self):
+        return None
+
+    def load(self, model, batch_size):
+        raise self.error
+
+    def prepare_input(self, images):
+        return images
+
+    def predict(self, inputs):
+        raise AssertionError("never reached")
+
+    def unload(self):
+        self.unloaded += 1
+
+
+@pytest.mark.parametrize("error, says", [(RuntimeError("CUDA error: an illegal memory access"), "RuntimeError: CUDA"),
+                                         (Unsupported("fp16 needs a GPU"), "fp16 needs a GPU")])
+def test_an_expected_failure_is_a_failed_point_and_the_backend_is_unloaded(error, says):
+    backend = Failing(error)
+    measured = engine.run_point(plan(1), backend)
+    assert not measured.run_success and measured.error.startswith(says) and backend.unloaded >= 1
+
+
+@pytest.mark.parametrize("error", [TypeError("unsupported operand"), AssertionError("shape"), KeyError("x")])
+def test_a_bug_in_a_backend_is_raised_not_recorded(error):
+    with pytest.raises(type(error)):
+        engine.run_point(plan(1), Failing(error))
+
+
+@pytest.mark.parametrize("lib, loaded", [("torch-cpu", "model"), ("torch-cpu-bf16", "model"),
+                                         ("onnxruntime", "_session")])
+def test_every_backend_unloads_what_it_loaded_and_says_its_version(lib, loaded):
+    backend = backends.create(lib)
+    session = engine.Session("squeezenet-1.1", backend, max_batch=1)
+    session._prepare(plan(1))
+    assert getattr(backend, loaded) is not None
+    session.close()
+    assert getattr(backend, loaded) is None and getattr(backend, "model", None) is None
+    assert backend.version().split()[0] in ("torch", "onnxruntime")
+
+
+@pytest.mark.parametrize("lib, loaded", [("torch-compile-fp16", "_compiled"), ("tensorrt-fp16", "_engine")])
+def test_gpu_only_backends_unload_their_compiled_engines(lib, loaded):
+    backend = backends.create(lib)  # loading needs a GPU here; what a load leaves behind is set by hand
+    backend.model, backend._graph = torch.nn.Linear(1, 1), object()
+    setattr(backend, loaded, object())
+    backend.unload()
+    assert getattr(backend, loaded) is None and backend.model is None and backend._graph is None
+
+
+def test_the_backend_version_is_recorded_in_the_point():
+    from ck_plugins import point
+
+    measured = engine.run_point(plan(1, per_layer=False), backends.create("torch-cpu"))
+    data = point.from_measurement(measured, None, {"commit": "x", "dirty": False})
+    assert data["features"]["platform"]["backend_version"] == f"torch {torch.__version__}"
 
 
 def test_folded_batch_norms_leave_the_outputs_and_mark_the_point():
@@ -54,3 +122,22 @@ def test_folded_batch_norms_leave_the_outputs_and_mark_the_point():
     data = point.from_measurement(measured, None, {"commit": "x", "dirty": False})
     assert data["choices"]["env"]["CK_FOLD_BN"] is True and ckrepo.point_features(data)["CK_FOLD_BN"] is True
     assert point.lib_label(data["choices"]["env"], data["choices"]["settings"]) == "torch-cpu+fold-bn"
+
+
+def test_the_thread_count_is_set_recorded_and_tells_points_apart(tmp_path):
+    from ck_plugins import bench, ckrepo, point, readpoints
+
+    default = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            plan_ = plan(1, per_layer=False, threads=threads)
+            measured = engine.run_point(plan_, backends.create("torch-cpu"))
+            assert measured.platform["cpu_threads"] == threads == torch.get_num_threads()
+            bench.record(bench.PointRequest(plan_, "torch-cpu", backends.Options(), tmp_path), measured)
+    finally:
+        torch.set_num_threads(default)
+    files = sorted(tmp_path.glob("experiment/squeezenet-1.1-torch-cpu/ckp-*.json"))
+    data = [point.read_file(f).choices for f in files]
+    assert len(files) == 2 and len({f.name.split(".")[0] for f in files}) == 2  # two points, not two subpoints
+    assert sorted(d["CK_NUM_THREADS"] for d in data) == ["1", "2"]
+    assert readpoints.load([tmp_path]).dimensions == {"CK_NUM_THREADS": ["1", "2"]}

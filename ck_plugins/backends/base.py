@@ -37,6 +37,14 @@ class Backend(ABC):
     def predict(self, inputs: object) -> torch.Tensor:
         """One forward pass over one batch; returns the logits (asynchronously on a GPU)."""
 
+    @abstractmethod
+    def unload(self) -> None:
+        """Drop everything load() made (models, engines, sessions, graphs), so its memory can be freed."""
+
+    def version(self) -> str:
+        """The versions of what runs the network (recorded in the point's platform as backend_version)."""
+        return f"torch {torch.__version__}"
+
     def describe(self) -> dict:
         """The settings that define this backend's run, for the point's choices."""
         return {"lib": self.name, "precision": self.precision, "device": self.device.type}

@@ -35,6 +35,19 @@ class CompiledBackend(EagerBackend):
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         return self._compiled(inputs)
 
+    def unload(self) -> None:
+        self._compiled = None
+        torch._dynamo.reset()  # dynamo's caches hold the compiled graphs, and through them the weights
+        super().unload()
+
+    def version(self) -> str:
+        try:
+            import triton
+
+            return f"{super().version()}, triton {triton.__version__}"
+        except ImportError:
+            return f"{super().version()} (inductor C++ on the CPU)"
+
     def describe(self) -> dict:
         return {**super().describe(), "compile_mode": self.mode, "freezing": self.freezing,
                 "dynamic_batch": self.dynamic_batch}

@@ -26,3 +26,9 @@ class NullBackend(Backend):
 
     def predict(self, inputs: object) -> torch.Tensor:
         return self._logits
+
+    def unload(self) -> None:
+        self._logits = torch.zeros(1, 1000)
+
+    def version(self) -> str:
+        return "none (returns at once)"

@@ -1,6 +1,7 @@
 """ONNX Runtime: the model exported to ONNX, run by the CPU execution provider (CUDA's where installed)."""
 from __future__ import annotations
 
+import contextlib
 import io
 
 import numpy as np
@@ -38,13 +39,33 @@ class OnnxRuntimeBackend(Backend):
                           dynamo=False, opset_version=17)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=[self.provider])
+        with self._errors():
+            self._session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=[self.provider])
 
     def prepare_input(self, images: torch.Tensor) -> np.ndarray:
         return images.numpy()
 
     def predict(self, inputs: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self._session.run(["logits"], {"images": inputs})[0])
+        with self._errors():
+            return torch.from_numpy(self._session.run(["logits"], {"images": inputs})[0])
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """ONNX Runtime's errors derive from Exception only: they become RuntimeError, a library failure."""
+        try:
+            yield
+        except Exception as error:
+            if type(error).__module__.startswith("onnxruntime"):
+                raise RuntimeError(f"{self.name}: {type(error).__name__}: {error}") from error
+            raise
+
+    def unload(self) -> None:
+        self._session = None
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__} ({self.provider})"
 
     def describe(self) -> dict:
         return {"lib": self.name, "precision": self.precision, "device": self.device.type, "provider": self.provider}

@@ -37,5 +37,14 @@ class TensorRTBackend(EagerBackend):
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         return self._engine(inputs)
 
+    def unload(self) -> None:
+        self._engine = None
+        super().unload()
+
+    def version(self) -> str:
+        import torch_tensorrt
+
+        return f"{super().version()}, torch_tensorrt {torch_tensorrt.__version__}"
+
     def layer_model(self):
         return None  # TensorRT fuses layers; its own profiler would be needed for per-layer times

@@ -99,6 +99,14 @@ class EagerBackend(Backend):
             return self._static_out
         return self._forward(inputs)
 
+    def unload(self) -> None:
+        self.model = None
+        self._graph = self._static_in = self._static_out = None
+
+    def version(self) -> str:
+        cudnn = torch.backends.cudnn.version() if self.device.type == "cuda" else None
+        return f"torch {torch.__version__}" + (f", cuDNN {cudnn}" if cudnn else "")
+
     def describe(self) -> dict:
         return {"lib": self.name, **asdict(self.config)}
 

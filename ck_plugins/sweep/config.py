@@ -28,6 +28,7 @@ class SweepConfig:
     memory_format: str = "lib-default"
     time_limit_s: float = 900.0
     min_repetition_ms: float = 0.0  # > 0: iterations is a minimum; a repetition lasts at least this long
+    threads: int = 0  # > 0: torch's intra-op CPU threads for every point (recorded as CK_NUM_THREADS)
 
 
 def _leaf(error):
@@ -61,7 +62,7 @@ def load_config(name_or_path: str) -> SweepConfig:
         check_choice("model", name, model_registry.MODELS)
     libs = data["libs"] if data["libs"] == "available" else tuple(data["libs"])
     options = {k: data[k] for k in ("repetitions", "iterations", "warmup", "per_layer", "per_layer_passes",
-                                    "memory_format", "time_limit_s", "min_repetition_ms") if k in data}
+                                    "memory_format", "time_limit_s", "min_repetition_ms", "threads") if k in data}
     return SweepConfig(path.stem, models, libs, expand_batch_sizes(data["batch_sizes"]), **options)
 
 

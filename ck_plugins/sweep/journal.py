@@ -59,6 +59,11 @@ def recorded(repo: Path, sweep_id: str) -> dict[tuple[str, str, int], str | None
     return done
 
 
+def sweep_features(sweep: dict) -> dict:
+    """What a point records of the sweep that measured it (features/sweep)."""
+    return {"id": sweep["id"], "config": sweep["config"], **({"shard": sweep["shard"]} if sweep["shard"] else {})}
+
+
 def remove_stale_temporaries(repo: Path) -> None:
     """A writer killed between its temporary file and the link leaves `.ckp.*.tmp` behind; no writer runs now."""
     for path in repo.glob("experiment/*/.ckp.*.tmp"):

@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 from .config import SweepConfig
-from .journal import Outcome, recorded
+from .journal import Outcome, recorded, sweep_features
 from .plan import Task, remaining
-from .worker import Worker, sweep_features
+from .worker import Worker
 
 
 def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point,

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .config import SweepConfig
-from .journal import recorded
+from .journal import recorded, sweep_features
 from .plan import Task
 
 
@@ -40,7 +40,8 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
             continue
         plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions,
                               per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
-                              harness_check=False, min_repetition_ms=config.min_repetition_ms)
+                              harness_check=False, min_repetition_ms=config.min_repetition_ms,
+                              threads=config.threads)
         measured = session.measure(plan)
         bench.record(bench.PointRequest(plan, task.lib, options, repo), measured,
                      sweep_features(sweep))
@@ -48,10 +49,6 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
                           "measured_ms": sum(map(sum, measured.samples_ms))}), flush=True)
     session.close()
     return 0
-
-
-def sweep_features(sweep: dict) -> dict:
-    return {"id": sweep["id"], "config": sweep["config"], **({"shard": sweep["shard"]} if sweep["shard"] else {})}
 
 
 def _die_with_parent() -> None:
