@@ -23,8 +23,8 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+from .backends.base import DTYPES, FORMATS
+
 
 
 @dataclass(frozen=True, order=True)

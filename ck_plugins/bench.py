@@ -8,9 +8,8 @@ from . import backends, ckrepo, engine, models, platform_info, point
 from .roofline import peak_tflops
 from .diagnose import Facts, diagnose, unaligned_convs
 from .errors import Unsupported
+from .libnames import REDUCED_PRECISIONS
 from .progress import Progress
-
-REDUCED = ("fp16", "bf16", "amp", "tf32")
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ def measure_point(request: PointRequest) -> engine.Measurement:
 
 def _baseline_ms(request: PointRequest, backend, model) -> float | None:
     """fp32 (TF32 off) on cuDNN, same layout and batch, briefly timed: what a reduced precision is compared with."""
-    if backend.device.type != "cuda" or backend.precision not in REDUCED:
+    if backend.device.type != "cuda" or backend.precision not in REDUCED_PRECISIONS:
         return None
     try:
         backend.check()
@@ -63,8 +62,8 @@ def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None, model):
         speedup_vs_fp32=baseline_ms / median if baseline_ms else None,
         gpu_busy_share=p.busy_share(median) if p else None,
         tensor_core_share=p.tensor_core_share if p else None,
-        layout_share=p.layout_ms / p.kernel_ms if p and p.kernel_ms else None,
-        elementwise_share=p.elementwise_ms / p.kernel_ms if p and p.kernel_ms else None,
+        layout_share=p.layout_share if p else None,
+        elementwise_share=p.elementwise_share if p else None,
         unaligned_convs=unaligned_convs(models.layer_work(model)),
         cpu_has_bf16=platform_info.cpu_has_bf16(),
         fused=backend.fused,

@@ -8,7 +8,7 @@ import sys
 
 from .ckrepo import OUT_ROOT
 from .libnames import FAMILY_OF
-from .point import MODELS
+from .point import MODELS, TAG
 from .errors import BadInput, check_positive_int
 
 
@@ -320,7 +320,7 @@ def _add_analyse(sub) -> None:
     p = sub.add_parser("analyse", help="tables, plots and the ideal adaptive solution from CK experiment points")
     p.add_argument("--repo", action="append", default=[], help="a CK repository or entry folder (repeatable)")
     p.add_argument("--all-repos", action="store_true", help="every repository registered with CK (pulled ones too)")
-    p.add_argument("--tags", default="explore-batch-size-libs-models", help="comma-separated tags the entries need")
+    p.add_argument("--tags", default=TAG, help="comma-separated tags the entries need")
     p.add_argument("--where", action="append", default=[], metavar="NAME=VALUE",
                    help="keep only points whose dimension NAME (a swept choice such as OPENBLAS_NUM_THREADS, or "
                         "platform, model, lib, batch_size, cpu, driver, torch) has VALUE (repeatable)")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .libnames import HALF_PRECISIONS, REDUCED_PRECISIONS
+
 LAUNCH_BOUND_BUSY = 0.6  # GPU busy less than this share of the wall time: the host cannot feed it
 FEW_TENSOR_CORES = 0.5
 LAYOUT_HEAVY = 0.08
@@ -56,7 +58,7 @@ def _reasons(f: Facts) -> list[str]:
                        "(faster kernels cannot help; use a larger batch or CUDA graphs)")
     if not f.cudnn:
         reasons.append("cuDNN off: convolutions run as im2col + GEMM, bound by memory traffic")
-    reduced = f.precision in ("fp16", "bf16", "amp", "tf32")
+    reduced = f.precision in REDUCED_PRECISIONS
     if f.elementwise_share is not None and f.elementwise_share > ELEMENTWISE_HEAVY:
         if f.fused:
             reasons.append(f"{f.elementwise_share:.0%} of GPU time in fused batch norm/ReLU/addition kernels, "
@@ -76,7 +78,7 @@ def _reasons(f: Facts) -> list[str]:
             reasons.append(f"tensor-core kernels {f.tensor_core_share:.0%} of GPU time")
     if f.cudnn and not f.cudnn_benchmark:
         reasons.append("cudnn.benchmark off: algorithms chosen by heuristics, not measured")
-    if f.speedup_vs_tf32 is not None and f.precision in ("fp16", "bf16", "amp"):
+    if f.speedup_vs_tf32 is not None and f.precision in HALF_PRECISIONS:
         reasons.append(f"{f.speedup_vs_tf32:.2f}x TF32 (the fp32 baseline with TF32 on already uses tensor cores)")
     if f.unaligned_convs and reduced:
         names = ", ".join(f.unaligned_convs[:3])

@@ -12,6 +12,8 @@ FAMILY_OF = {
     "adaptive": "adaptive",
 }
 CHANNELS_LAST_FAMILIES = ("fp16", "compile", "tensorrt")  # where tensor cores want NHWC
+HALF_PRECISIONS = ("fp16", "bf16", "amp")  # 16-bit arithmetic (amp: autocast to fp16)
+REDUCED_PRECISIONS = HALF_PRECISIONS + ("tf32",)  # below fp32: what the diagnosis explains against fp32
 
 
 def default_memory_format(lib: str) -> str:

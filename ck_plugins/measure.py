@@ -287,7 +287,19 @@ class KernelProfile:
 
     @property
     def tensor_core_share(self) -> float:
-        return self.tensor_core_ms / self.kernel_ms if self.kernel_ms > 0 else 0.0
+        return self._share(self.tensor_core_ms)
+
+    @property
+    def layout_share(self) -> float:
+        return self._share(self.layout_ms)
+
+    @property
+    def elementwise_share(self) -> float:
+        return self._share(self.elementwise_ms)
+
+    def _share(self, part_ms: float) -> float:
+        """A part of the GPU's kernel time, as a share of all of it (0 when no kernel ran)."""
+        return part_ms / self.kernel_ms if self.kernel_ms > 0 else 0.0
 
 
 def kernel_profile(step: Callable[[], object], device: torch.device, iterations: int = 5) -> KernelProfile | None:

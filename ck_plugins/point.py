@@ -152,9 +152,8 @@ def _profile(m: "Measurement") -> dict | None:
     if p is None:
         return None
     median = stats.point_time(m.samples_ms).time_ms
-    share = (lambda part: part / p.kernel_ms if p.kernel_ms else 0.0)
     return {"gpu_busy_share": p.busy_share(median), "tensor_core_share": p.tensor_core_share,
-            "layout_share": share(p.layout_ms), "elementwise_share": share(p.elementwise_ms),
+            "layout_share": p.layout_share, "elementwise_share": p.elementwise_share,
             "kernel_ms_per_iteration": p.kernel_ms / p.iterations, "kernels": p.kernels,
             "top_kernels": [{"name": n[:200], "ms": ms / p.iterations} for n, ms in p.top_kernels]}
 

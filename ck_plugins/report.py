@@ -27,11 +27,17 @@ class Report:
     summary: dict
 
 
+def summarise(loaded: Loaded, baseline: str | None = None, adaptive_libs: list[str] | None = None,
+              layer_statistic: str = "median") -> tuple[analysis.Result, dict]:
+    """The analysis and the JSON summary (summary.json) of the headline figures, without rendering anything."""
+    result = analysis.analyse(_without_adaptive(loaded), baseline, adaptive_libs, layer_statistic)
+    return result, dict(result.headline, adaptive_built=_adaptive_summary(loaded.adaptive))
+
+
 def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str = "ck-precision-bench report",
           adaptive_libs: list[str] | None = None, layer_statistic: str = "median") -> Report:
     built = loaded.adaptive
-    result = analysis.analyse(_without_adaptive(loaded), baseline, adaptive_libs, layer_statistic)
-    summary = dict(result.headline, adaptive_built=_adaptive_summary(built))
+    result, summary = summarise(loaded, baseline, adaptive_libs, layer_statistic)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = _sections(result, out_dir) + [_adaptive_section(built, out_dir)] + _tail(result)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -115,8 +115,7 @@ def _row(mode: Mode, m: engine.Measurement) -> dict:
                relative_error=m.accuracy.relative_error, top1_agreement=m.accuracy.top1_agreement, notes=m.notes)
     if m.profile is not None:
         row.update(gpu_busy_share=m.profile.busy_share(summary.time_ms), tensor_core_share=m.profile.tensor_core_share,
-                   layout_share=m.profile.layout_ms / m.profile.kernel_ms if m.profile.kernel_ms else 0.0,
-                   elementwise_share=m.profile.elementwise_ms / m.profile.kernel_ms if m.profile.kernel_ms else 0.0,
+                   layout_share=m.profile.layout_share, elementwise_share=m.profile.elementwise_share,
                    top_kernels=m.profile.top_kernels)
     return row
 

@@ -6,7 +6,6 @@ import torch
 
 from ck_plugins import models
 
-ANCHORS = Path(__file__).resolve().parent.parent.parent / "shared" / "anchors" / "published.json"
 # torchvision's published multiply-adds per image (weights metadata _ops), as in shared/anchors/published.json
 PUBLISHED_GMAC = {"resnet50": 4.089, "alexnet": 0.714, "googlenet": 1.498, "squeezenet-1.0": 0.819,
                   "squeezenet-1.1": 0.349}

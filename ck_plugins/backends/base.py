@@ -10,6 +10,7 @@ MEMORY_FORMATS = ("nchw", "channels_last")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "amp")
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "amp": torch.float32}
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 class Backend(ABC):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import Unsupported
-from .base import DTYPES, Backend
+from .base import DTYPES, FORMATS, Backend
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class EagerBackend(Backend):
 
     @property
     def _format(self) -> torch.memory_format:
-        return torch.channels_last if self.config.memory_format == "channels_last" else torch.contiguous_format
+        return FORMATS[self.config.memory_format]
 
     def load(self, model: nn.Module, batch_size: int) -> None:
         self.check()

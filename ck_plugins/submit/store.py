@@ -198,7 +198,7 @@ class Store:
             item = json.loads(body)
             env = item["choices"]["env"]
             entry = ckrepo.ensure_experiment_entry(self.work, env["CK_MODEL"], env["CK_LIB"],
-                                                   ["explore-batch-size-libs-models", env["CK_MODEL"], env["CK_LIB"]])
+                                                   [point.TAG, env["CK_MODEL"], env["CK_LIB"]])
             files.append(str(ckrepo.write_point(entry, item).relative_to(self.work)))
             metas.add(str((entry / ".cm").relative_to(self.work)))
         _git(self.work, "add", "--", *files, *sorted(metas))  # only what changed: no scan of every entry
