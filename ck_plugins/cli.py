@@ -5,6 +5,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from .ckrepo import OUT_ROOT
 from .libnames import FAMILY_OF
@@ -276,20 +277,27 @@ def _add_merge(sub) -> None:
 
 
 def _cmd_merge(args) -> int:
-    from pathlib import Path
+    from .ckrepo import REPO_ROOT, merge_repo
 
-    from .ckrepo import merge_repo
-    from .ckrepo import REPO_ROOT
+    source = _ck_repo("source repository", args.source, "")
+    return _all_or_nothing("merged", lambda: "{} points added, {} identical points skipped".format(
+        *merge_repo(source, Path(args.into or REPO_ROOT))))
 
-    source = Path(args.source)
-    if not (source / "experiment").is_dir():
-        raise BadInput("source repository", args.source, "a CK repository folder holding experiment/")
+
+def _ck_repo(what: str, text: str, default) -> "Path":
+    root = Path(text or default)
+    if not (root / "experiment").is_dir():
+        raise BadInput(what, text, "a CK repository folder holding experiment/")
+    return root
+
+
+def _all_or_nothing(done: str, action) -> int:
+    """Run a repository rewrite that checks everything before it writes: its ValueError means nothing was done."""
     try:
-        added, skipped = merge_repo(source, Path(args.into or REPO_ROOT))
+        print(action())
     except ValueError as error:
-        print(f"error: nothing merged: {error}", file=sys.stderr)
+        print(f"error: nothing {done}: {error}", file=sys.stderr)
         return 2
-    print(f"{added} points added, {skipped} identical points skipped")
     return 0
 
 
@@ -300,20 +308,10 @@ def _add_migrate(sub) -> None:
 
 
 def _cmd_migrate(args) -> int:
-    from pathlib import Path
-
     from .ckrepo import REPO_ROOT, migrate_repo
 
-    root = Path(args.repo or REPO_ROOT)
-    if not (root / "experiment").is_dir():
-        raise BadInput("--repo", args.repo, "a CK repository folder holding experiment/")
-    try:
-        migrated, current = migrate_repo(root)
-    except ValueError as error:
-        print(f"error: nothing migrated: {error}", file=sys.stderr)
-        return 2
-    print(f"{migrated} points migrated, {current} already current")
-    return 0
+    root = _ck_repo("--repo", args.repo, REPO_ROOT)
+    return _all_or_nothing("migrated", lambda: "{} points migrated, {} already current".format(*migrate_repo(root)))
 
 
 def _add_analyse(sub) -> None:
