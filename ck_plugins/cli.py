@@ -103,8 +103,6 @@ def _non_negative(what: str, text) -> float:
 
 
 def _cmd_point(args) -> int:
-    from pathlib import Path
-
     from . import backends, bench, engine, models
     from .ckrepo import write_json_atomic
     from .errors import check_choice
@@ -172,8 +170,6 @@ def _add_explore(sub) -> None:
 
 
 def _cmd_explore(args) -> int:
-    from pathlib import Path
-
     from .ckrepo import REPO_ROOT
     from .sweep import config as sweep_config, journal, plan, scheduler
 
@@ -213,8 +209,6 @@ def _cmd_explore(args) -> int:
 
 def _cmd_explore_worker(args) -> int:
     import json
-    from pathlib import Path
-
     from .sweep.config import SweepConfig
     from .sweep.plan import Task
     from .sweep.worker import worker
@@ -241,8 +235,6 @@ def _add_adaptive(sub) -> None:
 
 
 def _cmd_adaptive(args) -> int:
-    from pathlib import Path
-
     from . import adaptive_run, models
     from .errors import check_choice
     from .sweep.config import parse_list
@@ -284,7 +276,7 @@ def _cmd_merge(args) -> int:
         *merge_repo(source, Path(args.into or REPO_ROOT))))
 
 
-def _ck_repo(what: str, text: str, default) -> "Path":
+def _ck_repo(what: str, text: str, default) -> Path:
     root = Path(text or default)
     if not (root / "experiment").is_dir():
         raise BadInput(what, text, "a CK repository folder holding experiment/")
@@ -334,8 +326,6 @@ def _add_analyse(sub) -> None:
 
 def _cmd_analyse(args) -> int:
     import warnings
-    from pathlib import Path
-
     from . import readpoints, report
 
     tags = [t for t in args.tags.split(",") if t]
@@ -402,8 +392,6 @@ def _add_service(sub) -> None:
 
 
 def _cmd_serve(args) -> int:
-    from pathlib import Path
-
     import uvicorn
 
     from .submit.server import create_app, parse_tokens
@@ -419,8 +407,6 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_submit(args) -> int:
-    from pathlib import Path
-
     from .submit import client
 
     points, problems, skipped = client.collect(Path(args.repo), [e for e in (args.entries or "").split(",") if e] or None)

@@ -76,7 +76,6 @@ class Worker:
         """`command` replaces the worker program (default: `python -m ck_plugins explore-worker` for the task)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache()))  # compiled graphs outlive the sweep
-        env.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         command = command or [sys.executable, "-m", "ck_plugins", "explore-worker", "--task", json.dumps(asdict(task)),
