@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import backends, ckrepo, engine, models, platform_info, point
 from .roofline import peak_tflops
-from .diagnose import Facts, diagnose, unaligned_convs
+from .diagnose import Facts, depthwise_share, diagnose, unaligned_convs
 from .errors import Unsupported
 from .libnames import REDUCED_PRECISIONS
 from .progress import Progress
@@ -24,7 +24,10 @@ class PointRequest:
 def measure_point(request: PointRequest) -> engine.Measurement:
     """Baseline first, then the point, then its kernel profile: no timed pass ever follows a profile."""
     backend = backends.create(request.lib, request.options, request.family)
-    model = models.build(request.plan.model, request.plan.seed)
+    try:
+        model = models.build(request.plan.model, request.plan.seed)
+    except models.ModelError:
+        model = None  # the session tries again and records why, as a failed point
     baseline_ms = _baseline_ms(request, backend, model)
     progress = Progress(engine.steps(request.plan), f"{request.plan.model} {request.lib} batch {request.plan.batch_size}")
     progress.start("measuring")
@@ -33,26 +36,26 @@ def measure_point(request: PointRequest) -> engine.Measurement:
     finally:
         progress.close()
     if result.run_success and backend.name != "null":
-        result.diagnosis = _diagnose(result, backend, baseline_ms, model)
+        result.diagnosis = _diagnose(result, backend, baseline_ms)
     return result
 
 
 def _baseline_ms(request: PointRequest, backend, model) -> float | None:
     """fp32 (TF32 off) on cuDNN, same layout and batch, briefly timed: what a reduced precision is compared with."""
-    if backend.device.type != "cuda" or backend.precision not in REDUCED_PRECISIONS:
+    if model is None or backend.device.type != "cuda" or backend.precision not in REDUCED_PRECISIONS:
         return None
     try:
         backend.check()
     except Unsupported:
         return None
     plan = engine.RunPlan(request.plan.model, request.plan.batch_size, warmup=3, iterations=10, repetitions=1,
-                          per_layer=False, profile=False, accuracy=False)
+                          per_layer=False, profile=False, accuracy=False, input_shape=request.plan.input_shape)
     fp32 = backends.create("torch-cudnn-fp32", backends.Options(memory_format=request.options.memory_format))
     measured = engine.run_point(plan, fp32, model)
     return measured.time_ms
 
 
-def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None, model):
+def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None):
     median = m.time_ms
     p = m.profile
     facts = Facts(
@@ -64,7 +67,7 @@ def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None, model):
         tensor_core_share=p.tensor_core_share if p else None,
         layout_share=p.layout_share if p else None,
         elementwise_share=p.elementwise_share if p else None,
-        unaligned_convs=unaligned_convs(models.layer_work(model)),
+        unaligned_convs=unaligned_convs(m.layer_work), depthwise_share=depthwise_share(m.layer_work),
         cpu_has_bf16=platform_info.cpu_has_bf16(),
         fused=backend.fused,
     )
@@ -77,8 +80,7 @@ def record(request: PointRequest, m: engine.Measurement, sweep: dict | None = No
     data = point.from_measurement(m, peak_tflops(gpu, m.settings.get("precision", "fp32")),
                                   platform_info.repo_state(), sweep)
     ckrepo.init_repo(request.repo, ckrepo.RESULTS_ALIAS)
-    entry = ckrepo.ensure_experiment_entry(request.repo, request.plan.model, request.lib,
-                                           [point.TAG, request.plan.model, request.lib])
+    entry = ckrepo.ensure_experiment_entry(request.repo, request.plan.model, request.lib)
     return ckrepo.write_point(entry, data)
 
 

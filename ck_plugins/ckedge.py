@@ -14,14 +14,16 @@ STATUS_FILE = "tmp-ck-status.json"  # written by `python -m ck_plugins --status 
 
 def characteristics_of(result: dict) -> dict:
     """The keys CK merges into a run's characteristics, from a program's result.json."""
-    if result.get("program") == "resnet-fp16":
+    if result.get("program") in ("precision-bench", "resnet-fp16"):  # resnet-fp16: older results
         done = [m for m in result["modes"] if m["run_success"]]
         best = min(done, key=lambda m: m["time_ms"]) if done else None
         return {
             "execution_time": best["time_ms"] / 1e3 if best else 0.0,
+            "model": result.get("model", "resnet50"),
+            "error": result.get("error"),
             "batch_size": result["batch_size"],
             "device": result["device"],
-            "run_success": len(done) == len(result["modes"]),
+            "run_success": bool(done) and len(done) == len(result["modes"]),
             "best_mode": f"{best['precision']} {best['memory_format']}" if best else None,
             "images_per_second": best["images_per_second"] if best else 0.0,
             "modes": {f"{m['precision']} {m['memory_format']}": _mode_summary(m) for m in result["modes"]},
@@ -29,7 +31,7 @@ def characteristics_of(result: dict) -> dict:
         }
     if result.get("program") == "point":
         return _point_characteristics(result)
-    raise ValueError(f"result.json has program {result.get('program')!r}; expected 'resnet-fp16' or 'point'")
+    raise ValueError(f"result.json has program {result.get('program')!r}; expected 'precision-bench' or 'point'")
 
 
 def _point_characteristics(result: dict) -> dict:

@@ -70,11 +70,20 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def entry_name(model: str, lib: str) -> str:
-    return f"{model}-{lib}"
+    """experiment/<model>-<lib>: a valid CK entry name for any model name (modelnames.entry_model)."""
+    from .modelnames import entry_model
+
+    return f"{entry_model(model)}-{lib}"
 
 
-def ensure_experiment_entry(root: Path | str, model: str, lib: str, tags: list[str]) -> Path:
-    return ensure_entry(root, entry_name(model, lib), {"tags": tags, "model": model, "lib": lib})
+def ensure_experiment_entry(root: Path | str, model: str, lib: str) -> Path:
+    """experiment/<model>-<lib>/, tagged with the experiment tag, the model's entry name and the lib; its meta keeps
+    the model's full name."""
+    from .modelnames import entry_model
+    from .point import TAG
+
+    return ensure_entry(root, entry_name(model, lib), {"tags": [TAG, entry_model(model), lib], "model": model,
+                                                       "lib": lib})
 
 
 def ensure_entry(root: Path | str, name: str, meta: dict) -> Path:
@@ -104,6 +113,11 @@ def point_features(point: dict) -> dict:
         features["CK_ADAPTIVE_PLAN"] = env["CK_ADAPTIVE_PLAN"]
     if env.get("CK_NUM_THREADS"):  # each thread count chosen is its own configuration
         features["CK_NUM_THREADS"] = env["CK_NUM_THREADS"]
+    if env.get("CK_INPUT_SHAPE"):  # another input shape is another workload
+        features["CK_INPUT_SHAPE"] = env["CK_INPUT_SHAPE"]
+    digest = ((point.get("features") or {}).get("model") or {}).get("sha256")
+    if digest:  # an ONNX file: the same path may hold another network later
+        features["model_sha256"] = digest
     return features
 
 

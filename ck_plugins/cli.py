@@ -9,45 +9,75 @@ from pathlib import Path
 
 from .ckrepo import OUT_ROOT
 from .libnames import FAMILY_OF
-from .point import MODELS, TAG
+from .modelnames import SEED_MODELS
+from .point import TAG
 from .errors import BadInput, check_positive_int
+
+
+MODEL_HELP = (f"a seed model ({', '.join(SEED_MODELS)}), torchvision:<name>, timm:<name>, onnx:<path> or "
+              "py:<module>:<function>")
 
 
 def _env_int(name: str, default: int) -> str:
     return os.environ.get(name, str(default))
 
 
-def _add_resnet_fp16(sub) -> None:
-    p = sub.add_parser("resnet-fp16", help="ResNet-50 at every precision and layout, with the reasons")
-    p.add_argument("--batch-size", default=_env_int("CK_BATCH_SIZE", 8))
-    p.add_argument("--iterations", default=_env_int("CK_ITERATIONS", 20))
-    p.add_argument("--repetitions", default=_env_int("CK_REPETITIONS", 3))
-    p.add_argument("--warmup", default=_env_int("CK_WARMUP", 5))
-    p.add_argument("--device", default=os.environ.get("CK_DEVICE", "auto"), help="auto, cpu or cuda")
-    p.add_argument("--precisions", default=os.environ.get("CK_PRECISIONS", "all"),
-                   help="comma-separated subset of fp32,tf32,amp,fp16,bf16 (fp32 always runs: it is the baseline)")
-    p.add_argument("--out", default=str(OUT_ROOT / "resnet-fp16" / "result.json"), help="where to write the JSON result")
-    p.set_defaults(func=_cmd_resnet_fp16)
+def _add_precision_bench(sub) -> None:
+    for name, what in (("precision-bench", "one network at every precision and layout, with the reasons"),
+                       ("resnet-fp16", "ResNet-50 at every precision and layout, with the reasons (precision-bench's "
+                                       "ResNet-50 shortcut)")):
+        p = sub.add_parser(name, help=what)
+        if name == "precision-bench":
+            p.add_argument("--model", default=os.environ.get("CK_MODEL", "resnet50"), help=MODEL_HELP)
+        p.add_argument("--input-shape", default=os.environ.get("CK_INPUT_SHAPE", "3x224x224"),
+                       help="one input without the batch, e.g. 3x224x224")
+        p.add_argument("--batch-size", default=_env_int("CK_BATCH_SIZE", 8))
+        p.add_argument("--iterations", default=_env_int("CK_ITERATIONS", 20))
+        p.add_argument("--repetitions", default=_env_int("CK_REPETITIONS", 3))
+        p.add_argument("--warmup", default=_env_int("CK_WARMUP", 5))
+        p.add_argument("--min-repetition-ms", default=os.environ.get("CK_MIN_REPETITION_MS", "0"),
+                       help="above 0, each repetition lasts at least this many ms (exact energy needs about 200)")
+        p.add_argument("--device", default=os.environ.get("CK_DEVICE", "auto"), help="auto, cpu or cuda")
+        p.add_argument("--precisions", default=os.environ.get("CK_PRECISIONS", "all"),
+                       help="comma-separated subset of fp32,tf32,amp,fp16,bf16 (fp32 always runs: it is the baseline)")
+        p.add_argument("--record", default=os.environ.get("CK_RECORD", "false"),
+                       help="also record every mode as a CK experiment point: true/false")
+        p.add_argument("--repo", default=os.environ.get("CK_RESULTS_REPO", ""),
+                       help="CK repository the points go to with --record (default: this checkout)")
+        p.add_argument("--out", default=str(OUT_ROOT / name / "result.json"), help="where to write the JSON result")
+        p.set_defaults(func=_cmd_precision_bench, program=name)
 
 
-def _cmd_resnet_fp16(args) -> int:
-    batch_size = check_positive_int("batch size", args.batch_size)
-    iterations = check_positive_int("iterations", args.iterations)
-    repetitions = check_positive_int("repetitions", args.repetitions)
-    warmup = check_positive_int("warm-up iterations", args.warmup)
-    from . import resnet_fp16  # imports torch: only once the arguments are known to be good
-    from .ckrepo import write_json_atomic
+def _cmd_precision_bench(args) -> int:
+    from .modelnames import check, parse_input_shape
 
-    modes = resnet_fp16.parse_modes(args.precisions)
-    device = resnet_fp16.resolve_device(args.device)
-    result = resnet_fp16.run(batch_size, device, modes, warmup, iterations, repetitions)
+    request_args = dict(batch_size=check_positive_int("batch size", args.batch_size),
+                        iterations=check_positive_int("iterations", args.iterations),
+                        repetitions=check_positive_int("repetitions", args.repetitions),
+                        warmup=check_positive_int("warm-up iterations", args.warmup),
+                        input_shape=parse_input_shape(args.input_shape),
+                        min_repetition_ms=_non_negative("minimum repetition time (ms)", args.min_repetition_ms))
+    model = check(getattr(args, "model", "resnet50")).text
+    record = _parse_bool("record", args.record)
+    from . import precision_bench  # imports torch: only once the arguments are known to be good
+    from .ckrepo import REPO_ROOT, write_json_atomic
+
+    request = precision_bench.Request(model=model, device=precision_bench.resolve_device(args.device),
+                                      precisions=precision_bench.parse_modes(args.precisions), **request_args)
+    result, measured = precision_bench.run(request)
     write_json_atomic(args.out, result)
-    kept = write_json_atomic(OUT_ROOT / "resnet-fp16" / f"last-{device.type}-bs{batch_size}.json", result)
-    print(resnet_fp16.summary_table(result))
-    if device.type == "cpu":
-        print(resnet_fp16.shipped_gpu_tables())
+    device = request.device.type
+    kept = write_json_atomic(OUT_ROOT / args.program / f"last-{device}-bs{request.batch_size}.json", result)
+    print(precision_bench.summary_table(result))
+    if device == "cpu" and model == "resnet50":
+        print(precision_bench.shipped_gpu_tables())
+    if record:
+        paths = precision_bench.record(measured, Path(args.repo or REPO_ROOT).resolve())
+        print(f"\n{len(paths)} points recorded in {Path(args.repo or REPO_ROOT).resolve()}/experiment")
     print(f"\nresult written to {os.path.abspath(args.out)}; the last complete result at this batch size is kept in "
           f"{kept} (CK clears its tmp folder when a run starts)")
+    if result.get("error"):
+        return 3
     return 0 if all(r["run_success"] for r in result["modes"]) else 3
 
 
@@ -63,7 +93,9 @@ def _parse_bool(what: str, value: str) -> bool:
 def _add_point(sub) -> None:
     p = sub.add_parser("point", help="measure one (model, lib, batch size) point and record it as a CK point")
     env = os.environ.get
-    p.add_argument("--model", default=env("CK_MODEL", "resnet50"), help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--model", default=env("CK_MODEL", "resnet50"), help=MODEL_HELP)
+    p.add_argument("--input-shape", default=env("CK_INPUT_SHAPE", "3x224x224"),
+                   help="one input without the batch, e.g. 3x224x224")
     p.add_argument("--lib", default=env("CK_LIB", "torch-cpu"), help=f"one of {', '.join(FAMILY_OF)}")
     p.add_argument("--batch-size", default=_env_int("CK_BATCH_SIZE", 8))
     p.add_argument("--iterations", default=_env_int("CK_ITERATIONS", 20))
@@ -103,21 +135,22 @@ def _non_negative(what: str, text) -> float:
 
 
 def _cmd_point(args) -> int:
-    from . import backends, bench, engine, models
-    from .ckrepo import write_json_atomic
-    from .errors import check_choice
-    from .ckrepo import REPO_ROOT
+    from . import backends, bench, engine
+    from .ckrepo import REPO_ROOT, write_json_atomic
+    from .modelnames import check, parse_input_shape
 
-    check_choice("model", args.model, models.MODELS)
+    model = check(args.model).text
+    input_shape = parse_input_shape(args.input_shape)
     backends.family_of(args.lib)
-    plan = engine.RunPlan(args.model, check_positive_int("batch size", args.batch_size),
+    plan = engine.RunPlan(model, check_positive_int("batch size", args.batch_size),
                           check_positive_int("warm-up iterations", args.warmup),
                           check_positive_int("iterations", args.iterations),
                           check_positive_int("repetitions", args.repetitions),
                           per_layer=_parse_bool("per-layer", args.per_layer),
                           profile=_parse_bool("profile", args.profile),
                           min_repetition_ms=_non_negative("minimum repetition time (ms)", args.min_repetition_ms),
-                          threads=0 if str(args.threads) == "0" else check_positive_int("threads", args.threads))
+                          threads=0 if str(args.threads) == "0" else check_positive_int("threads", args.threads),
+                          input_shape=input_shape)
     options = backends.Options(args.memory_format, _parse_bool("cuda graph", args.cuda_graph), args.compile_mode,
                                _parse_bool("freezing", args.freezing), plan=args.plan,
                                fold_bn=_parse_bool("fold bn", args.fold_bn))
@@ -150,7 +183,7 @@ def _cmd_point(args) -> int:
 def _add_explore(sub) -> None:
     p = sub.add_parser("explore", help="sweep models x libs x batch sizes (script/explore-batch-size-libs-models)")
     p.add_argument("--config", default="default", help="preset name (default, large-batch, ci) or a JSON path")
-    p.add_argument("--models", help=f"comma-separated subset of the config's models ({', '.join(MODELS)})")
+    p.add_argument("--models", help="comma-separated subset of the config's models")
     p.add_argument("--libs", help=f"comma-separated subset of the config's libs ({', '.join(FAMILY_OF)})")
     p.add_argument("--batch-sizes", help="comma-separated batch sizes (replace the config's)")
     p.add_argument("--device", default="any", help="any, cpu or cuda: keep only libs of that device")
@@ -214,7 +247,8 @@ def _cmd_explore_worker(args) -> int:
     from .sweep.worker import worker
 
     config = json.loads(args.config_json)
-    config = SweepConfig(**{**config, "models": tuple(config["models"]), "batch_sizes": tuple(config["batch_sizes"])})
+    config = SweepConfig(**{**config, "models": tuple(config["models"]), "batch_sizes": tuple(config["batch_sizes"]),
+                            "input_shape": tuple(config["input_shape"])})
     task = json.loads(args.task)
     task = Task(task["model"], task["lib"], tuple(task["batch_sizes"]), task["memory_format"])
     return worker(task, config, json.loads(args.sweep), Path(args.repo), args.wait)
@@ -222,7 +256,7 @@ def _cmd_explore_worker(args) -> int:
 
 def _add_adaptive(sub) -> None:
     p = sub.add_parser("adaptive", help="measure the candidate libs per layer, plan, build and measure the adaptive model")
-    p.add_argument("--models", default="all", help=f"comma-separated models ({', '.join(MODELS)}), or all")
+    p.add_argument("--models", default="all", help=f"comma-separated models ({MODEL_HELP}), or all (the seed models)")
     p.add_argument("--batch-sizes", default="16", help="comma-separated batch sizes")
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--cuda-graph", default="false", help="run candidates and the adaptive model in CUDA graphs")
@@ -235,14 +269,13 @@ def _add_adaptive(sub) -> None:
 
 
 def _cmd_adaptive(args) -> int:
-    from . import adaptive_run, models
+    from . import adaptive_run
     from .errors import check_choice
+    from .modelnames import check
     from .sweep.config import parse_list
     from .ckrepo import REPO_ROOT
 
-    chosen = list(models.MODELS) if args.models == "all" else parse_list(args.models)
-    for name in chosen:
-        check_choice("model", name, models.MODELS)
+    chosen = list(SEED_MODELS) if args.models == "all" else [check(name).text for name in parse_list(args.models)]
     check_choice("device", args.device, ("cuda", "cpu"))
     libs = tuple(parse_list(args.libs) or []) or None
     for lib in libs or ():
@@ -438,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--status", help=argparse.SUPPRESS)  # CK programs: where the exit code and error go
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_resnet_fp16(sub)
+    _add_precision_bench(sub)
     _add_point(sub)
     _add_explore(sub)
     _add_adaptive(sub)

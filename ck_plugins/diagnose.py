@@ -9,6 +9,7 @@ LAUNCH_BOUND_BUSY = 0.6  # GPU busy less than this share of the wall time: the h
 FEW_TENSOR_CORES = 0.5
 LAYOUT_HEAVY = 0.08
 ELEMENTWISE_HEAVY = 0.3
+DEPTHWISE_HEAVY = 0.02  # depthwise convolutions do little work but take much time: a small share already matters
 
 
 @dataclass
@@ -24,10 +25,11 @@ class Facts:
     gpu_busy_share: float | None = None
     tensor_core_share: float | None = None
     layout_share: float | None = None
-    elementwise_share: float | None = None  # unfused batch norm, ReLU, additions: memory-bound
+    elementwise_share: float | None = None  # normalisation, activations, softmax, additions: memory-bound
     unaligned_convs: list[str] = field(default_factory=list)  # convolutions with channels not multiples of 8
     cpu_has_bf16: bool | None = None
     fused: bool = False  # a compiler (inductor, TensorRT) already fused the layers
+    depthwise_share: float = 0.0  # share of the network's convolution work in depthwise convolutions
 
 
 @dataclass
@@ -61,11 +63,11 @@ def _reasons(f: Facts) -> list[str]:
     reduced = f.precision in REDUCED_PRECISIONS
     if f.elementwise_share is not None and f.elementwise_share > ELEMENTWISE_HEAVY:
         if f.fused:
-            reasons.append(f"{f.elementwise_share:.0%} of GPU time in fused batch norm/ReLU/addition kernels, "
-                           "which are memory-bound")
+            reasons.append(f"{f.elementwise_share:.0%} of GPU time in fused normalisation/activation/addition "
+                           "kernels, which are memory-bound")
         else:
-            reasons.append(f"{f.elementwise_share:.0%} of GPU time in unfused batch norm, ReLU and additions, "
-                           "which are memory-bound (fold batch norm, fuse with torch.compile)")
+            reasons.append(f"{f.elementwise_share:.0%} of GPU time in unfused normalisation, activations, softmax "
+                           "and additions, which are memory-bound (fold batch norm, fuse with torch.compile)")
     if f.layout_share is not None and f.layout_share > LAYOUT_HEAVY:
         reasons.append(f"{f.layout_share:.0%} of GPU time converting layouts"
                        + (" (NCHW: use channels_last)" if f.memory_format == "nchw" else ""))
@@ -80,6 +82,9 @@ def _reasons(f: Facts) -> list[str]:
         reasons.append("cudnn.benchmark off: algorithms chosen by heuristics, not measured")
     if f.speedup_vs_tf32 is not None and f.precision in HALF_PRECISIONS:
         reasons.append(f"{f.speedup_vs_tf32:.2f}x TF32 (the fp32 baseline with TF32 on already uses tensor cores)")
+    if reduced and f.depthwise_share > DEPTHWISE_HEAVY:
+        reasons.append(f"{f.depthwise_share:.0%} of the convolution work is depthwise: a few operations per byte, "
+                       "memory-bound, little for tensor cores")
     if f.unaligned_convs and reduced:
         names = ", ".join(f.unaligned_convs[:3])
         reasons.append(f"{len(f.unaligned_convs)} convolution(s) with channels not multiples of 8 ({names})")
@@ -97,6 +102,13 @@ def _cpu_reasons(f: Facts) -> list[str]:
     if f.cpu_has_bf16:
         return ["this CPU has bf16 instructions (AVX512-BF16 or AMX), so bf16 can beat fp32"]
     return ["this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 is emulated through fp32 conversions"]
+
+
+def depthwise_share(layers) -> float:
+    """The share of the convolution work done by depthwise convolutions (one group per input channel)."""
+    convs = [w for w in layers if w.kind == "conv"]
+    total = sum(w.flops for w in convs)
+    return sum(w.flops for w in convs if w.depthwise) / total if total else 0.0
 
 
 def unaligned_convs(layers) -> list[str]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import measure, models, platform_info, stats
+from .modelnames import DEFAULT_INPUT_SHAPE, shape_text
 from .backends.base import Backend
 from .diagnose import Diagnosis
 from .errors import Unsupported
@@ -30,6 +31,7 @@ class RunPlan:
     min_repetition_ms: float = 0.0  # > 0: iterations is a minimum, a repetition lasts at least this long
     per_layer_method: str = "hooks"  # hooks: in the running model (the seed's); isolated: each layer alone
     threads: int = 0  # > 0: torch's intra-op CPU threads for this point (torch.set_num_threads); 0: torch's default
+    input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE  # one input, without the batch
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Measurement:
     accuracy: Accuracy | None = None
     per_layer: list[list[measure.LayerTime]] = field(default_factory=list)  # [repetition][layer]
     layer_work: list[models.LayerWork] = field(default_factory=list)
+    model_info: dict = field(default_factory=dict)  # source, input shape, the ONNX file's digest; FLOP by kind
+    energy: dict | None = None  # GPU: the timed repetitions' energy (NVML), per image and as average power
     profile: measure.KernelProfile | None = None
     diagnosis: Diagnosis | None = None
     platform: dict = field(default_factory=dict)
@@ -70,9 +74,9 @@ class Measurement:
         return self.time.time_ms if self.run_success and self.samples_ms else None
 
 
-def seeded_images(batch_size: int, seed: int, image_size: int = 224) -> torch.Tensor:
+def seeded_images(batch_size: int, seed: int, input_shape=DEFAULT_INPUT_SHAPE) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch_size, 3, image_size, image_size, generator=generator)
+    return torch.randn(batch_size, *input_shape, generator=generator)
 
 
 def reference_logits(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -107,7 +111,7 @@ def run_point(plan: RunPlan, backend: Backend, model: torch.nn.Module | None = N
     `model` and `reference` (fp32 logits of the seeded images) may be passed in when several backends share them.
     `progress(stage)` is called after the warm-up, each repetition and each per-layer pass (`steps(plan)` calls).
     """
-    session = Session(plan.model, backend, plan.batch_size, plan.seed, model, reference)
+    session = Session(plan.model, backend, plan.batch_size, plan.seed, model, reference, plan.input_shape)
     session.progress = progress
     try:
         return session.measure(plan)
@@ -124,21 +128,25 @@ class Session:
     """
 
     def __init__(self, model_name: str, backend: Backend, max_batch: int, seed: int = 0,
-                 model: torch.nn.Module | None = None, reference: torch.Tensor | None = None):
+                 model: torch.nn.Module | None = None, reference: torch.Tensor | None = None,
+                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE):
         self.backend, self.max_batch = backend, max_batch
-        self.model_name, self.seed = model_name, seed
+        self.model_name, self.seed, self.input_shape = model_name, seed, tuple(input_shape)
         self._model, self._reference = model, reference
         self._images: torch.Tensor | None = None
-        self._layer_work: list[models.LayerWork] | None = None
+        self._work: models.ModelWork | None = None
+        self._host_error: models.ModelError | None = None
         self._loaded_batch: int | None = None
         self.progress = None  # called between timed repetitions: see run_point
 
     def measure(self, plan: RunPlan) -> Measurement:
         """The expected failures (cannot run here, out of memory, a runtime error of the library) become a failed
         Measurement with the reason; anything else is a bug and is raised."""
-        if plan.batch_size > self.max_batch or plan.seed != self.seed or plan.model != self.model_name:
-            raise ValueError(f"plan {plan.model} batch {plan.batch_size} seed {plan.seed} is outside this "
-                             f"session ({self.model_name}, batch <= {self.max_batch}, seed {self.seed})")
+        if (plan.batch_size > self.max_batch or plan.seed != self.seed or plan.model != self.model_name
+                or tuple(plan.input_shape) != self.input_shape):
+            raise ValueError(f"plan {plan.model} batch {plan.batch_size} seed {plan.seed} input "
+                             f"{shape_text(plan.input_shape)} is outside this session ({self.model_name}, batch <= "
+                             f"{self.max_batch}, seed {self.seed}, input {shape_text(self.input_shape)})")
         result = Measurement(plan, self.backend.describe(), run_success=False)
         try:
             self.backend.check()
@@ -162,19 +170,29 @@ class Session:
         _release(self.backend)
 
     def prepare_host(self) -> None:
-        """What needs no device: build the model, count its work, draw the images."""
-        if self._model is None:
-            self._model = models.build(self.model_name, self.seed)
-        if self._layer_work is None:
-            self._layer_work = models.layer_work(self._model)
+        """What needs no device: build the model, count its work (its first forward pass), draw the images. A model
+        that cannot be built or run at this input shape is kept as the error each of its points will record."""
+        try:
+            if self._model is None:
+                self._model = models.build(self.model_name, self.seed)
+            if self._work is None:
+                self._work = models.check_forward(self._model, self.model_name, self.input_shape)
+        except models.ModelError as error:
+            self._host_error = error
         if self._images is None:
-            self._images = seeded_images(self.max_batch, self.seed)
+            self._images = seeded_images(self.max_batch, self.seed, self.input_shape)
 
     def _prepare(self, plan: RunPlan) -> torch.Tensor:
         self.prepare_host()
+        if self._host_error is not None:
+            raise self._host_error
+        if isinstance(self._model, models.OnnxModel) and not self.backend.runs_onnx:
+            raise Unsupported(f"{self.backend.name}: an ONNX file ({self.model_name}) runs only through the "
+                              "onnxruntime libs")
         if self._loaded_batch is None or (self._loaded_batch != plan.batch_size and not self.backend.batch_agnostic):
             self._loaded_batch = None
             _release(self.backend)
+            self.backend.input_shape = self.input_shape
             self.backend.load(self._model, plan.batch_size)
             self._loaded_batch = plan.batch_size
         return self._images[:plan.batch_size]
@@ -189,8 +207,8 @@ class Session:
         start = time.perf_counter()
         measure.reset_peak_memory(backend.device)
         images = self._prepare(plan)
-        result.layer_work = self._layer_work
-        result.flops_per_image = sum(w.flops for w in result.layer_work if w.type in ("Conv2d", "Linear"))
+        result.layer_work, result.flops_per_image = self._work.layers, self._work.flops_per_image
+        result.model_info = model_info(self._model, self.model_name, self.input_shape, self._work)
         inputs = backend.prepare_input(images)
         load_s = time.perf_counter() - start
         with torch.inference_mode():
@@ -198,6 +216,7 @@ class Session:
             timing = measure.time_iterations(step, backend.device, plan.warmup, plan.iterations, plan.repetitions,
                                              plan.min_repetition_ms, self.progress)
             result.samples_ms, result.clock = timing.samples_ms, timing.clock
+            result.energy = energy_per_image(timing.energy, plan.batch_size, timing.samples_ms)
             result.warmup_s = load_s + timing.warmup_s
             if backend.device.type == "cuda" and plan.harness_check:
                 result.harness = harness_overhead(step, plan.iterations, timing.samples_ms)
@@ -218,16 +237,41 @@ class Session:
             result.notes.append(f"per-layer times unavailable: {backend.name} fuses layers; see its kernel profile")
             return
         layer_step = lambda: backend.layer_forward(inputs)  # noqa: E731
+        labels = [w.label for w in self._work.layers]
         done = self.progress or (lambda _stage: None)
         result.per_layer = []
         for index in range(plan.repetitions):
             if plan.per_layer_method == "isolated":
                 result.per_layer.append(measure.isolated_layer_times(layered, layer_step, backend.device,
-                                                                     replays=plan.iterations))
+                                                                     plan.iterations, labels))
             else:
                 result.per_layer.append(measure.per_layer_times(layered, layer_step, backend.device,
-                                                                plan.per_layer_passes))
+                                                                plan.per_layer_passes, labels))
             done(f"per-layer pass {index + 1}/{plan.repetitions}")
+
+
+def model_info(model: torch.nn.Module, name: str, input_shape, work: models.ModelWork) -> dict:
+    from .modelnames import parse
+
+    info = {"source": parse(name).source, "input_shape": list(input_shape),
+            "flops_by_kind": {k: v for k, v in work.flops_by_kind.items() if v}}
+    if isinstance(model, models.OnnxModel):
+        info["sha256"] = model.sha256
+    return info
+
+
+def energy_per_image(energy: measure.Energy | None, batch_size: int, samples_ms: list[list[float]]) -> dict | None:
+    """The timed repetitions' energy per image and average power. NVML updates its counter every few tens of ms:
+    a window shorter than ENERGY_MIN_WINDOW_MS is flagged coarse (ask for a longer one: min_repetition_ms)."""
+    if energy is None:
+        return None
+    images = batch_size * sum(len(s) for s in samples_ms)
+    return {"joules_per_image": energy.joules / images, "average_power_w": energy.joules / (energy.window_ms / 1e3),
+            "joules": energy.joules, "window_ms": energy.window_ms, "images": images,
+            "coarse": energy.window_ms < ENERGY_MIN_WINDOW_MS, "counter": "nvml total energy consumption"}
+
+
+ENERGY_MIN_WINDOW_MS = 500.0
 
 
 def steps(plan: RunPlan) -> int:
@@ -257,7 +301,7 @@ def profile_point(plan: RunPlan, backend: Backend, model: torch.nn.Module, resul
         return
     try:
         backend.load(model, plan.batch_size)
-        inputs = backend.prepare_input(seeded_images(plan.batch_size, plan.seed))
+        inputs = backend.prepare_input(seeded_images(plan.batch_size, plan.seed, plan.input_shape))
         with torch.inference_mode():
             measure.time_iterations(lambda: backend.predict(inputs), backend.device, plan.warmup, 1, 1)
         profile_loaded(backend, inputs, result)

@@ -19,10 +19,17 @@ from .models import leaves
 
 
 @dataclass
+class Energy:
+    joules: float  # the GPU's energy counter's increase over the timed repetitions (NVML, board energy)
+    window_ms: float  # host wall time between the two readings, synchronised
+
+
+@dataclass
 class Timing:
     samples_ms: list[list[float]]  # [repetition][iteration], milliseconds per batch
     clock: str  # "cuda-events" or "host-perf-counter"
     warmup_s: float = 0.0  # host wall time of the warm-up, synchronised (cuDNN autotuning, compilation)
+    energy: Energy | None = None  # GPU with NVML's energy counter only
 
 
 MAX_ITERATIONS = 10_000
@@ -62,11 +69,35 @@ def time_iterations(step: Callable[[], object], device: torch.device, warmup: in
     if min_repetition_ms > 0:
         iterations = max(iterations, _iterations_filling(step, device, min_repetition_ms))
     timed, clock = (_time_cuda, "cuda-events") if device.type == "cuda" else (_time_host, "host-perf-counter")
+    meter = energy_meter(device)
+    opened = (meter(), now_s()) if meter else None
     samples = []
     for index in range(repetitions):
         samples.append(timed(step, iterations))
         done(f"repetition {index + 1}/{repetitions}")
-    return Timing(samples, clock, warmup_s)
+    energy = None
+    if opened:
+        _sync(device)
+        energy = Energy((meter() - opened[0]) / 1e3, (now_s() - opened[1]) * 1e3)
+    return Timing(samples, clock, warmup_s, energy)
+
+
+def energy_meter(device: torch.device) -> Callable[[], float] | None:
+    """A reader of the GPU's total energy counter in millijoules (NVML, as optimum-benchmark reads it), or None
+    on a CPU, without nvidia-ml-py, or where the GPU has no such counter (before Volta)."""
+    if device.type != "cuda":
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        props = torch.cuda.get_device_properties(device)
+        bus_id = f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
+        handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except Exception:  # pynvml's NVMLError and ImportError, older torch without the PCI fields
+        return None
+    return lambda: float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
 
 
 def _iterations_filling(step, device: torch.device, target_ms: float) -> int:
@@ -154,14 +185,28 @@ class LayerTime:
     time_ms: float
 
 
+def layer_modules(model: nn.Module, labels: list[str] | None = None) -> list[tuple[str, nn.Module]]:
+    """The layers to time: those named (from the work counter, which finds them in any network), else the leaves."""
+    if labels is None:
+        return leaves(model)
+    found = []
+    for label in labels:
+        try:
+            found.append((label, model.get_submodule(label)))
+        except AttributeError:  # folded away (a batch norm folded into its convolution)
+            continue
+    return found
+
+
 def per_layer_times(model: nn.Module, step: Callable[[], object], device: torch.device,
-                    passes: int = 3) -> list[LayerTime]:
+                    passes: int = 3, labels: list[str] | None = None) -> list[LayerTime]:
     """Forward time of every leaf module, from hooks, in a pass separate from the timed one.
 
     Each pass brackets every call of every leaf with events (CUDA) or perf_counter (CPU), summing the calls
-    of a module run more than once (a Bottleneck's ReLU); the median over `passes` is kept. Work outside leaf modules (residual additions, concatenations, flatten) is not attributed.
+    of a module run more than once (a Bottleneck's ReLU); the median over `passes` is kept. Work outside the layers
+    (residual additions, concatenations, flatten) is not attributed.
     """
-    labelled = leaves(model)
+    labelled = layer_modules(model, labels)
     per_pass: list[list[float]] = []
     for _ in range(passes):
         marks: dict[str, list] = {}
@@ -179,14 +224,14 @@ def per_layer_times(model: nn.Module, step: Callable[[], object], device: torch.
 
 
 def isolated_layer_times(model: nn.Module, step: Callable[[], object], device: torch.device,
-                         replays: int = 20) -> list[LayerTime]:
+                         replays: int = 20, labels: list[str] | None = None) -> list[LayerTime]:
     """Forward time of every leaf module run alone on the input it received, without the hooks' distortion.
 
     One pass records every call's inputs; then each call is timed by itself: on a GPU, `replays` copies of it
     captured in one CUDA graph and replayed between two events (pure device time, no launch gaps), on a CPU
     by perf_counter over `replays` runs. A module called more than once gets the sum of its calls.
     """
-    labelled = leaves(model)
+    labelled = layer_modules(model, labels)
     calls: list[tuple[str, nn.Module, tuple]] = []
     _hooked_pass([module.register_forward_hook(_recorder(calls, label)) for label, module in labelled], step, device)
     totals: dict[str, float] = {}
@@ -261,11 +306,16 @@ def _elapsed_ms(calls, device: torch.device) -> float:
 
 
 # ---------------------------------------------------------------------------------------- kernel profile
+# GEMM and attention kernels in a tensor-core type (cuBLAS's nvjet kernels except the fp32 SIMT ones, flash and
+# memory-efficient attention in half precision) count as tensor-core work.
 TENSOR_CORE_PATTERN = re.compile(
-    r"hmma|gmma|wgmma|tensorop|s16816|h16816|bf16816|1688gemm|s1688|h1688|884gemm|"
-    r"xmma.*(f16|bf16|tf32)|sm(80|86|89|90|100)_.*(f16|bf16|tf32)|cutlass.*(f16|bf16|tf32)", re.I)
+    r"hmma|gmma|wgmma|tensorop|s16816|h16816|bf16816|1688gemm|s1688|h1688|884gemm|nvjet_(?!sss)|"
+    r"xmma.*(f16|bf16|tf32)|sm(80|86|89|90|100)_.*(f16|bf16|tf32)|cutlass.*(f16|bf16|tf32)|"
+    r"(flash|fmha|attention|gemm).*(f16|bf16|half|bfloat|tf32)", re.I)
 LAYOUT_PATTERN = re.compile(r"nchwToNhwc|nhwcToNchw|transpose|permute|copy_kernel.*contig", re.I)
-ELEMENTWISE_PATTERN = re.compile(r"elementwise|batch_norm|bn_fw|clamp|relu", re.I)
+# Memory-bound work: normalisation, activations, softmax, additions, and inductor's fused pointwise/reduction kernels.
+ELEMENTWISE_PATTERN = re.compile(r"elementwise|batch_norm|bn_fw|clamp|relu|layer_?norm|group_?norm|gelu|softmax|"
+                                 r"silu|sigmoid|hardswish|triton_(poi|per|red)_", re.I)
 
 
 @dataclass
@@ -275,7 +325,7 @@ class KernelProfile:
     kernel_ms: float  # sum of GPU kernel (and memcpy/memset) durations over all profiled iterations
     tensor_core_ms: float  # kernels whose names say they use tensor cores
     layout_ms: float  # layout transforms and copies
-    elementwise_ms: float  # unfused memory-bound kernels: batch norm, ReLU, additions
+    elementwise_ms: float  # memory-bound kernels: normalisation, activations, softmax, additions
     kernels: int
     top_kernels: list[tuple[str, float]]  # (name, ms), longest first
 

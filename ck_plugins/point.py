@@ -16,6 +16,7 @@ import jsonschema
 
 from . import stats
 from .libnames import default_memory_format
+from .modelnames import DEFAULT_INPUT_SHAPE, SEED_MODELS, shape_text
 
 if TYPE_CHECKING:
     from .engine import Measurement
@@ -76,6 +77,8 @@ def choices_env(m: "Measurement") -> dict:
         autorange["CK_ADAPTIVE_PLAN"] = settings["plan"]["digest"]
     if m.plan.threads:
         autorange["CK_NUM_THREADS"] = m.plan.threads
+    if tuple(m.plan.input_shape) != DEFAULT_INPUT_SHAPE:
+        autorange["CK_INPUT_SHAPE"] = shape_text(m.plan.input_shape)
     return {**compiled, **autorange, "CK_MODEL": m.plan.model, "CK_LIB": settings["lib"], "CK_BATCH_SIZE": m.plan.batch_size,
             "CK_ITERATIONS": m.plan.iterations, "CK_REPETITIONS": m.plan.repetitions, "CK_WARMUP": m.plan.warmup,
             "CK_SEED": m.plan.seed, "CK_MEMORY_FORMAT": settings.get("memory_format", "nchw"),
@@ -86,7 +89,7 @@ def from_measurement(m: "Measurement", peak_tflops: float | None, repo_state: di
     features = {"schema_version": SCHEMA_VERSION, "measured_at": m.measured_at,
                 "statistical_repetitions": max(1, len(m.samples_ms)) if m.run_success else 1,
                 "platform": m.platform or {"cpu": "unknown", "torch": "unknown"},
-                "repo": repo_state, "model": {"flops_per_image": m.flops_per_image},
+                "repo": repo_state, "model": {"flops_per_image": m.flops_per_image, **m.model_info},
                 "measurement": _rounded(_shared(m))}
     layers = next((layers for layers in m.per_layer if layers), []) if m.run_success else []
     if layers:
@@ -107,7 +110,7 @@ def _shared(m: "Measurement") -> dict:
     return {"memory": asdict(m.memory), "accuracy": asdict(m.accuracy) if m.accuracy else None,
             "diagnosis": asdict(m.diagnosis) if m.diagnosis else None, "profile": _profile(m), "harness": m.harness,
             "warmup_s": m.warmup_s, "per_layer_method": m.plan.per_layer_method if m.per_layer else None,
-            "notes": m.notes}
+            "energy": m.energy, "notes": m.notes}
 
 
 def _runs(m: "Measurement", peak_tflops: float | None, labels: list[str]) -> list[dict]:
@@ -167,7 +170,7 @@ def _plain(value):
 # Every consumer (analysis, service, validation, CK edge, merge) reads point files through `read`.
 LEGACY_MODELS = {"bvlc-alexnet": "alexnet", "bvlc-googlenet": "googlenet", "deepscale-squeezenet-1.0": "squeezenet-1.0",
                  "deepscale-squeezenet-1.1": "squeezenet-1.1", "resnet-50": "resnet50", "bvlc-resnet-50": "resnet50"}
-MODELS = ("resnet50", "alexnet", "googlenet", "squeezenet-1.0", "squeezenet-1.1")
+MODELS = SEED_MODELS
 LEGACY_LIBS = {"cpu", "cuda", "cudnn", "libdnn-cuda", "nvidia-cuda", "nvidia-cudnn", "nvidia-fp16-cuda",
                "nvidia-fp16-cudnn", "opencl", "libdnn", "libdnn-opencl", "opencl-libdnn", "opencl-clblast",
                "opencl-libdnn-clblast", "opencl-viennacl", "clblast", "openblas", "viennacl", "mkl", "atlas"}

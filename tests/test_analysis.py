@@ -152,12 +152,12 @@ def test_an_adaptive_point_without_predictions_is_reported_not_a_crash(tmp_path)
 
     from fixtures import build as fixtures
 
-    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "adaptive", ["explore-batch-size-libs-models"])
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "adaptive")
     base = fixtures.our_point_data("NVIDIA H200", 16, [[0.4] * 4] * 3, "adaptive", "alexnet")
     base["choices"]["env"]["CK_ADAPTIVE_PLAN"] = "0123456789abcdef"
     base["choices"]["settings"]["plan"] = {"digest": "0123456789abcdef"}
     ckrepo.write_point(entry, base)
-    other = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "torch-cudnn-fp16", ["explore-batch-size-libs-models"])
+    other = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "torch-cudnn-fp16")
     for batch in (8, 16):
         ckrepo.write_point(other, fixtures.our_point_data("NVIDIA H200", batch, [[0.3] * 4] * 3, model="alexnet"))
     done = subprocess.run([sys.executable, "-m", "ck_plugins", "analyse", "--repo", str(tmp_path), "--out",

@@ -32,7 +32,7 @@ def test_a_measured_point_names_its_layers_once_and_rounds_times_to_the_clock(tm
     measured = engine.run_point(engine.RunPlan("squeezenet-1.1", 1, warmup=1, iterations=3, repetitions=2,
                                                profile=False), backends.create("torch-cpu"))
     data = point.from_measurement(measured, None, {"commit": "abc", "dirty": False})
-    entry = ckrepo.ensure_experiment_entry(tmp_path, "squeezenet-1.1", "torch-cpu", ["t"])
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "squeezenet-1.1", "torch-cpu")
     text = ckrepo.write_point(entry, data).read_text()
     labels = data["features"]["layers"]["label"]
     assert len(labels) > 20 and text.count(json.dumps(labels[5])) == 1  # once, not once per repetition

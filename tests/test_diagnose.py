@@ -30,15 +30,15 @@ def test_cpu_bf16_depends_on_instructions():
 def test_memory_bound_elementwise_work_explains_a_large_batch_before_tensor_cores():
     d = diagnose(Facts("fp16", "cuda", 256, "channels_last", speedup_vs_fp32=4.45, gpu_busy_share=0.99,
                        tensor_core_share=0.2, elementwise_share=0.6))
-    assert d.sentence == ("fp16 is 4.45x fp32 at batch 256: 60% of GPU time in unfused batch norm, ReLU and "
-                          "additions, which are memory-bound (fold batch norm, fuse with torch.compile); "
+    assert d.sentence == ("fp16 is 4.45x fp32 at batch 256: 60% of GPU time in unfused normalisation, "
+                          "activations, softmax and additions, which are memory-bound (fold batch norm, fuse with torch.compile); "
                           "tensor-core kernels only 20% of GPU time")
 
 
 def test_a_compiled_backend_is_not_told_to_use_torch_compile():
     d = diagnose(Facts("fp16", "cuda", 256, "channels_last", speedup_vs_fp32=8.7, gpu_busy_share=0.99,
                        tensor_core_share=0.4, elementwise_share=0.45, fused=True))
-    assert "fused batch norm/ReLU/addition kernels" in d.sentence and "torch.compile" not in d.sentence
+    assert "fused normalisation/activation/addition kernels" in d.sentence and "torch.compile" not in d.sentence
 
 
 def test_cudnn_benchmark_is_not_blamed_when_cudnn_is_off():

@@ -35,7 +35,7 @@ def test_schema_reports_every_problem_with_its_path():
 def test_non_finite_times_never_reach_a_file(tmp_path):
     data = null_point()
     data["characteristics_list"][0]["run"]["time_fw_ms"] = float("nan")
-    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "null", ["t"])
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "null")
     with pytest.raises(ValueError):
         ckrepo.write_point(entry, data)
     assert list(entry.glob("ckp-*")) == [] and list(entry.glob(".ckp*")) == []
@@ -43,7 +43,7 @@ def test_non_finite_times_never_reach_a_file(tmp_path):
 
 def test_concurrent_writers_get_distinct_subpoints(tmp_path):
     data = null_point()
-    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "null", ["t"])
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "null")
     threads = [threading.Thread(target=ckrepo.write_point, args=(entry, data)) for _ in range(8)]
     [t.start() for t in threads]
     [t.join() for t in threads]
@@ -86,7 +86,7 @@ def test_tensorrt_engine_builds_and_matches_the_fp32_reference(lib):
 def test_merge_renumbers_clashing_subpoints_and_skips_identical_points(tmp_path):
     data = null_point()
     for repo in ("a", "b"):
-        entry = ckrepo.ensure_experiment_entry(tmp_path / repo, "alexnet", "null", ["t", "alexnet", "null"])
+        entry = ckrepo.ensure_experiment_entry(tmp_path / repo, "alexnet", "null")
         ckrepo.write_point(entry, data)
     other = json.loads(json.dumps(data))
     other["features"]["repo"]["commit"] = "def"
@@ -105,7 +105,7 @@ def test_compile_mode_and_freezing_make_distinct_points_and_lib_labels(tmp_path)
     frozen = json.loads(json.dumps(base))
     frozen["choices"]["settings"]["freezing"] = True  # an older point: the setting only, not CK_FREEZING
     assert ckrepo.point_uid(base) != ckrepo.point_uid(frozen)
-    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "torch-compile-fp16", ["t"])
+    entry = ckrepo.ensure_experiment_entry(tmp_path, "alexnet", "torch-compile-fp16")
     ckrepo.write_point(entry, base)
     ckrepo.write_point(entry, frozen)
     assert sorted(p.name.split(".")[1] for p in entry.glob("ckp-*")) == ["0001", "0001"]

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from ck_plugins import platform_info, resnet_fp16
+from ck_plugins import platform_info, precision_bench
 
 
 def run_cli(*args, cwd):
@@ -56,11 +56,11 @@ def test_cpu_run_measures_fp32_and_bf16_and_says_what_was_not_run(tmp_path):
     fp32 = result["modes"][0]
     assert fp32["speedup_vs_fp32"] == 1.0 and fp32["relative_error"] < 1e-5
     assert "not run (fp16 needs a CUDA GPU" in done.stdout
-    assert ("The same benchmark on the GPU machines" in done.stdout) == bool(resnet_fp16.shipped_gpu_tables())
+    assert ("The same benchmark on the GPU machines" in done.stdout) == bool(precision_bench.shipped_gpu_tables())
 
 
 def test_without_a_gpu_the_shipped_gpu_tables_are_shown(tmp_path):
-    assert resnet_fp16.shipped_gpu_tables(tmp_path) == ""  # nothing shipped: nothing said
+    assert precision_bench.shipped_gpu_tables(tmp_path) == ""  # nothing shipped: nothing said
     modes = [{"precision": "fp32", "memory_format": "nchw", "run_success": True, "images_per_second": 1000.0,
               "speedup_vs_fp32": 1.0},
              {"precision": "fp16", "memory_format": "channels_last", "run_success": True, "images_per_second": 4500.0,
@@ -69,7 +69,7 @@ def test_without_a_gpu_the_shipped_gpu_tables_are_shown(tmp_path):
     result = {"platform": {"gpu": "NVIDIA H100 80GB HBM3"}, "batch_size": 256, "modes": modes}
     (tmp_path / "docs" / "results" / "nvidia-h100").mkdir(parents=True)
     (tmp_path / "docs" / "results" / "nvidia-h100" / "resnet-fp16-bs256.json").write_text(json.dumps(result))
-    lines = resnet_fp16.shipped_gpu_tables(tmp_path).strip().splitlines()
+    lines = precision_bench.shipped_gpu_tables(tmp_path).strip().splitlines()
     assert lines[0].startswith("No GPU here") and "NVIDIA H100 80GB HBM3" in lines[2] and "batch 256" in lines[2]
     assert "4500.0 img/s" in lines[4] and "4.50x fp32" in lines[4] and len(lines) == 5  # the failed mode left out
 

@@ -14,6 +14,7 @@ from .base import Backend
 class OnnxRuntimeBackend(Backend):
     fused = True
     precision = "fp32"
+    runs_onnx = True
 
     def __init__(self, name: str = "onnxruntime", device: str = "cpu"):
         self.name, self.device = name, torch.device("cpu")  # inputs and outputs live on the host
@@ -33,21 +34,28 @@ class OnnxRuntimeBackend(Backend):
         self.check()
         import onnxruntime
 
-        buffer = io.BytesIO()
-        example = torch.randn(batch_size, 3, 224, 224)
-        torch.onnx.export(model, (example,), buffer, input_names=["images"], output_names=["logits"],
-                          dynamo=False, opset_version=17)
+        from ..models import OnnxModel
+
+        if isinstance(model, OnnxModel):  # an ONNX file: run as it is
+            data = model.data
+        else:
+            buffer = io.BytesIO()
+            example = torch.randn(batch_size, *self.input_shape)
+            torch.onnx.export(model, (example,), buffer, input_names=["images"], output_names=["logits"],
+                              dynamo=False, opset_version=17)
+            data = buffer.getvalue()
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         with self._errors():
-            self._session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=[self.provider])
+            self._session = onnxruntime.InferenceSession(data, options, providers=[self.provider])
+        self._input, self._output = self._session.get_inputs()[0].name, self._session.get_outputs()[0].name
 
     def prepare_input(self, images: torch.Tensor) -> np.ndarray:
         return images.numpy()
 
     def predict(self, inputs: np.ndarray) -> torch.Tensor:
         with self._errors():
-            return torch.from_numpy(self._session.run(["logits"], {"images": inputs})[0])
+            return torch.from_numpy(self._session.run([self._output], {self._input: inputs})[0])
 
     @contextlib.contextmanager
     def _errors(self):

@@ -29,7 +29,7 @@ class TensorRTBackend(EagerBackend):
         super().load(model, batch_size)  # the model is cast to fp16 for tensorrt-fp16: strongly typed
         import torch_tensorrt
 
-        example = torch.randn(batch_size, 3, 224, 224, device=self.device, dtype=self._dtype)
+        example = torch.randn(batch_size, *self.input_shape, device=self.device, dtype=self._dtype)
         example = example.contiguous(memory_format=self._format)
         self._engine = torch_tensorrt.compile(self.model, ir="dynamo", inputs=[example], use_explicit_typing=True,
                                               min_block_size=1)

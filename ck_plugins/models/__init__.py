@@ -1,4 +1,5 @@
-"""The five networks of the seeds, built from a seed (no weights can be downloaded), and their work per layer."""
+"""Networks by name: the five of the seeds (built here), torchvision, timm, ONNX files and your own module
+(see modelnames), built from a seed (no weights are downloaded); their work per layer is in work.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import check_choice
+from .. import modelnames
+from ..errors import BadInput, check_choice
+from .onnxfile import OnnxModel
+from .work import LayerWork, ModelWork, count_work, layer_work  # noqa: F401 (the package's interface)
 from .alexnet import alexnet
 from .googlenet import googlenet
 from .resnet import resnet50
@@ -22,7 +26,7 @@ class ModelSpec:
     image_size: int = 224
 
 
-MODELS: dict[str, ModelSpec] = {
+MODELS: dict[str, ModelSpec] = {  # the seed models, in modelnames.SEED_MODELS's order
     spec.name: spec
     for spec in (
         ModelSpec("resnet50", resnet50, "resnet50"),
@@ -38,69 +42,61 @@ def spec(name: str) -> ModelSpec:
     return MODELS[check_choice("model", name, MODELS)]
 
 
+class ModelError(RuntimeError):
+    """The model could not be built, or its forward pass failed: recorded as a failed point with the reason."""
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
-    """The model in eval mode on the CPU in fp32, its weights drawn deterministically from `seed`."""
-    model_spec = spec(name)
+    """The model (any name modelnames accepts) in eval mode on the CPU in fp32, its weights drawn
+    deterministically from `seed` (no weights are downloaded). A name that does not exist is a BadInput; a model
+    that fails to build is a ModelError."""
+    model_name = modelnames.check(name)
+    if model_name.source == "onnx":
+        return OnnxModel(model_name.ref)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = model_spec.builder()
+        model = _builder(model_name)()
+    except BadInput:
+        raise
+    except Exception as error:
+        raise ModelError(f"model {name} could not be built: {type(error).__name__}: {error}") from error
     finally:
         torch.random.set_rng_state(state)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model {name}: {model_name.ref} returned a {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
 
 
-@dataclass(frozen=True)
-class LayerWork:
-    label: str  # module path, e.g. "layer1.0.conv1"
-    type: str  # class name, e.g. "Conv2d"
-    flops: float  # per image; 1 multiply-add = 2 FLOP
-    in_channels: int | None
-    out_channels: int | None
+def _builder(name: modelnames.ModelName) -> Callable[[], nn.Module]:
+    if name.source == "seed":
+        return spec(name.text).builder
+    if name.source == "torchvision":
+        import torchvision
+
+        return lambda: torchvision.models.get_model(name.ref, weights=None)
+    if name.source == "timm":
+        import timm
+
+        return lambda: timm.create_model(name.ref, pretrained=False)
+    return modelnames.py_function(name.text)
 
 
-def _leaf_flops(module: nn.Module, out: torch.Tensor) -> float:
-    per_image_out = out[0].numel()
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        return 2.0 * per_image_out * (module.in_channels // module.groups) * kh * kw
-    if isinstance(module, nn.Linear):
-        return 2.0 * module.in_features * module.out_features
-    return float(per_image_out)  # elementwise estimate: one operation per output element
+def check_forward(model: nn.Module, name: str, input_shape) -> ModelWork:
+    """Count the work of one image; a forward pass that fails at this input shape is a ModelError saying so."""
+    try:
+        return count_work(model, input_shape)
+    except Exception as error:
+        raise ModelError(f"the forward pass of {name} failed at input shape 1x{modelnames.shape_text(input_shape)}: "
+                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
 
 
 def leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules without children: the layers of a network whose every module runs its children (the seed models);
+    `work.count_work` finds the layers of any network from a pass."""
     return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
 
 
-def layer_work(model: nn.Module, image_size: int = 224) -> list[LayerWork]:
-    """Per-leaf work for one image, in execution order, from one pass of a zero image on the model's device in
-    eval mode (restored after). Not the meta device: its concatenation runs through torch's Python references,
-    whose first call imports TorchDynamo (1.6 s), more than the pass itself costs on a CPU."""
-    found: list[LayerWork] = []
-
-    def hook_for(label):
-        def hook(module, _inputs, out):
-            found.append(
-                LayerWork(label, type(module).__name__, _leaf_flops(module, out),
-                          getattr(module, "in_channels", getattr(module, "in_features", None)),
-                          getattr(module, "out_channels", getattr(module, "out_features", None)))
-            )
-        return hook
-
-    training, parameter = model.training, next(model.parameters())
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in leaves(model)]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, image_size, image_size, device=parameter.device, dtype=parameter.dtype))
-    finally:
-        model.train(training)
-        for h in handles:
-            h.remove()
-    return found
-
-
 def gmac_per_image(name: str) -> float:
-    """Multiply-adds of the convolutions and fully connected layers for one image, in GMAC."""
-    work = layer_work(spec(name).builder(), spec(name).image_size)
-    return sum(w.flops for w in work if w.type in ("Conv2d", "Linear")) / 2e9
+    """Multiply-adds of the convolutions, matrix products and attention for one image, in GMAC."""
+    return count_work(build(name)).flops_per_image / 2e9

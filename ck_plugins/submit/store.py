@@ -197,8 +197,7 @@ class Store:
         for body in bodies:
             item = json.loads(body)
             env = item["choices"]["env"]
-            entry = ckrepo.ensure_experiment_entry(self.work, env["CK_MODEL"], env["CK_LIB"],
-                                                   [point.TAG, env["CK_MODEL"], env["CK_LIB"]])
+            entry = ckrepo.ensure_experiment_entry(self.work, env["CK_MODEL"], env["CK_LIB"])
             files.append(str(ckrepo.write_point(entry, item).relative_to(self.work)))
             metas.add(str((entry / ".cm").relative_to(self.work)))
         _git(self.work, "add", "--", *files, *sorted(metas))  # only what changed: no scan of every entry

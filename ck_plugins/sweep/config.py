@@ -9,7 +9,8 @@ from pathlib import Path
 import jsonschema
 
 from ..ckrepo import REPO_ROOT
-from ..errors import BadInput, check_choice
+from ..errors import BadInput
+from ..modelnames import DEFAULT_INPUT_SHAPE, SEED_MODELS, check, parse_input_shape
 
 CONFIG_DIR = REPO_ROOT / "script" / "explore-batch-size-libs-models"
 
@@ -29,6 +30,7 @@ class SweepConfig:
     time_limit_s: float = 900.0
     min_repetition_ms: float = 0.0  # > 0: iterations is a minimum; a repetition lasts at least this long
     threads: int = 0  # > 0: torch's intra-op CPU threads for every point (recorded as CK_NUM_THREADS)
+    input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE  # one input without the batch
 
 
 def _leaf(error):
@@ -55,14 +57,12 @@ def load_config(name_or_path: str) -> SweepConfig:
     found = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors]
     if found:
         raise BadInput("sweep config", str(path), "a valid configuration: " + "; ".join(found))
-    from .. import models as model_registry
-
-    models = tuple(model_registry.MODELS) if data["models"] == "all" else tuple(data["models"])
-    for name in models:
-        check_choice("model", name, model_registry.MODELS)
+    models = SEED_MODELS if data["models"] == "all" else tuple(check(name).text for name in data["models"])
     libs = data["libs"] if data["libs"] == "available" else tuple(data["libs"])
     options = {k: data[k] for k in ("repetitions", "iterations", "warmup", "per_layer", "per_layer_passes",
                                     "memory_format", "time_limit_s", "min_repetition_ms", "threads") if k in data}
+    if "input_shape" in data:
+        options["input_shape"] = parse_input_shape(data["input_shape"])
     return SweepConfig(path.stem, models, libs, expand_batch_sizes(data["batch_sizes"]), **options)
 
 

@@ -61,7 +61,8 @@ def _record_failure(task: Task, batch: int, config: SweepConfig, sweep: dict, re
 
     if (task.model, task.lib, batch) in recorded(repo, sweep["id"]):
         return
-    plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions)
+    plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions,
+                          threads=config.threads, input_shape=config.input_shape)
     failed = engine.Measurement(plan, {"lib": task.lib, "memory_format": task.memory_format}, run_success=False,
                                 error=reason, platform=platform_info.describe(__import__("torch").device("cpu")))
     bench.record(bench.PointRequest(plan, task.lib, None, repo), failed, sweep_features(sweep))
@@ -148,7 +149,8 @@ def run_via_ck(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path) 
                "CK_ITERATIONS": config.iterations, "CK_REPETITIONS": config.repetitions, "CK_WARMUP": config.warmup,
                "CK_MEMORY_FORMAT": task.memory_format, "CK_PER_LAYER": str(config.per_layer).lower(),
                "CK_PROFILE": "false", "CK_RESULTS_REPO": str(repo), "CK_SWEEP_ID": sweep["id"],
-               "CK_MIN_REPETITION_MS": config.min_repetition_ms,
+               "CK_MIN_REPETITION_MS": config.min_repetition_ms, "CK_NUM_THREADS": config.threads,
+               "CK_INPUT_SHAPE": "x".join(map(str, config.input_shape)),
                "CK_SWEEP_CONFIG": sweep["config"], "CK_SWEEP_SHARD": sweep["shard"]}
         ckedge.autotune_batch_sizes(f"bench-{backends.family_of(task.lib)}", env, list(task.batch_sizes))
         done = recorded(repo, sweep["id"])

@@ -28,7 +28,7 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
     # compile libs compile once for every batch size: one compilation per size would take most of the sweep
     options = backends.Options(memory_format=task.memory_format, dynamic_batch=True)
     backend = backends.create(task.lib, options)
-    session = engine.Session(task.model, backend, max(task.batch_sizes))
+    session = engine.Session(task.model, backend, max(task.batch_sizes), input_shape=config.input_shape)
     session.prepare_host()
     if wait:
         print(json.dumps({"ready": True}), flush=True)
@@ -41,7 +41,7 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
         plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions,
                               per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
                               harness_check=False, min_repetition_ms=config.min_repetition_ms,
-                              threads=config.threads)
+                              threads=config.threads, input_shape=config.input_shape)
         measured = session.measure(plan)
         bench.record(bench.PointRequest(plan, task.lib, options, repo), measured,
                      sweep_features(sweep))

@@ -1,7 +1,9 @@
-"""`resnet-fp16`: the seed's ResNet-50 tensor-core benchmark done right, with the reasons printed.
+"""`precision-bench`: one network (any name models accepts) at every precision and layout, with the reasons
+printed; `resnet-fp16`, the seed's ResNet-50 tensor-core benchmark done right, is its ResNet-50 shortcut.
 
 Every precision (fp32 with TF32 off, tf32, autocast fp16, fp16, bf16) in NCHW and channels_last, with
-cudnn.benchmark on, warmed up, timed with CUDA events (host clock with synchronisation on a CPU).
+cudnn.benchmark on, warmed up, timed with CUDA events (host clock with synchronisation on a CPU). With a
+repository to record into, every mode is also a CK experiment point.
 """
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from . import engine, models, platform_info, stats
+from . import engine, models, platform_info
+from .modelnames import DEFAULT_INPUT_SHAPE
 from .backends.base import MEMORY_FORMATS
 from .backends.torch_eager import EagerBackend, EagerConfig
-from .diagnose import Facts, diagnose, unaligned_convs
+from .diagnose import Facts, depthwise_share, diagnose, unaligned_convs
 from .errors import BadInput, check_choice
 from .progress import Progress
 
@@ -51,21 +54,42 @@ def parse_modes(precisions: str) -> list[str]:
     return ["fp32"] + [p for p in chosen if p != "fp32"]  # fp32 is the baseline every speed-up needs
 
 
+DISPLAY = {"resnet50": "ResNet-50", "alexnet": "AlexNet", "googlenet": "GoogLeNet", "squeezenet-1.0": "SqueezeNet 1.0",
+           "squeezenet-1.1": "SqueezeNet 1.1"}
 BRIEF = {"warmup": 1, "iterations": 2, "repetitions": 1}  # what a CPU that emulates bf16 gets: enough to show it
 
 
-def run(batch_size: int, device: torch.device, precisions: list[str], warmup: int, iterations: int,
-        repetitions: int) -> dict:
+@dataclass(frozen=True)
+class Request:
+    model: str
+    batch_size: int
+    device: torch.device
+    precisions: list[str]
+    warmup: int = 5
+    iterations: int = 20
+    repetitions: int = 3
+    input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
+    min_repetition_ms: float = 0.0  # > 0: repetitions last at least this long (what an exact energy figure needs)
+
+
+def run(request: Request) -> tuple[dict, list[engine.Measurement]]:
+    """The table's data, and the measurements (to record as points)."""
+    batch_size, device, precisions = request.batch_size, request.device, request.precisions
     runnable = precisions if device.type == "cuda" else [p for p in precisions if p in CPU_PRECISIONS]
     skipped = [{"mode": p, "reason": f"{p} needs a CUDA GPU; this run is on the CPU"} for p in precisions
                if p not in runnable]
-    model = models.build("resnet50")
-    plan = engine.RunPlan("resnet50", batch_size, warmup, iterations, repetitions, per_layer=False, profile=False)
+    plan = engine.RunPlan(request.model, batch_size, request.warmup, request.iterations, request.repetitions,
+                          per_layer=False, profile=False, input_shape=request.input_shape,
+                          min_repetition_ms=request.min_repetition_ms)
     modes = [Mode(p, f) for p in runnable for f in MEMORY_FORMATS]
     plans = [_plan_for(mode, plan, device) for mode in modes]
-    progress = Progress(1 + sum(engine.steps(p) for p in plans), f"ResNet-50 batch {batch_size} on {device.type}")
+    progress = Progress(1 + sum(engine.steps(p) for p in plans), f"{request.model} batch {batch_size} on {device.type}")
     progress.start("fp32 reference")
-    reference = engine.reference_logits(model, engine.seeded_images(batch_size, plan.seed), device)
+    model, failed = _model(request)
+    if failed:
+        progress.close()
+        return _result(request, [], [], skipped, failed), []
+    reference = engine.reference_logits(model, engine.seeded_images(batch_size, plan.seed, request.input_shape), device)
     progress.done("done")
     backends = [EagerBackend(_lib(m.precision, device), EagerConfig(device.type, m.precision, memory_format=m.memory_format))
                 for m in modes]
@@ -82,12 +106,29 @@ def run(batch_size: int, device: torch.device, precisions: list[str], warmup: in
         if mode_plan is not plan:
             row["notes"] = row.get("notes", []) + [f"measured briefly ({mode_plan.repetitions}x{mode_plan.iterations} "
                                                    "iterations): this CPU has no bf16 instructions and emulates it"]
-    _add_speedups_and_reasons(rows, device, batch_size, model)
-    return {"program": "resnet-fp16", "model": "resnet50", "batch_size": batch_size, "device": device.type,
-            "measured_at": measured[0].measured_at if measured else None,
-            "warmup": warmup, "iterations": iterations, "repetitions": repetitions,
-            "platform": platform_info.describe(device), "repo": platform_info.repo_state(),
-            "modes": rows, "skipped": skipped}
+    _add_speedups_and_reasons(rows, measured, device, batch_size)
+    return _result(request, rows, measured, skipped), measured
+
+
+def _model(request: Request) -> tuple[torch.nn.Module | None, str | None]:
+    """The model, checked by one forward pass at the input shape; or the reason it cannot be measured."""
+    try:
+        model = models.build(request.model)
+        models.check_forward(model, request.model, request.input_shape)
+        if isinstance(model, models.OnnxModel):
+            return None, f"{request.model}: an ONNX file runs only through the onnxruntime libs (python -m ck_plugins point --lib onnxruntime)"
+        return model, None
+    except models.ModelError as error:
+        return None, str(error)
+
+
+def _result(request: Request, rows: list[dict], measured: list, skipped: list, error: str | None = None) -> dict:
+    return {"program": "precision-bench", "model": request.model, "input_shape": list(request.input_shape),
+            "batch_size": request.batch_size, "device": request.device.type,
+            "measured_at": measured[0].measured_at if measured else None, "warmup": request.warmup,
+            "iterations": request.iterations, "repetitions": request.repetitions,
+            "platform": platform_info.describe(request.device), "repo": platform_info.repo_state(),
+            "modes": rows, "skipped": skipped, "error": error}
 
 
 def _plan_for(mode: Mode, plan: engine.RunPlan, device: torch.device) -> engine.RunPlan:
@@ -113,6 +154,9 @@ def _row(mode: Mode, m: engine.Measurement) -> dict:
                memory_mbytes=m.memory.peak_allocated_mbytes if m.memory.peak_allocated_mbytes is not None
                else m.memory.peak_rss_mbytes,
                relative_error=m.accuracy.relative_error, top1_agreement=m.accuracy.top1_agreement, notes=m.notes)
+    if m.energy:
+        row.update(joules_per_image=m.energy["joules_per_image"], average_power_w=m.energy["average_power_w"],
+                   energy_coarse=m.energy["coarse"])
     if m.profile is not None:
         row.update(gpu_busy_share=m.profile.busy_share(summary.time_ms), tensor_core_share=m.profile.tensor_core_share,
                    layout_share=m.profile.layout_share, elementwise_share=m.profile.elementwise_share,
@@ -120,7 +164,7 @@ def _row(mode: Mode, m: engine.Measurement) -> dict:
     return row
 
 
-def _add_speedups_and_reasons(rows: list[dict], device: torch.device, batch_size: int, model) -> None:
+def _add_speedups_and_reasons(rows: list[dict], measured: list, device: torch.device, batch_size: int) -> None:
     def time_of(precision: str, memory_format: str) -> float | None:
         for r in rows:
             if r["precision"] == precision and r["memory_format"] == memory_format and r["run_success"]:
@@ -128,9 +172,10 @@ def _add_speedups_and_reasons(rows: list[dict], device: torch.device, batch_size
         return None
 
     baseline = time_of("fp32", "nchw")
-    unaligned = unaligned_convs(models.layer_work(model))
+    unaligned = unaligned_convs(measured[0].layer_work) if measured else []
     has_bf16 = platform_info.cpu_has_bf16()
-    for r in rows:
+    depthwise = depthwise_share(measured[0].layer_work) if measured else 0.0
+    for r, m in zip(rows, measured):
         if not r["run_success"]:
             r["diagnosis"] = f"{r['precision']} {r['memory_format']} failed: {r['error']}"
             continue
@@ -141,27 +186,37 @@ def _add_speedups_and_reasons(rows: list[dict], device: torch.device, batch_size
                       speedup_vs_tf32=tf32 / r["time_ms"] if tf32 else None,
                       gpu_busy_share=r.get("gpu_busy_share"), tensor_core_share=r.get("tensor_core_share"),
                       layout_share=r.get("layout_share"), elementwise_share=r.get("elementwise_share"),
-                      unaligned_convs=unaligned, cpu_has_bf16=has_bf16)
-        found = diagnose(facts)
-        r["diagnosis"], r["reasons"] = found.sentence, found.reasons
+                      unaligned_convs=unaligned, cpu_has_bf16=has_bf16, depthwise_share=depthwise)
+        m.diagnosis = diagnose(facts)
+        r["diagnosis"], r["reasons"] = m.diagnosis.sentence, m.diagnosis.reasons
 
 
 def summary_table(result: dict) -> str:
     """The seed's table (precision, execution time, throughput, speed-up), then one 'why' line per mode."""
-    lines = [f"ResNet-50, batch {result['batch_size']}, {result['device']}"
+    name = DISPLAY.get(result["model"], result["model"])
+    lines = [f"{name}, batch {result['batch_size']}, {result['device']}"
              f" ({result['platform'].get('gpu') or result['platform']['cpu']}), median of "
-             f"{result['repetitions']}x{result['iterations']} iterations after {result['warmup']} warm-up",
-             "",
-             "| Precision | Layout | Execution time (ms/batch) | Throughput (img/s) | Speed-up vs fp32 |",
-             "|:---|:---|---:|---:|---:|"]
+             f"{result['repetitions']}x{result['iterations']} iterations after {result['warmup']} warm-up"]
+    if result.get("error"):
+        return "\n".join(lines + ["", f"not measured: {result['error']}"])
+    energy = any("joules_per_image" in r for r in result["modes"])
+    lines += ["", "| Precision | Layout | Execution time (ms/batch) | Throughput (img/s) | Speed-up vs fp32 |"
+              + (" Energy (mJ/img) | Power (W) |" if energy else ""),
+              "|:---|:---|---:|---:|---:|" + ("---:|---:|" if energy else "")]
     for r in result["modes"]:
         if r["run_success"]:
             noisy = " (noisy)" if r["noisy"] else ""
             noisy += " (brief)" if any("measured briefly" in n for n in r.get("notes", [])) else ""
-            lines.append(f"| {r['precision']} | {r['memory_format']} | {r['time_ms']:.3f}{noisy} | "
-                         f"{r['images_per_second']:.1f} | {r['speedup_vs_fp32']:.2f} |")
+            line = (f"| {r['precision']} | {r['memory_format']} | {r['time_ms']:.3f}{noisy} | "
+                    f"{r['images_per_second']:.1f} | {r['speedup_vs_fp32']:.2f} |")
+            if energy and "joules_per_image" in r:
+                coarse = " (coarse)" if r["energy_coarse"] else ""
+                line += f" {1e3 * r['joules_per_image']:.3f}{coarse} | {r['average_power_w']:.0f} |"
+            elif energy:
+                line += " - | - |"
+            lines.append(line)
         else:
-            lines.append(f"| {r['precision']} | {r['memory_format']} | failed | - | - |")
+            lines.append(f"| {r['precision']} | {r['memory_format']} | failed | - | - |" + (" - | - |" if energy else ""))
     lines += ["", "Why:"] + [f"- {r['diagnosis']}" for r in result["modes"]]
     lines += [f"- {s['mode']}: not run ({s['reason']})" for s in result["skipped"]]
     return "\n".join(lines)
@@ -186,3 +241,14 @@ def shipped_gpu_tables(root: Path | None = None) -> str:
         return ""
     return "\nNo GPU here. The same benchmark on the GPU machines this repository has results from:" + "".join(
         "\n" + line for line in lines)
+
+
+def record(measured: list[engine.Measurement], repo: Path) -> list[Path]:
+    """Every mode as a CK experiment point of its lib (experiment/<model>-<lib>/), failed ones included."""
+    from . import backends, bench
+
+    paths = []
+    for m in measured:
+        options = backends.Options(memory_format=m.settings.get("memory_format", "nchw"))
+        paths.append(bench.record(bench.PointRequest(m.plan, m.settings["lib"], options, repo), m))
+    return paths
