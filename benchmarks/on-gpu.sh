@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: install the project beside the machine's torch, run the named phases,
 # and leave every results repository as one tar in $OUT. Results go to .gpu-results/<phase>/ (a sweep resumes
-# from a carried .gpu-results/sweep/). Phases: parity, adaptive, sweep, fastest.
+# from a carried .gpu-results/sweep/). Phases: parity, adaptive, sweep, fastest, networks.
 # Usage (device tool, carry .whl and .gpu-results): CKPB_COMMIT=<hash> benchmarks/on-gpu.sh parity adaptive
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
@@ -14,7 +14,7 @@ for phase in "$@"; do
   start=$SECONDS
   echo "=== $phase"
   case "$phase" in
-    parity) python3 -m pytest -q tests/test_models.py 2>&1 | tail -4 ;;
+    parity) python3 -m pytest -q tests/test_models.py tests/test_any_network.py 2>&1 | tail -4 ;;
     adaptive)
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_BATCHES:-16}" --repo "$results/adaptive"
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_GRAPH_BATCHES:-16,128}" --cuda-graph true \
@@ -23,7 +23,8 @@ for phase in "$@"; do
       timeout "${SWEEP_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
         --device cuda --repo "$results/sweep" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -20 ;;
     fastest) timeout "${FASTEST_LIMIT_S:-540}" benchmarks/fastest-resnet50.sh "$results/fastest" ;;
-    *) echo "unknown phase $phase: expected parity, adaptive, sweep or fastest"; exit 2 ;;
+    networks) timeout "${NETWORKS_LIMIT_S:-540}" benchmarks/any-network.sh "$results/networks" ;;
+    *) echo "unknown phase $phase: expected parity, adaptive, sweep, fastest or networks"; exit 2 ;;
   esac
   echo "=== $phase: $((SECONDS - start)) s"
 done
