@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import backends, ckrepo, engine, models, platform_info, point
 from .roofline import peak_tflops
-from .diagnose import Facts, depthwise_share, diagnose, unaligned_convs
+from .diagnose import Facts, conv_share, depthwise_share, diagnose, unaligned_convs
 from .errors import Unsupported
 from .libnames import REDUCED_PRECISIONS
 from .progress import Progress
@@ -68,6 +68,7 @@ def _diagnose(m: engine.Measurement, backend, baseline_ms: float | None):
         layout_share=p.layout_share if p else None,
         elementwise_share=p.elementwise_share if p else None,
         unaligned_convs=unaligned_convs(m.layer_work), depthwise_share=depthwise_share(m.layer_work),
+        conv_share=conv_share(m.model_info.get("flops_by_kind", {})),
         cpu_has_bf16=platform_info.cpu_has_bf16(),
         fused=backend.fused,
     )

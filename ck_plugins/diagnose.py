@@ -9,6 +9,7 @@ LAUNCH_BOUND_BUSY = 0.6  # GPU busy less than this share of the wall time: the h
 FEW_TENSOR_CORES = 0.5
 LAYOUT_HEAVY = 0.08
 ELEMENTWISE_HEAVY = 0.3
+CONV_NETWORK = 0.5  # at least this share of the work in convolutions: layout and channel advice applies
 DEPTHWISE_HEAVY = 0.02  # depthwise convolutions do little work but take much time: a small share already matters
 
 
@@ -30,6 +31,7 @@ class Facts:
     cpu_has_bf16: bool | None = None
     fused: bool = False  # a compiler (inductor, TensorRT) already fused the layers
     depthwise_share: float = 0.0  # share of the network's convolution work in depthwise convolutions
+    conv_share: float = 1.0  # share of the network's work in convolutions (a transformer: little)
 
 
 @dataclass
@@ -71,7 +73,7 @@ def _reasons(f: Facts) -> list[str]:
     if f.layout_share is not None and f.layout_share > LAYOUT_HEAVY:
         reasons.append(f"{f.layout_share:.0%} of GPU time converting layouts"
                        + (" (NCHW: use channels_last)" if f.memory_format == "nchw" else ""))
-    elif reduced and f.memory_format == "nchw" and f.precision != "tf32":
+    elif reduced and f.memory_format == "nchw" and f.precision != "tf32" and f.conv_share >= CONV_NETWORK:
         reasons.append("NCHW layout: tensor-core convolutions want channels_last")
     if reduced and f.tensor_core_share is not None:
         if f.tensor_core_share < FEW_TENSOR_CORES:
@@ -85,7 +87,7 @@ def _reasons(f: Facts) -> list[str]:
     if reduced and f.depthwise_share > DEPTHWISE_HEAVY:
         reasons.append(f"{f.depthwise_share:.0%} of the convolution work is depthwise: a few operations per byte, "
                        "memory-bound, little for tensor cores")
-    if f.unaligned_convs and reduced:
+    if f.unaligned_convs and reduced and f.conv_share >= CONV_NETWORK:
         names = ", ".join(f.unaligned_convs[:3])
         reasons.append(f"{len(f.unaligned_convs)} convolution(s) with channels not multiples of 8 ({names})")
     return reasons
@@ -102,6 +104,12 @@ def _cpu_reasons(f: Facts) -> list[str]:
     if f.cpu_has_bf16:
         return ["this CPU has bf16 instructions (AVX512-BF16 or AMX), so bf16 can beat fp32"]
     return ["this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 is emulated through fp32 conversions"]
+
+
+def conv_share(flops_by_kind: dict) -> float:
+    """The share of a network's work (FLOP by kind: conv, gemm, attention) in convolutions; 1 when unknown."""
+    total = sum(flops_by_kind.values())
+    return flops_by_kind.get("conv", 0.0) / total if total else 1.0
 
 
 def depthwise_share(layers) -> float:

@@ -17,7 +17,7 @@ from . import engine, models, platform_info
 from .modelnames import DEFAULT_INPUT_SHAPE
 from .backends.base import MEMORY_FORMATS
 from .backends.torch_eager import EagerBackend, EagerConfig
-from .diagnose import Facts, depthwise_share, diagnose, unaligned_convs
+from .diagnose import Facts, conv_share, depthwise_share, diagnose, unaligned_convs
 from .errors import BadInput, check_choice
 from .progress import Progress
 
@@ -186,7 +186,8 @@ def _add_speedups_and_reasons(rows: list[dict], measured: list, device: torch.de
                       speedup_vs_tf32=tf32 / r["time_ms"] if tf32 else None,
                       gpu_busy_share=r.get("gpu_busy_share"), tensor_core_share=r.get("tensor_core_share"),
                       layout_share=r.get("layout_share"), elementwise_share=r.get("elementwise_share"),
-                      unaligned_convs=unaligned, cpu_has_bf16=has_bf16, depthwise_share=depthwise)
+                      unaligned_convs=unaligned, cpu_has_bf16=has_bf16, depthwise_share=depthwise,
+                      conv_share=conv_share(m.model_info.get("flops_by_kind", {})))
         m.diagnosis = diagnose(facts)
         r["diagnosis"], r["reasons"] = m.diagnosis.sentence, m.diagnosis.reasons
 

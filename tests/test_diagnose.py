@@ -44,3 +44,17 @@ def test_a_compiled_backend_is_not_told_to_use_torch_compile():
 def test_cudnn_benchmark_is_not_blamed_when_cudnn_is_off():
     d = diagnose(Facts("fp16", "cuda", 256, cudnn=False, cudnn_benchmark=False, speedup_vs_fp32=0.4))
     assert not any("cudnn.benchmark" in r for r in d.reasons) and "cuDNN off" in d.sentence
+
+
+def test_convolution_advice_is_not_given_to_a_network_of_matrix_products():
+    vit = Facts("fp16", "cuda", 256, "nchw", speedup_vs_fp32=8.2, tensor_core_share=0.7, unaligned_convs=["conv_proj"],
+                conv_share=0.02)
+    resnet = Facts("fp16", "cuda", 256, "nchw", speedup_vs_fp32=4.0, tensor_core_share=0.7, unaligned_convs=["conv1"])
+    assert not any("channels_last" in r or "multiples of 8" in r for r in diagnose(vit).reasons)
+    assert any("channels_last" in r for r in diagnose(resnet).reasons)
+    assert any("multiples of 8" in r for r in diagnose(resnet).reasons)
+
+
+def test_depthwise_convolutions_are_named_when_they_hold_work():
+    assert any("depthwise" in r for r in diagnose(Facts("fp16", "cuda", 16, depthwise_share=0.05)).reasons)
+    assert not any("depthwise" in r for r in diagnose(Facts("fp16", "cuda", 16, depthwise_share=0.0)).reasons)
