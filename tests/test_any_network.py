@@ -53,7 +53,8 @@ def nets(tmp_path):
 
 
 def cli(*args, cwd: Path, pythonpath: Path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), str(Path(__file__).parent.parent)])}
+    paths = [str(pythonpath), str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     return subprocess.run([sys.executable, "-m", "ck_plugins", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env)
 
