@@ -44,6 +44,9 @@ def time_stats(runs: pd.DataFrame) -> pd.DataFrame:
     table["memory_mbytes"] = grouped["memory_mbytes"].mean()
     table["memory_per_image_mbytes"] = table["memory_mbytes"] / batch
     table["peak_share"] = grouped["peak_share"].mean()
+    # GPU energy over the timed repetitions (NVML), one figure per point; images/J = images per second per watt
+    table["joules_per_image"] = pd.to_numeric(grouped["joules_per_image"].mean(), errors="coerce")
+    table["images_per_joule"] = 1.0 / table["joules_per_image"]
     return table
 
 

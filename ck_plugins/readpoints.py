@@ -99,13 +99,15 @@ def _add_point(p: points.Point, rows: _Rows) -> None:
         _note_adaptive(p, rows)
     columns = {f"{CHOICE}{k}": v for k, v in p.choices.items()}
     columns.update({f"{HOST}{k}": v for k, v in p.host.items()})
+    energy = (p.measurement.get("energy") or {}) if isinstance(p.measurement, dict) else {}
+    joules = energy.get("joules_per_image") if isinstance(energy, dict) else None
     for rep in p.repetitions:
         rid = len(rows.runs)
         rows.runs.append({
             "rid": rid, "platform": p.platform, "model": p.model, "lib": p.lib, "batch_size": p.batch_size,
             "time_ms": rep.time_ms, "success": rep.success, "memory_mbytes": rep.memory_mbytes,
             "iqr_over_median": rep.iqr_over_median, "peak_share": rep.peak_share, "flops_per_image": p.flops_per_image,
-            "legacy": p.legacy, "error": rep.error, "source": p.path, "run_type": p.metadata.get("run_type", ""),
+            "joules_per_image": joules if isinstance(joules, (int, float)) and rep.success else None, "legacy": p.legacy, "error": rep.error, "source": p.path, "run_type": p.metadata.get("run_type", ""),
             **{k: p.versions.get(k, "") for k in VERSIONS}, **columns})
         rows.layers.extend((rid, layer.name, layer.direction, layer.time_ms) for layer in rep.layers)
 
@@ -207,7 +209,7 @@ def _adaptive_frame(rows: _Rows) -> pd.DataFrame:
 
 def _runs_frame(rows: list[dict]) -> pd.DataFrame:
     columns = ["rid"] + KEY + ["time_ms", "success", "memory_mbytes", "iqr_over_median", "peak_share",
-                               "flops_per_image", "legacy", "error", "source", "run_type", *VERSIONS]
+                               "flops_per_image", "joules_per_image", "legacy", "error", "source", "run_type", *VERSIONS]
     frame = pd.DataFrame(rows)
     return frame if len(frame) else pd.DataFrame(columns=columns)
 

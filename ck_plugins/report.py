@@ -75,6 +75,11 @@ def _tail(r: analysis.Result) -> list[str]:
         s.append(_table(f"Compare {models[0]} and {models[1]}", analysis.compare_models(r.best, r.stats, *models[:2])))
     if r.stats["peak_share"].notna().any():
         s.append(_table("Share of the GPU's peak FLOP/s", r.stats["peak_share"].unstack("batch_size")))
+    if r.stats["joules_per_image"].notna().any():
+        energy = r.stats[r.stats["joules_per_image"].notna()]
+        s.append(_table("GPU energy per image (mJ, NVML, over the timed repetitions)",
+                        (1e3 * energy["joules_per_image"]).unstack("batch_size")))
+        s.append(_table("Images per second per watt (images per joule)", energy["images_per_joule"].unstack("batch_size")))
     anchors = analysis.nearest_anchors(r.stats)
     if not anchors.empty:
         s.append(_table("Nearest published/anchor figures (same GPU, model and configuration)", anchors))

@@ -334,3 +334,20 @@ def test_the_schema_accepts_every_source(model):
 @pytest.mark.parametrize("model", ["vit_b_16", "torchvision:vit b 16", "py:pkg;rm -rf:x", "keras:resnet"])
 def test_the_schema_refuses_other_names(model):
     assert point.problems(_point_with(model))
+
+
+def test_the_analysis_gives_energy_per_image_and_images_per_watt_beside_the_time(tmp_path):
+    from fixtures import build as fixtures
+
+    from ck_plugins import analysis, readpoints
+
+    folder = fixtures.entry(tmp_path, "torchvision-vit_b_16-torch-cudnn-fp16", [readpoints.TAG])
+    for uid, batch, joules in (("a" * 16, 16, 0.08), ("b" * 16, 256, 0.064)):
+        data = fixtures.our_point_data("NVIDIA H200", batch, [[10.0, 10.0], [10.0, 10.0]], model="torchvision:vit_b_16")
+        data["features"]["measurement"] = {"energy": {"joules_per_image": joules, "average_power_w": 700.0}}
+        fixtures._write(folder / f"ckp-{uid}.0001.json", data)
+    stats = analysis.time_stats(readpoints.load([tmp_path]).runs)
+    by_batch = stats.droplevel([n for n in stats.index.names if n != "batch_size"])
+    assert by_batch.loc[16, "joules_per_image"] == pytest.approx(0.08)
+    assert by_batch.loc[256, "images_per_joule"] == pytest.approx(1 / 0.064)
+    assert stats.index.get_level_values("model").unique().tolist() == ["torchvision:vit_b_16"]
