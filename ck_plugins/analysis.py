@@ -45,7 +45,8 @@ def time_stats(runs: pd.DataFrame) -> pd.DataFrame:
     table["memory_per_image_mbytes"] = table["memory_mbytes"] / batch
     table["peak_share"] = grouped["peak_share"].mean()
     # GPU energy over the timed repetitions (NVML), one figure per point; images/J = images per second per watt
-    table["joules_per_image"] = pd.to_numeric(grouped["joules_per_image"].mean(), errors="coerce")
+    table["joules_per_image"] = (pd.to_numeric(grouped["joules_per_image"].mean(), errors="coerce")
+                                 if "joules_per_image" in ok.columns else np.nan)  # runs frames built elsewhere
     table["images_per_joule"] = 1.0 / table["joules_per_image"]
     return table
 
