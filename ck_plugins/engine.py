@@ -260,6 +260,9 @@ def model_info(model: torch.nn.Module, name: str, input_shape, work: models.Mode
     return info
 
 
+ENERGY_MIN_WINDOW_MS = 500.0  # five updates of NVML's energy counter (every 100 ms on an H200)
+
+
 def energy_per_image(energy: measure.Energy | None, batch_size: int, samples_ms: list[list[float]]) -> dict | None:
     """The timed repetitions' energy per image and average power. NVML updates its counter every few tens of ms:
     a window shorter than ENERGY_MIN_WINDOW_MS is flagged coarse (ask for a longer one: min_repetition_ms)."""
@@ -270,8 +273,6 @@ def energy_per_image(energy: measure.Energy | None, batch_size: int, samples_ms:
             "joules": energy.joules, "window_ms": energy.window_ms, "images": images,
             "coarse": energy.window_ms < ENERGY_MIN_WINDOW_MS, "counter": "nvml total energy consumption"}
 
-
-ENERGY_MIN_WINDOW_MS = 500.0
 
 
 def steps(plan: RunPlan) -> int:

@@ -170,7 +170,6 @@ def _plain(value):
 # Every consumer (analysis, service, validation, CK edge, merge) reads point files through `read`.
 LEGACY_MODELS = {"bvlc-alexnet": "alexnet", "bvlc-googlenet": "googlenet", "deepscale-squeezenet-1.0": "squeezenet-1.0",
                  "deepscale-squeezenet-1.1": "squeezenet-1.1", "resnet-50": "resnet50", "bvlc-resnet-50": "resnet50"}
-MODELS = SEED_MODELS
 LEGACY_LIBS = {"cpu", "cuda", "cudnn", "libdnn-cuda", "nvidia-cuda", "nvidia-cudnn", "nvidia-fp16-cuda",
                "nvidia-fp16-cudnn", "opencl", "libdnn", "libdnn-opencl", "opencl-libdnn", "opencl-clblast",
                "opencl-libdnn-clblast", "opencl-viennacl", "clblast", "openblas", "viennacl", "mkl", "atlas"}
@@ -415,12 +414,12 @@ def legacy_model_lib(tags: list[str]) -> tuple[str, str, list[str]]:
     """(model, lib, other tags) of a legacy entry: the model and the lib are recognised by name; every other tag
     (run type, board, platform, dates, ids) is metadata. An unknown lib is the one tag left that is no metadata."""
     rest = [t for t in tags if t != TAG]
-    models = [t for t in rest if t in LEGACY_MODELS or t in MODELS]
+    models = [t for t in rest if t in LEGACY_MODELS or t in SEED_MODELS]
     libs = [t for t in rest if t in LEGACY_LIBS or t.startswith("tensorrt")]
     other = [t for t in rest if t not in models and t not in libs]
     if len(set(models)) != 1:
         raise PointError(f"entry tags {tags}: {'several' if models else 'no'} model tags; "
-                         f"expected one of {', '.join(sorted(LEGACY_MODELS) + list(MODELS))}")
+                         f"expected one of {', '.join(sorted(LEGACY_MODELS) + list(SEED_MODELS))}")
     if not libs:
         libs = [t for t in other if not _metadata_tag(t)]
         other = [t for t in other if t not in libs]

@@ -99,7 +99,7 @@ def _add_point(p: points.Point, rows: _Rows) -> None:
         _note_adaptive(p, rows)
     columns = {f"{CHOICE}{k}": v for k, v in p.choices.items()}
     columns.update({f"{HOST}{k}": v for k, v in p.host.items()})
-    energy = (p.measurement.get("energy") or {}) if isinstance(p.measurement, dict) else {}
+    energy = p.measurement.get("energy")
     joules = energy.get("joules_per_image") if isinstance(energy, dict) else None
     for rep in p.repetitions:
         rid = len(rows.runs)

@@ -38,6 +38,10 @@ MODELS: dict[str, ModelSpec] = {  # the seed models, in modelnames.SEED_MODELS's
 }
 
 
+if tuple(MODELS) != modelnames.SEED_MODELS:  # the names are said once, in modelnames (which needs no torch)
+    raise ImportError(f"models.MODELS {tuple(MODELS)} differs from modelnames.SEED_MODELS {modelnames.SEED_MODELS}")
+
+
 def spec(name: str) -> ModelSpec:
     return MODELS[check_choice("model", name, MODELS)]
 

@@ -125,10 +125,12 @@ def _tensors(out) -> list[torch.Tensor]:
 def _layer(label: str, module: nn.Module, spent: dict, output_elements: float) -> LayerWork:
     kind = max(spent, key=spent.get) if spent else "elementwise"
     flops = sum(spent.values()) if spent else output_elements
-    return LayerWork(label, type(module).__name__, flops,
-                     getattr(module, "in_channels", getattr(module, "in_features", getattr(module, "embed_dim", None))),
-                     getattr(module, "out_channels", getattr(module, "out_features", getattr(module, "embed_dim", None))),
-                     kind, getattr(module, "groups", 1) > 1 and getattr(module, "groups", 1) == getattr(module, "in_channels", 0))
+    width = getattr(module, "embed_dim", None)  # attention: the same width in and out
+    in_channels = getattr(module, "in_channels", getattr(module, "in_features", width))
+    groups = getattr(module, "groups", 1)
+    return LayerWork(label, type(module).__name__, flops, in_channels,
+                     getattr(module, "out_channels", getattr(module, "out_features", width)), kind,
+                     depthwise=groups > 1 and groups == in_channels)
 
 
 def layer_work(model: nn.Module, input_shape=(3, 224, 224)) -> list[LayerWork]:
