@@ -28,6 +28,9 @@ def test_ck_run_resnet_fp16_prints_table_and_merges_characteristics(ck, tmp_path
     assert timer["batch_size"] == 1 and timer["run_success"] is True
     assert timer["execution_time"] == min(m["time_ms"] for m in result["modes"]) / 1e3
     assert '"best_mode"' in done.stdout  # CK printed the merged characteristics
+    from ck_plugins import precision_bench
+
+    assert ("The same benchmark on the GPU machines" in done.stdout) == bool(precision_bench.shipped_gpu_tables())
 
 
 def _ends_cleanly(done, code: int, message: str) -> None:
@@ -71,10 +74,15 @@ def _interrupt(command: list[str], env: dict, ready: str, timeout: float = 240.0
                                stdin=subprocess.DEVNULL, start_new_session=True)
     seen, deadline = b"", time.monotonic() + timeout
     os.set_blocking(process.stdout.fileno(), False)
-    while ready.encode() not in seen:
-        assert time.monotonic() < deadline and process.poll() is None, seen.decode(errors="replace")[-2000:]
-        time.sleep(0.2)  # polled: a lower bound only
-        seen += process.stdout.read() or b""
+    try:
+        while ready.encode() not in seen:
+            assert time.monotonic() < deadline and process.poll() is None, seen.decode(errors="replace")[-2000:]
+            time.sleep(0.2)  # polled: a lower bound only
+            seen += process.stdout.read() or b""
+    except AssertionError:
+        os.killpg(process.pid, signal.SIGKILL)  # never left running past a failed test
+        process.wait()
+        raise
     os.set_blocking(process.stdout.fileno(), True)
     os.killpg(process.pid, signal.SIGINT)
     rest, _ = process.communicate(timeout=120)
@@ -82,13 +90,15 @@ def _interrupt(command: list[str], env: dict, ready: str, timeout: float = 240.0
 
 
 def test_ctrl_c_ends_with_a_message_and_code_130(ck_env):
-    done = _interrupt([sys.executable, "-m", "ck_plugins", "resnet-fp16", "--device", "cpu", "--batch-size", "1",
-                       "--iterations", "100000", "--precisions", "fp32"], ck_env, "warm-up")
+    # precision-bench (resnet-fp16 is its ResNet-50 shortcut) on SqueezeNet: the same code, reached in seconds
+    done = _interrupt([sys.executable, "-m", "ck_plugins", "precision-bench", "--model", "squeezenet-1.1", "--device",
+                       "cpu", "--batch-size", "1", "--iterations", "100000", "--precisions", "fp32"], ck_env, "fp32 nchw")
     assert done.returncode == 130 and "Traceback" not in done.stdout, done.stdout[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "interrupted; run it again to resume"
-    through_ck = _interrupt([_ck_bin(), "run", "program:resnet-fp16", "--env.CK_DEVICE=cpu", "--env.CK_BATCH_SIZE=1",
+    through_ck = _interrupt([_ck_bin(), "run", "program:precision-bench", "--env.CK_MODEL=squeezenet-1.1",
+                             "--env.CK_DEVICE=cpu", "--env.CK_BATCH_SIZE=1",
                              "--env.CK_ITERATIONS=100000", "--env.CK_PRECISIONS=fp32",
-                             "--treat_return_code_as_exit_code=yes"], ck_env, "warm-up")
+                             "--treat_return_code_as_exit_code=yes"], ck_env, "fp32 nchw")
     assert through_ck.returncode == 130 and "Traceback" not in through_ck.stdout, through_ck.stdout[-2000:]
     assert through_ck.stdout.strip().splitlines()[-1] == "CK error: [program] interrupted; run it again to resume!"
 
