@@ -236,6 +236,8 @@ class Session:
         if layered is None:
             result.notes.append(f"per-layer times unavailable: {backend.name} fuses layers; see its kernel profile")
             return
+        if backend.layer_note:
+            result.notes.append(backend.layer_note)
         layer_step = lambda: backend.layer_forward(inputs)  # noqa: E731
         labels = [w.label for w in self._work.layers]
         done = self.progress or (lambda _stage: None)

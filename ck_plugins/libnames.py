@@ -10,8 +10,9 @@ FAMILY_OF = {
     "torch-compile-fp32": "compile", "torch-compile-fp16": "compile", "torch-compile-bf16": "compile",
     "tensorrt-fp32": "tensorrt", "tensorrt-fp16": "tensorrt",
     "adaptive": "adaptive",
+    "cudnn-graph-fp16": "cudnn-graph", "cudnn-graph-bf16": "cudnn-graph", "cudnn-graph-fp8": "cudnn-graph",
 }
-CHANNELS_LAST_FAMILIES = ("fp16", "compile", "tensorrt")  # where tensor cores want NHWC
+CHANNELS_LAST_FAMILIES = ("fp16", "compile", "tensorrt", "cudnn-graph")  # where tensor cores want NHWC
 HALF_PRECISIONS = ("fp16", "bf16", "amp")  # 16-bit arithmetic (amp: autocast to fp16)
 REDUCED_PRECISIONS = HALF_PRECISIONS + ("tf32",)  # below fp32: what the diagnosis explains against fp32
 

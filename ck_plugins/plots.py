@@ -13,7 +13,7 @@ from .libnames import FAMILY_OF  # noqa: E402
 
 
 FAMILY_COLOURS = {"cpu": "Greys", "cublas": "Oranges", "cudnn": "Greens", "fp16": "Blues", "compile": "Purples",
-                  "tensorrt": "Reds", "adaptive": "YlOrBr", "null": "Greys", "other": "copper"}
+                  "tensorrt": "Reds", "adaptive": "YlOrBr", "cudnn-graph": "RdPu", "null": "Greys", "other": "copper"}
 MAX_LIBS_PER_AXES = 10  # more than this and the bars are split into one panel per lib family
 
 

@@ -11,6 +11,7 @@ from .compiled import COMPILE_MODES, CompiledBackend
 from .null import NullBackend
 from .onnxrt import OnnxRuntimeBackend
 from .adaptive import AdaptiveBackend
+from .cudnn_graph import CudnnGraphBackend
 from .tensorrt import TensorRTBackend
 from .torch_eager import EagerBackend, EagerConfig
 
@@ -64,6 +65,9 @@ FACTORIES: dict[str, Callable[[str, Options], Backend]] = {
     "tensorrt-fp32": _tensorrt("fp32"),
     "tensorrt-fp16": _tensorrt("fp16"),
     "adaptive": lambda name, o: AdaptiveBackend(name, o.plan, o.cuda_graph),
+    "cudnn-graph-fp16": lambda name, o: CudnnGraphBackend(name, "fp16", o.cuda_graph),
+    "cudnn-graph-bf16": lambda name, o: CudnnGraphBackend(name, "bf16", o.cuda_graph),
+    "cudnn-graph-fp8": lambda name, o: CudnnGraphBackend(name, "fp8", o.cuda_graph),
 }
 LIBS: dict[str, tuple[str, Callable[[str, Options], Backend]]] = {
     name: (FAMILY_OF[name], factory) for name, factory in FACTORIES.items()}

@@ -23,6 +23,7 @@ class Backend(ABC):
     batch_agnostic: bool = False  # True where one load() serves every batch size (a sweep loads it once)
     runs_onnx: bool = False  # True where load() takes an ONNX file's model (models.OnnxModel) as it is
     input_shape: tuple[int, ...] = (3, 224, 224)  # one input without the batch: set by the engine before load()
+    layer_note: str = ""  # what a per-layer record means where it is not one module (fused blocks), said in the point
 
     @abstractmethod
     def check(self) -> None:

@@ -10,6 +10,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import caches
 from .config import SweepConfig
 from .journal import recorded, sweep_features
 from .plan import Task
@@ -51,13 +52,6 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
     return 0
 
 
-def inductor_cache() -> Path:
-    """Where sweeps keep torch.compile's caches (FX graphs, Triton kernels, autotuning), so a re-run or a resumed
-    sweep does not compile again: $TORCHINDUCTOR_CACHE_DIR, else $XDG_CACHE_HOME (~/.cache)/ck-precision-bench/inductor."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "ck-precision-bench" / "inductor"
-
-
 def _die_with_parent() -> None:
     """Linux: the worker gets SIGKILL when the sweep process dies, so a killed sweep leaves no orphan writing."""
     try:
@@ -75,7 +69,7 @@ class Worker:
                  command: list[str] | None = None):
         """`command` replaces the worker program (default: `python -m ck_plugins explore-worker` for the task)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache()))  # compiled graphs outlive the sweep
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(caches.inductor()))  # compiled graphs outlive the sweep
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         command = command or [sys.executable, "-m", "ck_plugins", "explore-worker", "--task", json.dumps(asdict(task)),
