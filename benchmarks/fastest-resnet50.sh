@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fastest ResNet-50 our backends reach, side by side in one run: each attempt through the real `ck run`
 # (one process each, under a time limit), recorded as a point in $1; a failed or timed-out attempt is logged.
-# Usage: [BATCHES="1 1024"] [LIMIT_S=300] benchmarks/fastest-resnet50.sh RESULTS_REPO
+# QUICK=1 leaves out the max-autotune attempts (each compiles for minutes).
+# Usage: [BATCHES="1 1024"] [LIMIT_S=300] [QUICK=1] benchmarks/fastest-resnet50.sh RESULTS_REPO
 #        then: python -m ck_plugins analyse RESULTS_REPO ...
 set -u
 repo=$(realpath "$1"); mkdir -p "$repo/logs"
@@ -27,7 +28,11 @@ for batch in 1 1024; do
   attempt bench-fp16 torch-cudnn-fp16 "$batch" --env.CK_CUDA_GRAPH=true
   attempt bench-fp16 torch-cudnn-fp16 "$batch" --env.CK_CUDA_GRAPH=true --env.CK_FOLD_BN=true
   attempt bench-compile torch-compile-fp16 "$batch" --env.CK_COMPILE_MODE=reduce-overhead --env.CK_FREEZING=true
+  attempt bench-cudnn-graph cudnn-graph-fp16 "$batch"
+  attempt bench-cudnn-graph cudnn-graph-fp8 "$batch"
 done
 attempt bench-compile torch-compile-fp16 1024 --env.CK_FREEZING=true
+attempt bench-cudnn-graph cudnn-graph-fp16 1024  # again: its tuned plans now come from the plan cache
+[ -n "${QUICK:-}" ] && exit 0
 attempt bench-compile torch-compile-fp16 1 --env.CK_COMPILE_MODE=max-autotune --env.CK_FREEZING=true
 attempt bench-compile torch-compile-fp16 1024 --env.CK_COMPILE_MODE=max-autotune-no-cudagraphs --env.CK_FREEZING=true

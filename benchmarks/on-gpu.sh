@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: install the project beside the machine's torch, run the named phases,
 # and leave every results repository as one tar in $OUT. Results go to .gpu-results/<phase>/ (a sweep resumes
-# from a carried .gpu-results/sweep/). Phases: parity, adaptive, sweep, fastest, networks.
-# Usage (device tool, carry .whl and .gpu-results): CKPB_COMMIT=<hash> benchmarks/on-gpu.sh parity adaptive
+# from a carried .gpu-results/sweep/). Phases: parity, adaptive, sweep, fastest, networks, fused.
+# Usage (device tool, carry .whl and .gpu-results; .whl-cudnn, the cuDNN frontend wheel, for the cudnn-graph libs):
+#   CKPB_COMMIT=<hash> benchmarks/on-gpu.sh parity adaptive
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+  $(ls .whl-cudnn/*.whl 2>/dev/null) 2>&1 | grep -v "already exists" || true
+python3 -c "import ck" 2>/dev/null || PYTHONPATH=/tmp/site python3 -c "import ck" || exit 1
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONWARNINGS=ignore::SyntaxWarning
 export HOME=/tmp/h CK_REPOS=/tmp/h/CK PYTHONUNBUFFERED=1 TEARDOWN_CUPTI=1
 mkdir -p "$HOME" .gpu-results && ck add repo --import --path="$PWD" --quiet > /dev/null
@@ -24,7 +27,8 @@ for phase in "$@"; do
         --device cuda --repo "$results/sweep" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -20 ;;
     fastest) timeout "${FASTEST_LIMIT_S:-540}" benchmarks/fastest-resnet50.sh "$results/fastest" ;;
     networks) timeout "${NETWORKS_LIMIT_S:-540}" benchmarks/any-network.sh "$results/networks" ;;
-    *) echo "unknown phase $phase: expected parity, adaptive, sweep, fastest or networks"; exit 2 ;;
+    fused) timeout "${FUSED_LIMIT_S:-540}" benchmarks/fused-seed-models.sh "$results/fused" ;;
+    *) echo "unknown phase $phase: expected parity, adaptive, sweep, fastest, networks or fused"; exit 2 ;;
   esac
   echo "=== $phase: $((SECONDS - start)) s"
 done
