@@ -7,7 +7,7 @@
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
   $(ls .whl-cudnn/*.whl 2>/dev/null) 2>&1 | grep -v "already exists" || true
-python3 -c "import ck" 2>/dev/null || PYTHONPATH=/tmp/site python3 -c "import ck" || exit 1
+PYTHONPATH=/tmp/site python3 -c "import ck" || exit 1
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONWARNINGS=ignore::SyntaxWarning
 export HOME=/tmp/h CK_REPOS=/tmp/h/CK PYTHONUNBUFFERED=1 TEARDOWN_CUPTI=1
 mkdir -p "$HOME" .gpu-results && ck add repo --import --path="$PWD" --quiet > /dev/null
