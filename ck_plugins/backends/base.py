@@ -60,3 +60,18 @@ class Backend(ABC):
     def layer_forward(self, inputs: object) -> torch.Tensor:
         """The forward pass the per-layer hooks observe (eager, even where predict() replays a CUDA graph)."""
         return self.predict(inputs)
+
+
+def capture_cuda_graph(forward, x: torch.Tensor, warmups: int = 3) -> tuple:
+    """`forward(x)` captured in a CUDA graph after `warmups` calls on a side stream (cudnn.benchmark and cuDNN plans
+    chosen before capture): (graph, output), replayed on the same static input `x`."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.inference_mode():
+        for _ in range(warmups):
+            forward(x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        out = forward(x)
+    return graph, out

@@ -14,7 +14,7 @@ import torch
 from .. import caches, fusion, measure
 from ..errors import Unsupported
 from ..plancache import PlanCache, PlanChoice, block_key
-from .base import Backend
+from .base import Backend, capture_cuda_graph
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # its largest finite value
@@ -74,15 +74,7 @@ class CudnnGraphBackend(Backend):
         return {label: max(value, 1e-12) / FP8_MAX for label, value in amax.items()}
 
     def _capture(self, x: torch.Tensor) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):
-                self.model(x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            out = self.model(x)
+        graph, out = capture_cuda_graph(self.model, x, warmups=2)
         self._graph, self._static_in, self._static_out = graph, x, out
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -145,14 +137,14 @@ class BlockGraphs:
             if label not in shapes:
                 continue  # not reached by the forward pass
             try:
-                graph = self._graph(block, shapes[label], scales.get(label))
+                graph = self._graph(block, shapes[label])
             except (self.cudnn.cudnnGraphNotSupportedError, RuntimeError) as error:
                 fallbacks.append(f"{label}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
                 continue
             block.run = graph.runner(block, self, scales.get(label))
         return fallbacks
 
-    def _graph(self, block: fusion.FusedConv, inputs: tuple, scale: float | None) -> "BlockGraph":
+    def _graph(self, block: fusion.FusedConv, inputs: tuple) -> "BlockGraph":
         x_meta, r_meta = inputs
         key = block_key(self.gpu, self.cudnn.backend_version(), self.precision, x_meta[0], block.weight.shape,
                         block.stride, block.padding, block.dilation, block.spec.add, block.spec.relu)

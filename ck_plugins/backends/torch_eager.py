@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import Unsupported
-from .base import DTYPES, FORMATS, Backend
+from .base import DTYPES, FORMATS, Backend, capture_cuda_graph
 
 
 @dataclass(frozen=True)
@@ -80,15 +80,7 @@ class EagerBackend(Backend):
         return self.model(x)
 
     def _capture(self, x: torch.Tensor) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):  # warm up (and let cudnn.benchmark choose) before capture
-                self._forward(x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            out = self._forward(x)
+        graph, out = capture_cuda_graph(self._forward, x)
         self._graph, self._static_in, self._static_out = graph, x, out
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
