@@ -11,8 +11,8 @@ def root() -> Path:
 
 
 def inductor() -> Path:
-    """torch.compile's caches (FX graphs, Triton kernels, autotuning) that sweeps share: $TORCHINDUCTOR_CACHE_DIR
-    wins where set."""
+    """torch.compile's caches (FX graphs, Triton kernels, autotuning) that sweeps share (sweep workers get it as
+    $TORCHINDUCTOR_CACHE_DIR unless that is already set)."""
     return root() / "inductor"
 
 

@@ -210,6 +210,7 @@ class Session:
         result.layer_work, result.flops_per_image = self._work.layers, self._work.flops_per_image
         result.model_info = model_info(self._model, self.model_name, self.input_shape, self._work)
         inputs = backend.prepare_input(images)
+        result.settings = backend.describe()  # again once loaded: what load() decided (cudnn-graph's torch blocks)
         load_s = time.perf_counter() - start
         with torch.inference_mode():
             step = lambda: backend.predict(inputs)  # noqa: E731

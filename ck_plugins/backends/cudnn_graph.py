@@ -207,7 +207,7 @@ class BlockGraph:
             self.D = g.tensor_like(torch.ones(1, 1, 1, 1, device="cuda"))
             y = g.mul(y, self.D)
         y = g.bias(y, self.B)
-        self.R = None
+        self.R, self.r_meta = None, r_meta
         if r_meta is not None:
             self.R = g.tensor_like(_like(r_meta))
             y = g.add(y, self.R)
@@ -229,7 +229,7 @@ class BlockGraph:
             index = names.index(cached.plan)
             g.build_plan_at_index(index)
             return index, cached
-        pack = self._pack(x, w, block, _like(self._meta_r()) if self.R is not None else None,
+        pack = self._pack(x, w, block, _like(self.r_meta) if self.r_meta is not None else None,
                           torch.empty_strided(self.out_shape, self.out_stride, dtype=self.out_dtype, device="cuda"),
                           torch.ones(1, 1, 1, 1, device="cuda"))
         timed = []
@@ -248,9 +248,6 @@ class BlockGraph:
         choice = PlanChoice(names[index], round(ms, 5), len(timed))
         owner.cache.put(key, choice)
         return index, choice
-
-    def _meta_r(self):
-        return (tuple(self.R.get_dim()), tuple(self.R.get_stride()), self.out_dtype)
 
     @staticmethod
     def _time(step) -> float:
