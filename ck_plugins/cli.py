@@ -237,6 +237,10 @@ def _cmd_explore(args) -> int:
           f"{f', ratio {ratio:.2f}' if ratio else ''}; {summary['points']} points, {summary['failed']} failed")
     for reason, count in summary["failures"].items():
         print(f"  {count} failed: {reason}")
+    if summary["phases_s"]:
+        stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in summary["phases_s"].items())
+        print(f"load and warm-up {summary['warmup_s']:.1f} s; harness {summary['harness_s']:.1f} s "
+              f"({summary['harness_share']:.1%} of the wall time); stages (s, summed over points): {stages}")
     return 0
 
 

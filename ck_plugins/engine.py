@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gc
-import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
@@ -62,6 +61,7 @@ class Measurement:
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
     harness: dict | None = None  # our timing against a bare CUDA-event loop (GPU only)
     warmup_s: float | None = None  # wall time of load and warm-up: cuDNN autotuning, compilation
+    phases_s: dict[str, float] = field(default_factory=dict)  # host wall time of each stage (PHASES), synchronised
     measured_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -72,6 +72,9 @@ class Measurement:
     @property
     def time_ms(self) -> float | None:
         return self.time.time_ms if self.run_success and self.samples_ms else None
+
+
+PHASES = ("load", "warmup", "timed", "accuracy", "per_layer", "profile")  # a point's stages, in order
 
 
 def seeded_images(batch_size: int, seed: int, input_shape=DEFAULT_INPUT_SHAPE) -> torch.Tensor:
@@ -203,31 +206,35 @@ class Session:
         return self._reference[:batch_size]
 
     def _measure(self, plan: RunPlan, result: Measurement) -> None:
-        backend = self.backend
-        start = time.perf_counter()
+        backend, clock = self.backend, _PhaseClock(result.phases_s)
         measure.reset_peak_memory(backend.device)
         images = self._prepare(plan)
         result.layer_work, result.flops_per_image = self._work.layers, self._work.flops_per_image
         result.model_info = model_info(self._model, self.model_name, self.input_shape, self._work)
         inputs = backend.prepare_input(images)
         result.settings = backend.describe()  # again once loaded: what load() decided (cudnn-graph's torch blocks)
-        load_s = time.perf_counter() - start
+        clock.done("load")
         with torch.inference_mode():
             step = lambda: backend.predict(inputs)  # noqa: E731
             timing = measure.time_iterations(step, backend.device, plan.warmup, plan.iterations, plan.repetitions,
                                              plan.min_repetition_ms, self.progress)
             result.samples_ms, result.clock = timing.samples_ms, timing.clock
             result.energy = energy_per_image(timing.energy, plan.batch_size, timing.samples_ms)
-            result.warmup_s = load_s + timing.warmup_s
+            result.phases_s["warmup"] = timing.warmup_s
+            result.warmup_s = result.phases_s["load"] + timing.warmup_s
             if backend.device.type == "cuda" and plan.harness_check:
                 result.harness = harness_overhead(step, plan.iterations, timing.samples_ms)
             result.memory = measure.read_peak_memory(backend.device)
+            clock.done("timed", minus=timing.warmup_s)
             if plan.accuracy and backend.name != "null":
                 out = backend.predict(inputs)
                 result.accuracy = compare(out, self._reference_for(plan.batch_size), "fp32 eager, TF32 off, same device")
+                clock.done("accuracy")
             self._per_layer(plan, inputs, result)
+            clock.done("per_layer")
             if plan.profile:
                 profile_loaded(backend, inputs, result)
+                clock.done("profile")
 
     def _per_layer(self, plan: RunPlan, inputs, result: Measurement) -> None:
         backend = self.backend
@@ -251,6 +258,18 @@ class Session:
                 result.per_layer.append(measure.per_layer_times(layered, layer_step, backend.device,
                                                                 plan.per_layer_passes, labels))
             done(f"per-layer pass {index + 1}/{plan.repetitions}")
+
+
+class _PhaseClock:
+    """Host wall time of a point's stages into `phases`: each done(name) closes the stage begun by the last."""
+
+    def __init__(self, phases: dict[str, float]):
+        self.phases, self.last = phases, measure.now_s()
+
+    def done(self, name: str, minus: float = 0.0) -> None:
+        now = measure.now_s()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.last - minus
+        self.last = now
 
 
 def model_info(model: torch.nn.Module, name: str, input_shape, work: models.ModelWork) -> dict:

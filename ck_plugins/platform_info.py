@@ -84,8 +84,7 @@ def gpu_state(index: int = 0) -> dict:
             "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
             "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
         }
-        pynvml.nvmlShutdown()
-        return state
+        return state  # NVML stays initialised: a later nvmlInit is then cheap (it counts references)
     except pynvml.NVMLError as error:
         return {"nvml_error": str(error)}
 

@@ -109,7 +109,7 @@ def _shared(m: "Measurement") -> dict:
         return {"notes": m.notes}
     return {"memory": asdict(m.memory), "accuracy": asdict(m.accuracy) if m.accuracy else None,
             "diagnosis": asdict(m.diagnosis) if m.diagnosis else None, "profile": _profile(m), "harness": m.harness,
-            "warmup_s": m.warmup_s, "per_layer_method": m.plan.per_layer_method if m.per_layer else None,
+            "warmup_s": m.warmup_s, "phases_s": m.phases_s or None, "per_layer_method": m.plan.per_layer_method if m.per_layer else None,
             "energy": m.energy, "notes": m.notes}
 
 

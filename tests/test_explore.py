@@ -51,6 +51,15 @@ def test_ci_config_end_to_end_records_valid_points_tagged_like_the_seed(tmp_path
     meta = json.loads((tmp_path / "experiment" / "squeezenet-1.1-torch-cpu" / ".cm" / "meta.json").read_text())
     assert meta["tags"] == ["explore-batch-size-libs-models", "squeezenet-1.1", "torch-cpu"]
     assert "8 points, 0 failed" in done.stdout
+    journal = json.loads(next((tmp_path / ".ck-sweeps").glob("*.json")).read_text())
+    stages = {lib: [d["features"]["measurement"]["phases_s"] for _, name, *_, d in found if name == lib]
+              for lib in ("null", "torch-cpu")}
+    assert all(set(s) >= {"load", "warmup", "timed", "accuracy", "per_layer"} for s in stages["torch-cpu"])
+    timed = sum(s["timed"] for s in stages["null"] + stages["torch-cpu"])
+    assert journal["phases_s"]["timed"] == pytest.approx(timed, rel=1e-3)  # points keep 6 digits
+    assert journal["phases_s"]["record"] > 0 and 0 < journal["harness_share"] < 1
+    assert journal["harness_s"] == pytest.approx(journal["wall_s"] - journal["measured_s"] - journal["warmup_s"])
+    assert "harness" in done.stdout and "of the wall time" in done.stdout
 
 
 def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_path):
@@ -126,7 +135,7 @@ def test_a_hung_worker_is_stopped_at_the_time_limit_and_its_missing_points_are_f
              "'measured_ms': 1.0}), flush=True); time.sleep(600)"]  # reports batch 1, then never ends
     hung = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=False, command=hangs)
     start = time.monotonic()
-    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b: None, hung)
+    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b, p: None, hung)
     assert time.monotonic() - start >= 2.0 and hung.proc.returncode == -signal.SIGKILL
     assert outcome.points == 2 and dict(outcome.failed) == {"worker timed out after 2 s": 1}
     found = points(tmp_path)
@@ -165,8 +174,32 @@ def test_a_prestarted_worker_prepares_then_measures_only_after_go(tmp_path):
     started = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)
     assert json.loads(started.proc.stdout.readline()) == {"ready": True}
     seen = []
-    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b: seen.append(b), started)
+    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b, p: seen.append(b), started)
     assert seen == [1, 2] and outcome.points == 2 and not outcome.failed and len(points(tmp_path)) == 2
+
+
+def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exits(tmp_path):
+    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
+    lines = "".join(f"print(json.dumps({{'batch': {b}, 'ok': True, 'error': None, 'measured_ms': 2.0, "
+                    f"'phases_s': {{'load': 0.5, 'warmup': 1.0, 'record': 0.25}}}}), flush=True); " for b in (1, 2))
+    lingers = [sys.executable, "-c", f"import json, time; {lines}time.sleep(2)"]  # a slow teardown after its points
+    running = worker.Worker(task, config, {"id": "w", "config": "ci", "shard": ""}, tmp_path, None, False, lingers)
+    still_running = []
+    outcome = scheduler.run_task(task, config, {"id": "w", "config": "ci", "shard": ""}, tmp_path, None,
+                                 lambda t, b, p: None, running, on_last=lambda: still_running.append(running.proc.poll()))
+    assert still_running == [None] and running.proc.returncode == 0
+    assert outcome.points == 2 and outcome.measured_ms == 4.0
+    assert outcome.phases_s == {"load": 1.0, "warmup": 2.0, "record": 0.5}
+
+
+def test_the_journal_says_where_the_wall_time_went():
+    from ck_plugins.sweep.journal import cost
+
+    assert cost(10.0, 4.0, Counter({"load": 1.0, "warmup": 2.0, "timed": 4.5, "record": 0.5})) == {
+        "phases_s": {"load": 1.0, "warmup": 2.0, "timed": 4.5, "record": 0.5}, "warmup_s": 3.0, "harness_s": 3.0,
+        "harness_share": 0.3}
+    assert cost(10.0, 4.0, Counter())["harness_s"] is None  # the CK route reports no stages: no made-up share
 
 
 def test_workers_keep_torch_compile_caches_in_one_persistent_folder(tmp_path, monkeypatch):

@@ -24,6 +24,21 @@ class Outcome:
     points: int = 0
     failed: Counter = field(default_factory=Counter)  # reason -> count
     measured_ms: float = 0.0  # sum of every timed iteration: the device time the sweep measured
+    phases_s: Counter = field(default_factory=Counter)  # a point's stage (engine.PHASES, record) -> host seconds
+
+    @classmethod
+    def of(cls, message: dict) -> "Outcome":
+        """One worker line: a point measured (or failed), or one this sweep had already recorded (nothing)."""
+        if message.get("skipped"):
+            return cls()
+        failed = Counter({message["error"][:120]: 1}) if not message.get("ok") else Counter()
+        return cls(1, failed, message.get("measured_ms", 0.0), Counter(message.get("phases_s") or {}))
+
+    def add(self, other: "Outcome") -> None:
+        self.points += other.points
+        self.failed.update(other.failed)
+        self.measured_ms += other.measured_ms
+        self.phases_s.update(other.phases_s)
 
 
 def sweep_key(config: SweepConfig, tasks: list[Task], shard_text: str) -> str:
@@ -83,15 +98,28 @@ class Journal:
     def save(self, total: Outcome, complete: bool = False) -> dict:
         self.sweep["parts"][-1] = {"wall_s": time.perf_counter() - self.started, "measured_s": total.measured_ms / 1e3,
                                    "points": total.points, "failed": sum(total.failed.values()),
-                                   "failures": dict(total.failed)}
+                                   "failures": dict(total.failed), "phases_s": dict(total.phases_s)}
         parts = self.sweep["parts"]
         wall, measured = sum(p["wall_s"] for p in parts), sum(p["measured_s"] for p in parts)
-        failures: Counter = Counter()
+        failures, phases = Counter(), Counter()
         for part in parts:
             failures.update(part.get("failures", {}))
+            phases.update(part.get("phases_s", {}))
         self.sweep.update({"complete": complete, "wall_s": wall, "measured_s": measured,
                            "wall_over_measured": wall / measured if measured else None,
                            "points": sum(p["points"] for p in parts), "failed": sum(failures.values()),
-                           "failures": dict(failures)})
+                           "failures": dict(failures), **cost(wall, measured, phases)})
         write_json_atomic(self.path, self.sweep)
         return self.sweep
+
+
+def cost(wall_s: float, measured_s: float, phases_s: Counter) -> dict:
+    """Where a sweep's wall time went. warmup_s: loading the backends and their warm-ups (cuDNN autotuning and
+    compilation go there); harness_s: the rest beside the measured iterations (starting workers, the timing loop's
+    own cost, accuracy, per-layer passes, writing points), with its share of the wall time."""
+    if not phases_s:  # the CK route: its points' stages are not reported back
+        return {"phases_s": {}, "warmup_s": None, "harness_s": None, "harness_share": None}
+    warmup = phases_s.get("load", 0.0) + phases_s.get("warmup", 0.0)
+    harness = max(0.0, wall_s - measured_s - warmup)
+    return {"phases_s": dict(phases_s), "warmup_s": warmup, "harness_s": harness,
+            "harness_share": harness / wall_s if wall_s else None}

@@ -3,6 +3,7 @@ its time limit; whatever a worker did not record becomes a failed point with the
 from __future__ import annotations
 
 import json
+from collections import Counter
 import queue
 import threading
 from pathlib import Path
@@ -14,8 +15,10 @@ from .worker import Worker
 
 
 def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point,
-             started: Worker | None = None) -> Outcome:
-    """Run one worker under the time limit; whatever it did not record becomes a failed point with the reason."""
+             started: Worker | None = None, on_last=lambda: None) -> Outcome:
+    """Run one worker under the time limit; whatever it did not record becomes a failed point with the reason.
+    `on_point(task, batch, Outcome of that point)` after each point; `on_last()` once every batch size is reported,
+    before the worker has exited (its teardown touches no kernel: the next worker may take the device)."""
     running = started or Worker(task, config, sweep, repo, gpu, wait=False)
     outcome, reported = Outcome(), set()
     running.go()
@@ -26,12 +29,11 @@ def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int 
         if message is None:
             continue
         reported.add(message["batch"])
-        if not message.get("skipped"):
-            outcome.points += 1
-            outcome.measured_ms += message.get("measured_ms", 0.0)
-            if not message["ok"]:
-                outcome.failed[message["error"][:120]] += 1
-        on_point(task, message["batch"])
+        point = Outcome.of(message)
+        outcome.add(point)
+        on_point(task, message["batch"], point)
+        if reported.issuperset(task.batch_sizes):
+            on_last()
     code = running.finish()
     timed_out = not timer.is_alive() and code != 0
     timer.cancel()
@@ -42,9 +44,10 @@ def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int 
                   f"worker exited with code {code}: {last}")
         for batch in missing:
             _record_failure(task, batch, config, sweep, repo, reason)
-            outcome.points += 1
-            outcome.failed[reason[:120]] += 1
-            on_point(task, batch)
+            point = Outcome(1, Counter({reason[:120]: 1}))
+            outcome.add(point)
+            on_point(task, batch, point)
+        on_last()
     return outcome
 
 
@@ -69,9 +72,9 @@ def _record_failure(task: Task, batch: int, config: SweepConfig, sweep: dict, re
 
 
 def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers: int,
-        on_task=lambda total: None) -> Outcome:
+        on_progress=lambda total: None) -> Outcome:
     """Run the tasks, `workers` at a time (one per GPU), with a progress bar; return what was measured.
-    `on_task(total so far)` runs after each (model, lib), under the lock (the journal keeps this part's figures)."""
+    `on_progress(total so far)` runs after each point, under the lock (the journal keeps this part's figures)."""
     from tqdm import tqdm
 
     tasks = remaining(tasks, repo, sweep["id"])
@@ -79,8 +82,10 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
     bar = tqdm(total=sum(len(t.batch_sizes) for t in tasks), unit="point", dynamic_ncols=True, mininterval=1.0)
     lock = threading.Lock()
 
-    def on_point(task: Task, batch: int) -> None:
+    def on_point(task: Task, batch: int, point: Outcome) -> None:
         with lock:
+            total.add(point)
+            on_progress(total)
             bar.set_postfix_str(f"{task.model} {task.lib} batch {batch}", refresh=False)
             bar.update(1)
 
@@ -95,8 +100,9 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
             return None
 
     def serve(gpu: int | None) -> None:
-        # On a GPU the next worker prepares on the host while this one measures; on a CPU it would take the
-        # cores being measured, so CPU workers start one after the other.
+        # On a GPU the next worker prepares on the host while this one measures, and takes the device as soon as
+        # this one has reported its last point; on a CPU it would take the cores being measured, so CPU workers
+        # start one after the other.
         def start(task: Task | None) -> Worker | None:
             return Worker(task, config, sweep, repo, gpu, wait=True) if task and gpu is not None else None
 
@@ -106,18 +112,17 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
             task, running = upcoming, started
             upcoming = take()
             started = start(upcoming)
-            outcome = run_task(task, config, sweep, repo, gpu, on_point, running)
-            with lock:
-                total.points += outcome.points
-                total.measured_ms += outcome.measured_ms
-                total.failed.update(outcome.failed)
-                on_task(total)
+            run_task(task, config, sweep, repo, gpu, on_point, running, on_last=started.go if started else _nothing)
 
     threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in _gpus(workers)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     bar.close()
     return total
+
+
+def _nothing() -> None:
+    pass
 
 
 def _gpus(workers: int) -> list[int | None]:

@@ -23,7 +23,7 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
     worker says {"ready": true} and waits for a line on stdin before it touches the GPU: the parent starts the
     next worker while this one's predecessor measures, and only one process at a time uses the device.
     """
-    from .. import backends, bench, engine
+    from .. import backends, bench, engine, measure
 
     done = recorded(repo, sweep["id"])
     # compile libs compile once for every batch size: one compilation per size would take most of the sweep
@@ -44,10 +44,12 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
                               harness_check=False, min_repetition_ms=config.min_repetition_ms,
                               threads=config.threads, input_shape=config.input_shape)
         measured = session.measure(plan)
+        start = measure.now_s()
         bench.record(bench.PointRequest(plan, task.lib, options, repo), measured,
                      sweep_features(sweep))
+        phases = {**measured.phases_s, "record": measure.now_s() - start}
         print(json.dumps({"batch": batch, "ok": measured.run_success, "error": measured.error,
-                          "measured_ms": sum(map(sum, measured.samples_ms))}), flush=True)
+                          "measured_ms": sum(map(sum, measured.samples_ms)), "phases_s": phases}), flush=True)
     session.close()
     return 0
 
@@ -75,7 +77,7 @@ class Worker:
         command = command or [sys.executable, "-m", "ck_plugins", "explore-worker", "--task", json.dumps(asdict(task)),
                               "--config-json", json.dumps(asdict(config)), "--sweep", json.dumps(sweep),
                               "--repo", str(repo), *(["--wait"] if wait else [])]
-        self.task, self.waits = task, wait
+        self.task, self.waits, self.gone = task, wait, False
         self.proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE if wait else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=_die_with_parent)
@@ -88,7 +90,9 @@ class Worker:
             self.stderr_tail = (self.stderr_tail + [line])[-20:]
 
     def go(self) -> None:
-        if self.waits:
+        """Let a waiting worker measure (once: later calls do nothing)."""
+        if self.waits and not self.gone:
+            self.gone = True
             try:
                 self.proc.stdin.write("go\n")
                 self.proc.stdin.flush()
