@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: install the project beside the machine's torch, run the named phases,
 # and leave every results repository as one tar in $OUT. Results go to .gpu-results/<phase>/ (a sweep resumes
-# from a carried .gpu-results/sweep/). Phases: parity, adaptive, sweep, fastest, networks, fused.
+# from a carried .gpu-results/sweep/, or from the one a warm machine kept). Phases: parity, adaptive, sweep, rerun,
+# fastest, networks, fused.
 # Usage (device tool, carry .whl and .gpu-results; .whl-cudnn, the cuDNN frontend wheel, for the cudnn-graph libs):
 #   CKPB_COMMIT=<hash> benchmarks/on-gpu.sh parity adaptive
 set -u
@@ -22,13 +23,13 @@ for phase in "$@"; do
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_BATCHES:-16}" --repo "$results/adaptive"
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_GRAPH_BATCHES:-16,128}" --cuda-graph true \
         --repo "$results/adaptive" ;;
-    sweep)
+    sweep|rerun)  # rerun: the same sweep again into its own repository, with the caches the first one left
       timeout "${SWEEP_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
-        --device cuda --repo "$results/sweep" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -20 ;;
+        --device cuda --repo "$results/$phase" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -8 ;;
     fastest) timeout "${FASTEST_LIMIT_S:-540}" benchmarks/fastest-resnet50.sh "$results/fastest" ;;
     networks) timeout "${NETWORKS_LIMIT_S:-540}" benchmarks/any-network.sh "$results/networks" ;;
     fused) timeout "${FUSED_LIMIT_S:-540}" benchmarks/fused-seed-models.sh "$results/fused" ;;
-    *) echo "unknown phase $phase: expected parity, adaptive, sweep, fastest, networks or fused"; exit 2 ;;
+    *) echo "unknown phase $phase: expected parity, adaptive, sweep, rerun, fastest, networks or fused"; exit 2 ;;
   esac
   echo "=== $phase: $((SECONDS - start)) s"
 done
