@@ -23,9 +23,12 @@ for phase in "$@"; do
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_BATCHES:-16}" --repo "$results/adaptive"
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_GRAPH_BATCHES:-16,128}" --cuda-graph true \
         --repo "$results/adaptive" ;;
-    sweep|rerun)  # rerun: the same sweep again into its own repository, with the caches the first one left
-      timeout "${SWEEP_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
-        --device cuda --repo "$results/$phase" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -8 ;;
+    sweep) timeout "${SWEEP_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
+        --device cuda --repo "$results/sweep" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -8 ;;
+    rerun)  # the same sweep again (RERUN_MODELS: part of it) into its own repository, with the caches left
+      timeout "${RERUN_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
+        --models "${RERUN_MODELS:-all}" --device cuda --repo "$results/rerun" 2>&1 | tr '\r' '\n' \
+        | grep -v 'point/s]$' | tail -8 ;;
     fastest) timeout "${FASTEST_LIMIT_S:-540}" benchmarks/fastest-resnet50.sh "$results/fastest" ;;
     networks) timeout "${NETWORKS_LIMIT_S:-540}" benchmarks/any-network.sh "$results/networks" ;;
     fused) timeout "${FUSED_LIMIT_S:-540}" benchmarks/fused-seed-models.sh "$results/fused" ;;
