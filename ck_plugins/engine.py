@@ -61,7 +61,8 @@ class Measurement:
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
     harness: dict | None = None  # our timing against a bare CUDA-event loop (GPU only)
     warmup_s: float | None = None  # wall time of load and warm-up: cuDNN autotuning, compilation
-    phases_s: dict[str, float] = field(default_factory=dict)  # host wall time of each stage (PHASES), synchronised
+    phases_s: dict[str, float] = field(default_factory=dict)  # host wall time of each stage: load, warmup, timed,
+    # accuracy, per_layer, profile (the schema's phases_s), synchronised
     measured_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -72,9 +73,6 @@ class Measurement:
     @property
     def time_ms(self) -> float | None:
         return self.time.time_ms if self.run_success and self.samples_ms else None
-
-
-PHASES = ("load", "warmup", "timed", "accuracy", "per_layer", "profile")  # a point's stages, in order
 
 
 def seeded_images(batch_size: int, seed: int, input_shape=DEFAULT_INPUT_SHAPE) -> torch.Tensor:

@@ -24,7 +24,7 @@ class Outcome:
     points: int = 0
     failed: Counter = field(default_factory=Counter)  # reason -> count
     measured_ms: float = 0.0  # sum of every timed iteration: the device time the sweep measured
-    phases_s: Counter = field(default_factory=Counter)  # a point's stage (engine.PHASES, record) -> host seconds
+    phases_s: Counter = field(default_factory=Counter)  # a point's stage (its phases_s, and record) -> host seconds
 
     @classmethod
     def of(cls, message: dict) -> "Outcome":
