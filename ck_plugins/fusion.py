@@ -58,6 +58,14 @@ class FusedConv(nn.Module):
         return f"{tuple(self.weight.shape)}, add={self.spec.add}, relu={self.spec.relu}"
 
 
+@dataclass(frozen=True)
+class BlockLinks:
+    """Where a block's tensors come from and go: what lets an fp8 executor keep them quantised between blocks."""
+    input_from: str | None  # the block whose output is this block's input (None: a torch op or the network input)
+    residual_from: str | None  # the block whose output is added (None: no residual, or a torch op's output)
+    feeds_only_blocks: bool  # every user of the output is a block, as its input or its residual
+
+
 class FusionError(RuntimeError):
     """The network cannot be traced by torch.fx (data-dependent control flow): the lib's point fails with this."""
 
@@ -90,6 +98,22 @@ def partition(gm: fx.GraphModule) -> list[BlockSpec]:
 
 def blocks_of(gm: nn.Module) -> list[tuple[str, FusedConv]]:
     return [(name, m) for name, m in gm.named_modules() if isinstance(m, FusedConv)]
+
+
+def links(gm: fx.GraphModule, torch_blocks=()) -> dict[str, BlockLinks]:
+    """Each block's links in `gm`'s graph; the blocks named in `torch_blocks` (run by torch) count as torch ops."""
+    modules = dict(gm.named_modules())
+
+    def block(node) -> bool:
+        return (isinstance(node, fx.Node) and node.op == "call_module" and node.target not in torch_blocks
+                and isinstance(modules.get(node.target), FusedConv))
+
+    found = {}
+    for node in gm.graph.nodes:
+        if block(node):
+            sources = [a.target if block(a) else None for a in node.args] + [None]
+            found[node.target] = BlockLinks(sources[0], sources[1], bool(node.users) and all(map(block, node.users)))
+    return found
 
 
 def _plain(conv: nn.Conv2d) -> bool:

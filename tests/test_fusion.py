@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ck_plugins import backends, fusion, measure, models
+from ck_plugins.backends import cudnn_graph
 from ck_plugins.errors import Unsupported
 from ck_plugins.plancache import PlanCache, PlanChoice, block_key
 
@@ -150,6 +151,41 @@ def test_per_layer_times_name_each_fused_block_by_its_convolution():
     assert len(fused) == 26 and all(t.time_ms > 0 for t in fused)
     assert {t.label for t in fused} <= set(labels)  # the convolution's name, which the point's layers use
     assert not any(t.type in ("ReLU", "BatchNorm2d") for t in times)
+
+
+def test_links_say_which_tensors_only_blocks_read_and_where_inputs_come_from():
+    gm = fusion.fuse(models.build("resnet50"))
+    links = fusion.links(gm)
+    assert len(links) == 53
+    assert links["layer1.0.conv2"] == fusion.BlockLinks("layer1.0.conv1", None, True)
+    assert links["conv1"].feeds_only_blocks is False  # the max pool reads it
+    assert links["layer1.0.conv1"].input_from is None  # from the max pool
+    assert links["layer4.2.conv3"].feeds_only_blocks is False  # the average pool reads it
+    assert links["layer1.1.conv3"].residual_from in ("layer1.0.conv3", "layer1.0.downsample.0")
+    assert sum(link.feeds_only_blocks for link in links.values()) == 51
+    apart = fusion.links(gm, torch_blocks={"layer1.0.conv2"})  # a block cuDNN refused counts as a torch op
+    assert "layer1.0.conv2" not in apart and apart["layer1.0.conv1"].feeds_only_blocks is False
+    assert apart["layer1.0.conv3"].input_from is None
+
+
+def test_fp8_scales_follow_the_producer_where_a_tensor_stays_fp8_between_blocks():
+    gm = fusion.fuse(models.build("resnet50"))
+    links = fusion.links(gm)
+    amax_in = {label: 4.48 for label in links}
+    amax_out = {label: 44.8 * (i + 1) for i, label in enumerate(links)}
+    scales = cudnn_graph.fp8_scales(links, amax_in, amax_out)
+    out = lambda label: amax_out[label] / cudnn_graph.FP8_MAX  # noqa: E731
+    assert scales["layer1.0.conv2"] == cudnn_graph.Fp8Scales(out("layer1.0.conv1"), None, out("layer1.0.conv2"))
+    assert scales["layer1.0.conv1"].input == pytest.approx(0.01)  # calibrated: the max pool's output is fp16
+    assert scales["conv1"].output is None and scales["layer4.2.conv3"].output is None
+    assert scales["layer4.2.conv3"].variant() == "fp8|res fp8"
+    assert scales["layer1.0.conv2"].variant() == "fp8|out fp8"
+
+
+def test_max_pools_are_compiled_except_those_that_return_indices():
+    model = nn.Sequential(nn.MaxPool2d(3, 2, 1), nn.Sequential(nn.MaxPool2d(2, return_indices=True)))
+    assert cudnn_graph.compile_max_pools(model) == ["0"]
+    assert type(model[0]) is cudnn_graph.CompiledMaxPool and type(model[1][0]) is nn.MaxPool2d
 
 
 def test_on_a_cpu_the_libs_are_unsupported_with_the_reason():

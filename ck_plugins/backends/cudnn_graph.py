@@ -1,15 +1,20 @@
 """cuDNN graphs (nvidia-cudnn-frontend): every fused block of fusion.py (conv + bias [+ residual add] [+ ReLU],
 batch norm folded in) runs as one cuDNN graph whose epilogue does the bias, the add and the ReLU; what cuDNN cannot
-run stays torch; NHWC throughout; the whole forward pass is replayed as one CUDA graph. Each graph's execution plan
-is chosen by timing cuDNN's heuristic candidates, and the choice is kept on disk (plancache) for the next run.
-fp8: each block's input and weights are quantised per tensor to E4M3, the input scales calibrated on the seeded
-images; the convolution accumulates in fp32 and its epilogue writes fp16."""
+run stays torch, max pools compiled into one Triton kernel each; NHWC throughout; the whole forward pass is replayed
+as one CUDA graph. Each graph's execution plan is chosen by timing cuDNN's heuristic candidates, and the choice is
+kept on disk (plancache) for the next run.
+fp8: weights quantised per tensor to E4M3; a tensor that only blocks read stays fp8 between them (its producer's
+epilogue scales, clips and writes it; a residual read in fp8 is scaled back before the add), any other block input
+is quantised by torch; the scales are calibrated on the seeded images; the convolution accumulates in fp32."""
 from __future__ import annotations
 
 import copy
 import statistics
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .. import caches, fusion, measure
 from ..errors import Unsupported
@@ -18,7 +23,9 @@ from .base import Backend, capture_cuda_graph
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # its largest finite value
-CANDIDATES = 8  # execution plans timed per graph (cuDNN's heuristics rank them; the best is rarely past the 8th)
+# Execution plans timed per graph. fp16/bf16: cuDNN lists 14-43 for ResNet-50's blocks and the fastest was up to the
+# 12th (H200); fp8 lists 11, each slower to build (~0.7 s).
+CANDIDATES = {"fp16": 16, "bf16": 16, "fp8": 8}
 TUNE_ITERATIONS = 10
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float16}  # fp8: torch parts in fp16
 
@@ -27,12 +34,14 @@ class CudnnGraphBackend(Backend):
     fused = True
     layer_note = fusion.LAYER_NOTE
 
-    def __init__(self, name: str, precision: str, cuda_graph: bool = True, candidates: int = CANDIDATES):
-        self.name, self.precision, self.cuda_graph, self.candidates = name, precision, cuda_graph, candidates
+    def __init__(self, name: str, precision: str, cuda_graph: bool = True, candidates: int | None = None):
+        self.name, self.precision, self.cuda_graph = name, precision, cuda_graph
+        self.candidates = candidates or CANDIDATES[precision]
         self.device = torch.device("cuda")
         self._dtype = TORCH_DTYPES[precision]
         self.model = self._fp32 = self._blocks = self._graph = None
         self.fallbacks: list[str] = []
+        self.compiled_pools: list[str] = []
 
     def check(self) -> None:
         if not torch.cuda.is_available():
@@ -50,28 +59,42 @@ class CudnnGraphBackend(Backend):
         self.check()
         self._fp32 = fusion.fuse(model)
         self.model = copy.deepcopy(self._fp32).to(self.device, self._dtype, memory_format=torch.channels_last)
+        self.compiled_pools = compile_max_pools(self.model)
         self._graph = self._blocks = None
 
     def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device, self._dtype).contiguous(memory_format=torch.channels_last)
-        scales = self._calibrate(images) if self.precision == "fp8" else {}
         self._blocks = BlockGraphs(self.precision, self.candidates)
-        self.fallbacks = self._blocks.attach(self.model, x, scales)
+        refused = self._blocks.attach(self.model, x, {}) if self.precision != "fp8" else self._attach_fp8(images, x)
+        self.fallbacks = [f"{label}: {reason}" for label, reason in refused.items()]
         if self.cuda_graph:
             self._capture(x)
         return x
 
-    def _calibrate(self, images: torch.Tensor) -> dict[str, float]:
-        """Each block's input scale: the largest |value| its input takes on the seeded images (fp32), over FP8_MAX."""
+    def _attach_fp8(self, images: torch.Tensor, x: torch.Tensor) -> dict[str, str]:
+        """A block cuDNN refuses runs in torch, which cannot read fp8: its producers write fp16 instead, and the
+        blocks are attached again until no new block is refused."""
+        amax, refused = self._amax(images), {}
+        while True:
+            now = self._blocks.attach(self.model, x, fp8_scales(fusion.links(self.model, refused), *amax))
+            if now.keys() <= refused.keys():
+                return now
+            refused.update(now)
+
+    def _amax(self, images: torch.Tensor) -> tuple[dict[str, float], dict[str, float]]:
+        """The largest |value| of each block's input and of its output on the seeded images (fp32)."""
         reference = copy.deepcopy(self._fp32).to(self.device, memory_format=torch.channels_last)
-        amax: dict[str, float] = {}
-        hooks = [block.register_forward_pre_hook(_amax_recorder(amax, label))
-                 for label, block in fusion.blocks_of(reference)]
+        inputs: dict[str, float] = {}
+        outputs: dict[str, float] = {}
+        hooks = []
+        for label, block in fusion.blocks_of(reference):
+            hooks.append(block.register_forward_pre_hook(lambda _m, args, label=label: _keep_max(inputs, label, args[0])))
+            hooks.append(block.register_forward_hook(lambda _m, _a, out, label=label: _keep_max(outputs, label, out)))
         with torch.inference_mode():
             reference(images.to(self.device).contiguous(memory_format=torch.channels_last))
         for hook in hooks:
             hook.remove()
-        return {label: max(value, 1e-12) / FP8_MAX for label, value in amax.items()}
+        return inputs, outputs
 
     def _capture(self, x: torch.Tensor) -> None:
         graph, out = capture_cuda_graph(self.model, x, warmups=2)
@@ -99,7 +122,8 @@ class CudnnGraphBackend(Backend):
     def describe(self) -> dict:
         return {"lib": self.name, "precision": self.precision, "device": "cuda", "memory_format": "channels_last",
                 "cuda_graph": self.cuda_graph, "plan_candidates": self.candidates,
-                "torch_blocks": list(self.fallbacks)}
+                "torch_blocks": list(self.fallbacks), "compiled_max_pools": list(self.compiled_pools),
+                "fp8_between_blocks": self.precision == "fp8"}
 
     def layer_model(self):
         return self.model  # its FusedConv blocks run their cuDNN graphs when called eagerly
@@ -108,10 +132,57 @@ class CudnnGraphBackend(Backend):
         return self.model(inputs)
 
 
-def _amax_recorder(amax: dict, label: str):
-    def hook(_module, args):
-        amax[label] = max(amax.get(label, 0.0), float(args[0].abs().max()))
-    return hook
+def _keep_max(amax: dict, label: str, tensor: torch.Tensor) -> None:
+    amax[label] = max(amax.get(label, 0.0), float(tensor.abs().max()))
+
+
+@dataclass(frozen=True)
+class Fp8Scales:
+    """One fp8 block's per-tensor scales (real value = stored value x scale)."""
+    input: float  # its input's: the producer's output scale where that block writes fp8, else calibrated
+    residual: float | None  # its residual's, where a block wrote it in fp8 (None: it arrives in fp16)
+    output: float | None  # its output's, where only blocks read it and it is written in fp8 (None: fp16)
+
+    def variant(self) -> str:
+        """What the cuDNN graph reads and writes, for the plan cache's key."""
+        return "fp8" + ("|res fp8" if self.residual else "") + ("|out fp8" if self.output else "")
+
+
+def fp8_scales(links: dict[str, fusion.BlockLinks], amax_in: dict[str, float],
+               amax_out: dict[str, float]) -> dict[str, Fp8Scales]:
+    scale = lambda amax: max(amax, 1e-12) / FP8_MAX  # noqa: E731
+    out = {label: scale(amax_out[label]) for label, link in links.items()
+           if link.feeds_only_blocks and label in amax_out}
+    return {label: Fp8Scales(out.get(link.input_from) or scale(amax_in[label]), out.get(link.residual_from),
+                             out.get(label))
+            for label, link in links.items() if label in amax_in}
+
+
+class CompiledMaxPool(nn.Module):
+    """A max pool as one Triton kernel (torch.compile): torch's own CUDA max pool also writes int64 indices, and
+    took 0.82 ms for ResNet-50's at batch 256 on an H200, the compiled one 0.13 ms."""
+
+    def __init__(self, pool: nn.MaxPool2d):
+        super().__init__()
+        kernel, stride, padding, dilation, ceil = (pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                                                   pool.ceil_mode)
+
+        def max_pool(x):
+            return F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil)
+        self.pool = torch.compile(max_pool, dynamic=False, fullgraph=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x)
+
+
+def compile_max_pools(model: nn.Module) -> list[str]:
+    """Replace each nn.MaxPool2d of `model` (not one that returns indices) by a CompiledMaxPool; return their names."""
+    names = [name for name, m in model.named_modules() if type(m) is nn.MaxPool2d and not m.return_indices]
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent)
+        setattr(owner, child, CompiledMaxPool(getattr(owner, child)))
+    return names
 
 
 class BlockGraphs:
@@ -129,27 +200,31 @@ class BlockGraphs:
         props = torch.cuda.get_device_properties(0)
         self.gpu = f"{props.name} sm{props.major}{props.minor}"
 
-    def attach(self, model: torch.nn.Module, x: torch.Tensor, scales: dict[str, float]) -> list[str]:
-        """Give every block of `model` its graph's run; return the blocks left to torch, each with cuDNN's reason."""
+    def attach(self, model: torch.nn.Module, x: torch.Tensor, scales: dict[str, Fp8Scales]) -> dict[str, str]:
+        """Give every block of `model` its graph's run (fp8: with its scales); return the blocks left to torch, each
+        with cuDNN's reason."""
+        for _, block in fusion.blocks_of(model):
+            block.run = None  # the shapes come from a torch pass
         shapes = _block_inputs(model, x)
-        fallbacks = []
+        refused = {}
         for label, block in fusion.blocks_of(model):
             if label not in shapes:
                 continue  # not reached by the forward pass
             try:
-                graph = self._graph(block, shapes[label])
+                graph = self._graph(block, shapes[label], scales.get(label))
             except (self.cudnn.cudnnGraphNotSupportedError, RuntimeError) as error:
-                fallbacks.append(f"{label}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+                refused[label] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
                 continue
             block.run = graph.runner(block, self, scales.get(label))
-        return fallbacks
+        return refused
 
-    def _graph(self, block: fusion.FusedConv, inputs: tuple) -> "BlockGraph":
+    def _graph(self, block: fusion.FusedConv, inputs: tuple, scales: Fp8Scales | None) -> "BlockGraph":
         x_meta, r_meta = inputs
-        key = block_key(self.gpu, self.cudnn.backend_version(), self.precision, x_meta[0], block.weight.shape,
+        variant = scales.variant() if scales is not None else self.precision
+        key = block_key(self.gpu, self.cudnn.backend_version(), variant, x_meta[0], block.weight.shape,
                         block.stride, block.padding, block.dilation, block.spec.add, block.spec.relu)
         if key not in self.graphs:
-            self.graphs[key] = BlockGraph(self, key, block, x_meta, r_meta)
+            self.graphs[key] = BlockGraph(self, key, block, x_meta, r_meta, scales)
         return self.graphs[key]
 
     def workspace_for(self, size: int) -> torch.Tensor:
@@ -186,40 +261,52 @@ def _block_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, tuple]:
 
 
 class BlockGraph:
-    """One cuDNN graph conv -> [descale] -> bias -> [add] -> [relu], NHWC, with its chosen execution plan."""
+    """One cuDNN graph conv -> [descale] -> bias -> [add residual] -> [relu] (fp8 output: -> scale -> clip), NHWC,
+    with its chosen execution plan. Its scales are inputs (device tensors), so blocks of one geometry share it."""
 
-    def __init__(self, owner: BlockGraphs, key: str, block: fusion.FusedConv, x_meta: tuple, r_meta: tuple | None):
-        cudnn, fp8 = owner.cudnn, owner.precision == "fp8"
+    def __init__(self, owner: BlockGraphs, key: str, block: fusion.FusedConv, x_meta: tuple, r_meta: tuple | None,
+                 scales: Fp8Scales | None):
+        cudnn, fp8 = owner.cudnn, scales is not None
         io = cudnn.data_type.BFLOAT16 if owner.precision == "bf16" else cudnn.data_type.HALF
-        x = _like(x_meta, FP8 if fp8 else None)
-        w, _ = _weight(block, fp8)
+        x, (w, _) = _like(x_meta, FP8 if fp8 else None), _weight(block, fp8)
         self.out_shape = _out_shape(x_meta[0], block)
-        y_template = torch.empty(self.out_shape, dtype=x_meta[2], device="cuda").contiguous(
-            memory_format=torch.channels_last)
+        self.out_dtype = FP8 if fp8 and scales.output else x_meta[2]
+        self.out_stride = torch.empty(self.out_shape, device="meta").contiguous(
+            memory_format=torch.channels_last).stride()
+        self.r_meta = None if r_meta is None else (*r_meta[:2], FP8 if fp8 and scales.residual else r_meta[2])
         g = cudnn.pygraph(io_data_type=io, intermediate_data_type=cudnn.data_type.FLOAT,
                           compute_data_type=cudnn.data_type.FLOAT, handle=owner.handle)
-        self.X, self.W = g.tensor_like(x), g.tensor_like(w)
+        self.graph, self.X, self.W = g, g.tensor_like(x), g.tensor_like(w)
         self.B = g.tensor_like(block.bias.view(1, -1, 1, 1))
+        self.scalars = {}  # name -> graph tensor of one fp32 value: descale, residual scale, output 1/scale
         y = g.conv_fprop(self.X, self.W, padding=list(block.padding), stride=list(block.stride),
                          dilation=list(block.dilation))
-        self.D = None
         if fp8:
-            self.D = g.tensor_like(torch.ones(1, 1, 1, 1, device="cuda"))
-            y = g.mul(y, self.D)
+            y = g.mul(y, self._scalar("descale"))
         y = g.bias(y, self.B)
-        self.R, self.r_meta = None, r_meta
-        if r_meta is not None:
-            self.R = g.tensor_like(_like(r_meta))
-            y = g.add(y, self.R)
-        if block.spec.relu:
+        self.R = None
+        if self.r_meta is not None:
+            self.R = residual = g.tensor_like(_like(self.r_meta))
+            if fp8 and scales.residual:
+                residual = g.mul(residual, self._scalar("residual"))
+            y = g.add(y, residual)
+        if self.out_dtype == FP8:  # scaled, then clipped to fp8's range (and at 0 for a ReLU)
+            y = g.relu(g.mul(y, self._scalar("output")), lower_clip=0.0 if block.spec.relu else -FP8_MAX,
+                       upper_clip=FP8_MAX)
+        elif block.spec.relu:
             y = g.relu(y)
-        y.set_output(True).set_data_type(io).set_dim(list(self.out_shape)).set_stride(list(y_template.stride()))
-        self.Y, self.graph, self.out_stride, self.out_dtype = y, g, y_template.stride(), x_meta[2]
+        out_type = cudnn.data_type.FP8_E4M3 if self.out_dtype == FP8 else io
+        y.set_output(True).set_data_type(out_type).set_dim(list(self.out_shape)).set_stride(list(self.out_stride))
+        self.Y = y
         g.validate()
         g.build_operation_graph()
         g.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
         g.check_support()
         self.index, self.choice = self._choose(owner, key, x, w, block)
+
+    def _scalar(self, name: str):
+        self.scalars[name] = self.graph.tensor_like(torch.ones(1, 1, 1, 1, device="cuda"))
+        return self.scalars[name]
 
     def _choose(self, owner: BlockGraphs, key: str, x, w, block) -> tuple[int, PlanChoice]:
         g = self.graph
@@ -229,9 +316,10 @@ class BlockGraph:
             index = names.index(cached.plan)
             g.build_plan_at_index(index)
             return index, cached
+        ones = {name: torch.ones(1, 1, 1, 1, device="cuda") for name in self.scalars}
         pack = self._pack(x, w, block, _like(self.r_meta) if self.r_meta is not None else None,
                           torch.empty_strided(self.out_shape, self.out_stride, dtype=self.out_dtype, device="cuda"),
-                          torch.ones(1, 1, 1, 1, device="cuda"))
+                          ones)
         timed = []
         for index in range(min(len(names), owner.candidates)):
             try:
@@ -255,30 +343,33 @@ class BlockGraph:
                                           repetitions=1).samples_ms[0]
         return statistics.median(samples)
 
-    def _pack(self, x, w, block, residual, y, descale) -> dict:
+    def _pack(self, x, w, block, residual, y, scalars: dict[str, torch.Tensor]) -> dict:
         pack = {self.X: x, self.W: w, self.B: block.bias.view(1, -1, 1, 1), self.Y: y}
         if self.R is not None:
             pack[self.R] = residual
-        if self.D is not None:
-            pack[self.D] = descale
+        pack.update({self.scalars[name]: value for name, value in scalars.items()})
         return pack
 
-    def runner(self, block: fusion.FusedConv, owner: BlockGraphs, scale: float | None) -> fusion.BlockRun:
-        """The block's run: its own weights (quantised once for fp8) and fresh outputs, this graph's plan."""
+    def runner(self, block: fusion.FusedConv, owner: BlockGraphs, scales: Fp8Scales | None) -> fusion.BlockRun:
+        """The block's run: its own weights (quantised once for fp8), scales and fresh outputs, this graph's plan.
+        An fp8 block's input arrives quantised from a block that writes fp8, or is quantised here."""
         cudnn, handle, index = owner.cudnn, owner.handle, self.index
-        w, w_scale = _weight(block, scale is not None)
-        descale = None if scale is None else torch.full((1, 1, 1, 1), scale * w_scale, device="cuda")
-        workspace = owner.workspace_for(self.graph.get_workspace_size_plan_at_index(index))
+        w, w_scale = _weight(block, scales is not None)
+        scalars = {} if scales is None else {
+            name: torch.full((1, 1, 1, 1), value, device="cuda") for name, value in
+            (("descale", scales.input * w_scale), ("residual", scales.residual or 1.0),
+             ("output", 1.0 / (scales.output or 1.0))) if name in self.scalars}
+        owner.workspace_for(self.graph.get_workspace_size_plan_at_index(index))
         shape, stride, dtype, graph = self.out_shape, self.out_stride, self.out_dtype, self.graph
 
         def run(x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
             x = x.contiguous(memory_format=torch.channels_last)
-            if scale is not None:
-                x = (x * (1.0 / scale)).clamp_(-FP8_MAX, FP8_MAX).to(FP8)
+            if scales is not None and x.dtype != FP8:
+                x = (x * (1.0 / scales.input)).clamp_(-FP8_MAX, FP8_MAX).to(FP8)
             y = torch.empty_strided(shape, stride, dtype=dtype, device="cuda")
             r = residual.contiguous(memory_format=torch.channels_last) if residual is not None else None
             cudnn.set_stream(handle, torch.cuda.current_stream().cuda_stream)
-            graph.execute_plan_at_index(self._pack(x, w, block, r, y, descale), owner.workspace, index, handle)
+            graph.execute_plan_at_index(self._pack(x, w, block, r, y, scalars), owner.workspace, index, handle)
             return y
         return run
 
