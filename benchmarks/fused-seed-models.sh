@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The fused cuDNN-graph engine beside torch.compile with frozen weights on the four other seed models, at batch
 # 16 and 256, each through the real `ck run` (one process each, under a time limit), recorded as points in $1.
-# Usage: [LIMIT_S=240] benchmarks/fused-seed-models.sh RESULTS_REPO
+# Usage: [LIMIT_S=240] [MODELS="alexnet googlenet"] benchmarks/fused-seed-models.sh RESULTS_REPO
 set -u
 repo=$(realpath "$1"); mkdir -p "$repo/logs"
-for model in alexnet googlenet squeezenet-1.0 squeezenet-1.1; do
+for model in ${MODELS:-alexnet googlenet squeezenet-1.0 squeezenet-1.1}; do
   for batch in 16 256; do
     for attempt in "bench-cudnn-graph cudnn-graph-fp16" "bench-compile torch-compile-fp16 --env.CK_FREEZING=true"; do
       set -- $attempt; program=$1 lib=$2; shift 2
