@@ -178,6 +178,9 @@ class CompiledMaxPool(nn.Module):
 def compile_max_pools(model: nn.Module) -> list[str]:
     """Replace each nn.MaxPool2d of `model` (not one that returns indices) by a CompiledMaxPool; return their names."""
     names = [name for name, m in model.named_modules() if type(m) is nn.MaxPool2d and not m.return_indices]
+    # Every CompiledMaxPool shares one code object, and dynamo keeps at most recompile_limit (8) compilations per
+    # code object: GoogLeNet alone has 10 pool shapes, a sweep one set per batch size.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 1024)
     for name in names:
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent)
