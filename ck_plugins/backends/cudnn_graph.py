@@ -43,6 +43,7 @@ class CudnnGraphBackend(Backend):
         self.model = self._fp32 = self._blocks = self._graph = None
         self.fallbacks: list[str] = []
         self.compiled_pools: list[str] = []
+        self.fp16_blocks: list[str] = []  # fp8: the blocks that run fp16
 
     def check(self) -> None:
         if not torch.cuda.is_available():
@@ -79,9 +80,9 @@ class CudnnGraphBackend(Backend):
         refuses runs in torch; its producers then write fp16, and the blocks are attached again until no new block
         is refused."""
         amax, refused = self._amax(images), {}
-        fp16 = {label for label, block in fusion.blocks_of(self.model) if block.weight.shape[1] % 16}
+        self.fp16_blocks = [label for label, block in fusion.blocks_of(self.model) if block.weight.shape[1] % 16]
         while True:
-            scales = fp8_scales(fusion.links(self.model, fp16 | set(refused)), *amax)
+            scales = fp8_scales(fusion.links(self.model, {*self.fp16_blocks, *refused}), *amax)
             now = self._blocks.attach(self.model, x, scales)
             if now.keys() <= refused.keys():
                 return now
@@ -94,8 +95,8 @@ class CudnnGraphBackend(Backend):
         outputs: dict[str, float] = {}
         hooks = []
         for label, block in fusion.blocks_of(reference):
-            hooks.append(block.register_forward_pre_hook(lambda _m, args, label=label: _keep_max(inputs, label, args[0])))
-            hooks.append(block.register_forward_hook(lambda _m, _a, out, label=label: _keep_max(outputs, label, out)))
+            hooks.append(block.register_forward_pre_hook(lambda _m, args, at=label: _keep_max(inputs, at, args[0])))
+            hooks.append(block.register_forward_hook(lambda _m, _a, out, at=label: _keep_max(outputs, at, out)))
         with torch.inference_mode():
             reference(images.to(self.device).contiguous(memory_format=torch.channels_last))
         for hook in hooks:
@@ -129,7 +130,7 @@ class CudnnGraphBackend(Backend):
         return {"lib": self.name, "precision": self.precision, "device": "cuda", "memory_format": "channels_last",
                 "cuda_graph": self.cuda_graph, "plan_candidates": self.candidates,
                 "torch_blocks": list(self.fallbacks), "compiled_max_pools": list(self.compiled_pools),
-                "fp8_between_blocks": self.precision == "fp8"}
+                "fp8_between_blocks": self.precision == "fp8", "fp16_blocks": list(self.fp16_blocks)}
 
     def layer_model(self):
         return self.model  # its FusedConv blocks run their cuDNN graphs when called eagerly
