@@ -137,6 +137,7 @@ class Session:
         self._images: torch.Tensor | None = None
         self._work: models.ModelWork | None = None
         self._host_error: models.ModelError | None = None
+        self._host_prepared = False  # the backend's prepare_host() done
         self._loaded_batch: int | None = None
         self.progress = None  # called between timed repetitions: see run_point
 
@@ -171,8 +172,12 @@ class Session:
         _release(self.backend)
 
     def prepare_host(self) -> None:
-        """What needs no device: build the model, count its work (its first forward pass), draw the images. A model
-        that cannot be built or run at this input shape is kept as the error each of its points will record."""
+        """What needs no device: the backend's host work (imports), build the model, count its work (its first
+        forward pass), draw the images. A model that cannot be built or run at this input shape is kept as the error
+        each of its points will record."""
+        if not self._host_prepared:
+            self.backend.prepare_host()
+            self._host_prepared = True
         try:
             if self._model is None:
                 self._model = models.build(self.model_name, self.seed)

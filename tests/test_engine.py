@@ -141,3 +141,34 @@ def test_the_thread_count_is_set_recorded_and_tells_points_apart(tmp_path):
     assert len(files) == 2 and len({f.name.split(".")[0] for f in files}) == 2  # two points, not two subpoints
     assert sorted(d["CK_NUM_THREADS"] for d in data) == ["1", "2"]
     assert readpoints.load([tmp_path]).dimensions == {"CK_NUM_THREADS": ["1", "2"]}
+
+
+def test_the_backends_host_work_is_done_once_before_any_load():
+    backend = backends.create("torch-cpu")
+    calls = []
+    original_load = backend.load
+    backend.prepare_host = lambda: calls.append("host")
+    backend.load = lambda model, batch: (calls.append(f"load {batch}"), original_load(model, batch))[1]
+    session = engine.Session("squeezenet-1.1", backend, max_batch=2)
+    session.prepare_host()  # what a sweep worker does before it is given the device
+    assert calls == ["host"]
+    assert all(session.measure(plan(b)).run_success for b in (1, 2))
+    session.close()
+    assert calls == ["host", "load 1"]
+
+
+def test_compiling_backends_import_the_compiler_in_their_host_work():
+    """In a fresh process (another test may have imported inductor already): not imported before, imported after
+    each compiling backend's host work, and not by an eager backend's."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ck_plugins import backends\n"
+            "def imported(): return 'torch._inductor.compile_fx' in sys.modules\n"
+            "backends.create('torch-cpu').prepare_host(); print(imported())\n"
+            "for lib in ('torch-compile-fp32', 'cudnn-graph-fp16'):\n"
+            "    before = imported(); backends.create(lib).prepare_host(); print(lib, before, imported())\n"
+            "    sys.modules.pop('torch._inductor.compile_fx')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "torch-compile-fp32", "False", "True", "cudnn-graph-fp16", "False", "True"]

@@ -45,6 +45,10 @@ class Backend(ABC):
     def unload(self) -> None:
         """Drop everything load() made (models, engines, sessions, graphs), so its memory can be freed."""
 
+    def prepare_host(self) -> None:
+        """Host-only work that may be done before the device is granted (a sweep's worker does it while the previous
+        one measures), such as importing a compiler. Nothing by default."""
+
     def version(self) -> str:
         """The versions of what runs the network (recorded in the point's platform as backend_version)."""
         return f"torch {torch.__version__}"
@@ -60,6 +64,17 @@ class Backend(ABC):
     def layer_forward(self, inputs: object) -> torch.Tensor:
         """The forward pass the per-layer hooks observe (eager, even where predict() replays a CUDA graph)."""
         return self.predict(inputs)
+
+
+def import_compiler() -> None:
+    """Import torch.compile's compiler (dynamo, inductor, Triton where installed), which the first compilation would
+    otherwise import in its load: about 6 s per process on the H200 machine."""
+    import torch._dynamo  # noqa: F401
+    import torch._inductor.compile_fx  # noqa: F401
+    try:
+        import triton  # noqa: F401
+    except ImportError:  # CPU builds of torch come without Triton
+        pass
 
 
 def capture_cuda_graph(forward, x: torch.Tensor, warmups: int = 3) -> tuple:

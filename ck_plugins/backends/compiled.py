@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .base import import_compiler
 from .torch_eager import EagerBackend, EagerConfig
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -17,6 +18,9 @@ class CompiledBackend(EagerBackend):
         self.mode, self.freezing, self.dynamic_batch = mode, freezing, dynamic_batch
         self.batch_agnostic = dynamic_batch  # a static compilation is specialised to one batch size
         self._compiled = None
+
+    def prepare_host(self) -> None:
+        import_compiler()
 
     def load(self, model, batch_size: int) -> None:
         super().load(model, batch_size)

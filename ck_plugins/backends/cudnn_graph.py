@@ -20,7 +20,7 @@ from torch import nn
 from .. import caches, fusion, measure
 from ..errors import Unsupported
 from ..plancache import PlanCache, PlanChoice, block_key
-from .base import DTYPES, Backend, capture_cuda_graph
+from .base import DTYPES, Backend, capture_cuda_graph, import_compiler
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # its largest finite value
@@ -56,6 +56,9 @@ class CudnnGraphBackend(Backend):
         if self.precision == "fp8" and torch.cuda.get_device_capability(self.device) < (8, 9):
             raise Unsupported(f"{self.name}: fp8 convolutions need compute capability 8.9 or later (Ada, Hopper); "
                               f"this GPU has {torch.cuda.get_device_capability(self.device)}")
+
+    def prepare_host(self) -> None:
+        import_compiler()  # for its compiled max pools
 
     def load(self, model, batch_size: int) -> None:
         self.check()
