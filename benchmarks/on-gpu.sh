@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: install the project beside the machine's torch, run the named phases,
-# and leave every results repository as one tar in $OUT. Results go to .gpu-results/<phase>/ (a sweep resumes
-# from a carried .gpu-results/sweep/, or from the one a warm machine kept). Phases: parity, adaptive, sweep, rerun,
-# fastest, networks, fused.
+# and leave every results repository as one tar in $OUT. Results go to /tmp/ckpb-results/<phase>/, outside the
+# checkout: a warm machine keeps them for the next call (it mirrors the working tree into the checkout, removing
+# what this side does not have), and a fresh one starts from a carried .gpu-results/ (the last call's tar, unpacked
+# there), so a sweep or re-run cut by the call's limit resumes. Phases: parity, adaptive, sweep, rerun, fastest,
+# networks, fused.
 # Usage (device tool, carry .whl and .gpu-results; .whl-cudnn, the cuDNN frontend wheel, for the cudnn-graph libs):
 #   CKPB_COMMIT=<hash> benchmarks/on-gpu.sh parity adaptive
 set -u
@@ -11,9 +13,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 PYTHONPATH=/tmp/site python3 -c "import ck" || exit 1
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONWARNINGS=ignore::SyntaxWarning
 export HOME=/tmp/h CK_REPOS=/tmp/h/CK PYTHONUNBUFFERED=1 TEARDOWN_CUPTI=1
-mkdir -p "$HOME" .gpu-results && ck add repo --import --path="$PWD" --quiet > /dev/null
+mkdir -p "$HOME" && ck add repo --import --path="$PWD" --quiet > /dev/null
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader
-results=$(realpath .gpu-results)
+results=/tmp/ckpb-results
+if [ ! -d "$results" ] && [ -d .gpu-results ]; then cp -a .gpu-results "$results"; fi
+mkdir -p "$results"
 for phase in "$@"; do
   start=$SECONDS
   echo "=== $phase"
@@ -27,7 +31,7 @@ for phase in "$@"; do
         --device cuda --repo "$results/sweep" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -8 ;;
     rerun)  # the same sweep again (RERUN_MODELS: part of it) into its own repository, with the caches left
       timeout "${RERUN_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
-        --models "${RERUN_MODELS:-all}" --device cuda --repo "$results/rerun" 2>&1 | tr '\r' '\n' \
+        ${RERUN_MODELS:+--models "$RERUN_MODELS"} --device cuda --repo "$results/rerun" 2>&1 | tr '\r' '\n' \
         | grep -v 'point/s]$' | tail -8 ;;
     fastest) timeout "${FASTEST_LIMIT_S:-540}" benchmarks/fastest-resnet50.sh "$results/fastest" ;;
     networks) timeout "${NETWORKS_LIMIT_S:-540}" benchmarks/any-network.sh "$results/networks" ;;
