@@ -30,6 +30,8 @@ for phase in "$@"; do
     sweep) timeout "${SWEEP_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
         --device cuda --repo "$results/sweep" 2>&1 | tr '\r' '\n' | grep -v 'point/s]$' | tail -8 ;;
     rerun)  # the same sweep again (RERUN_MODELS: part of it) into its own repository, with the caches left
+      [ -d "$(python3 -c 'from ck_plugins import caches; print(caches.inductor())')" ] \
+        || echo "warning: no inductor cache here (a fresh machine): this re-run starts cold, not warm"
       timeout "${RERUN_LIMIT_S:-480}" python3 -m ck_plugins explore --config "${SWEEP_CONFIG:-default}" \
         ${RERUN_MODELS:+--models "$RERUN_MODELS"} --device cuda --repo "$results/rerun" 2>&1 | tr '\r' '\n' \
         | grep -v 'point/s]$' | tail -8 ;;
