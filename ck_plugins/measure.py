@@ -33,6 +33,7 @@ class Timing:
 
 
 MAX_ITERATIONS = 10_000
+SIZING_STEPS = 3  # steps timed together to size a repetition: the warm-up's last ones where it has enough
 
 
 def now_s() -> float:
@@ -56,18 +57,26 @@ def time_iterations(step: Callable[[], object], device: torch.device, warmup: in
     On a GPU each iteration is bracketed by CUDA events recorded on the current stream, with no host
     synchronisation between iterations (so the launch queue stays full); on the CPU by perf_counter.
     With `min_repetition_ms`, `iterations` is a minimum: a repetition runs as many iterations as fill that time,
-    estimated from three synchronised steps after the warm-up (as timeit's autorange), at most MAX_ITERATIONS.
+    estimated (as timeit's autorange) from the warm-up's last SIZING_STEPS steps, timed together after a
+    synchronisation (never its first step, which autotunes and compiles), or from as many extra steps where the
+    warm-up has only one; at most MAX_ITERATIONS.
     `done` (progress) is called after the warm-up and after each repetition, never inside a timed repetition.
     """
     done = done or (lambda _stage: None)
+    sizing = min(SIZING_STEPS, warmup - 1) if min_repetition_ms > 0 else 0  # never the first: it autotunes
     start = now_s()
-    for _ in range(warmup):
+    for _ in range(warmup - sizing):
+        step()
+    _sync(device)
+    sized = now_s()
+    for _ in range(sizing):
         step()
     _sync(device)
     warmup_s = now_s() - start
     done("warm-up")
     if min_repetition_ms > 0:
-        iterations = max(iterations, _iterations_filling(step, device, min_repetition_ms))
+        per_step_ms = (start + warmup_s - sized) * 1e3 / sizing if sizing else _per_step_ms(step, device)
+        iterations = max(iterations, min(MAX_ITERATIONS, math.ceil(min_repetition_ms / max(per_step_ms, 1e-3))))
     timed, clock = (_time_cuda, "cuda-events") if device.type == "cuda" else (_time_host, "host-perf-counter")
     meter = energy_meter(device)
     opened = (meter(), now_s()) if meter else None
@@ -100,13 +109,13 @@ def energy_meter(device: torch.device) -> Callable[[], float] | None:
     return lambda: float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
 
 
-def _iterations_filling(step, device: torch.device, target_ms: float) -> int:
+def _per_step_ms(step, device: torch.device) -> float:
+    """A step's time from SIZING_STEPS synchronised steps, where the warm-up was too short to give it."""
     start = now_s()
-    for _ in range(3):
+    for _ in range(SIZING_STEPS):
         step()
     _sync(device)
-    per_step_ms = max((now_s() - start) * 1e3 / 3, 1e-3)
-    return min(MAX_ITERATIONS, math.ceil(target_ms / per_step_ms))
+    return (now_s() - start) * 1e3 / SIZING_STEPS
 
 
 def _time_cuda(step, iterations: int) -> list[float]:

@@ -85,6 +85,19 @@ def test_a_minimum_repetition_time_raises_the_iteration_count_to_fill_it(fake_cl
     assert len(short.samples_ms[0]) == 5
 
 
+def test_the_warm_up_s_last_steps_size_the_repetitions_without_extra_steps(fake_clock):
+    step_ms, calls = 1000 * 2**-9, []
+
+    def step():
+        calls.append(1)
+        fake_clock.advance(64 * step_ms if len(calls) == 1 else step_ms)  # the first step autotunes: not a sample
+
+    timing = measure.time_iterations(step, torch.device("cpu"), warmup=5, iterations=2, repetitions=2,
+                                     min_repetition_ms=20 * step_ms)
+    assert [len(r) for r in timing.samples_ms] == [20, 20] and len(calls) == 5 + 40  # no step beyond the warm-up
+    assert timing.warmup_s == 68 * step_ms / 1e3
+
+
 def test_real_sleeps_are_timed_at_least_as_long_as_they_sleep():
     timing = measure.time_iterations(lambda: time.sleep(0.002), torch.device("cpu"), 1, 3, 1)
     assert all(t >= 2.0 for t in timing.samples_ms[0])  # a lower bound only: a loaded machine may take longer
