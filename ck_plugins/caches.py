@@ -19,3 +19,8 @@ def inductor() -> Path:
 def cudnn_plans() -> Path:
     """The execution plans the cudnn-graph libs chose by timing: $CKPB_CUDNN_PLANS wins where set."""
     return Path(os.environ.get("CKPB_CUDNN_PLANS") or root() / "cudnn-plans.json")
+
+
+def references() -> Path:
+    """fp32 reference logits that a sweep's workers share (engine.ReferenceCache names each by what it depends on)."""
+    return root() / "references"

@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import inspect
+import os
+import pickle
+import tempfile
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -96,6 +103,46 @@ def reference_logits(model: torch.nn.Module, images: torch.Tensor, device: torch
          torch.backends.cudnn.benchmark) = saved
 
 
+class ReferenceCache:
+    """fp32 references kept in a folder that processes share (a sweep's workers: one per model and device, not one
+    per worker). A file is named by what the reference depends on: the model's name, weights, buffers and source
+    file, the images, the device and the software; written atomically; an unreadable one is computed again."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def logits(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The logits kept under `key` (from key()), else compute() kept there."""
+        path = self.folder / f"{key}.pt"
+        try:
+            return torch.load(path, weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            pass  # not there yet, or cut short
+        out = compute()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".part", delete=False) as part:
+            torch.save(out, part)
+        os.replace(part.name, path)
+        return out
+
+    @staticmethod
+    def key(model: torch.nn.Module, name: str, images: torch.Tensor, device: torch.device) -> str:
+        """Host work (hashing the weights: about 0.1 s for ResNet-50), done before the device is granted."""
+        digest = hashlib.sha256(name.encode())
+        for label, tensor in model.state_dict().items():
+            digest.update(f"{label} {tensor.dtype} {tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        digest.update(getattr(model, "sha256", "").encode())  # an ONNX file's bytes
+        source = inspect.getsourcefile(type(model))
+        digest.update(Path(source).read_bytes() if source else type(model).__qualname__.encode())
+        digest.update(images.contiguous().numpy())
+        software = (torch.__version__, torch.version.cuda, torch.backends.cudnn.version(),
+                    torch.cuda.get_device_name(device) if device.type == "cuda" and torch.cuda.is_available()
+                    else platform_info.cpu_model())
+        digest.update(repr(software).encode())
+        return digest.hexdigest()[:32]
+
+
 def compare(out: torch.Tensor, ref: torch.Tensor, reference: str) -> Accuracy:
     out = out.float().cpu()
     if not torch.isfinite(out).all():
@@ -125,19 +172,20 @@ class Session:
 
     The model is built and its work counted once; the seeded images are drawn once for the largest batch (a
     batch of b is their first b, as drawing b would give); the fp32 reference is computed once, when first
-    needed; and a backend whose load does not depend on the batch size is loaded once.
+    needed (or read from `references`, where another process computed it); and a backend whose load does not depend on the batch size is loaded once.
     """
 
     def __init__(self, model_name: str, backend: Backend, max_batch: int, seed: int = 0,
                  model: torch.nn.Module | None = None, reference: torch.Tensor | None = None,
-                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE):
-        self.backend, self.max_batch = backend, max_batch
+                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE, references: ReferenceCache | None = None):
+        self.backend, self.max_batch, self.references = backend, max_batch, references
         self.model_name, self.seed, self.input_shape = model_name, seed, tuple(input_shape)
         self._model, self._reference = model, reference
         self._images: torch.Tensor | None = None
         self._work: models.ModelWork | None = None
         self._host_error: models.ModelError | None = None
         self._host_prepared = False  # the backend's prepare_host() done
+        self._reference_key: str | None = None  # the reference's name in `references`
         self._loaded_batch: int | None = None
         self.progress = None  # called between timed repetitions: see run_point
 
@@ -173,7 +221,7 @@ class Session:
 
     def prepare_host(self) -> None:
         """What needs no device: the backend's host work (imports), build the model, count its work (its first
-        forward pass), draw the images. A model that cannot be built or run at this input shape is kept as the error
+        forward pass), draw the images, name the reference in `references`. A model that cannot be built or run at this input shape is kept as the error
         each of its points will record."""
         if not self._host_prepared:
             self.backend.prepare_host()
@@ -187,6 +235,8 @@ class Session:
             self._host_error = error
         if self._images is None:
             self._images = seeded_images(self.max_batch, self.seed, self.input_shape)
+        if self.references and self._reference is None and self._reference_key is None and not self._host_error:
+            self._reference_key = ReferenceCache.key(self._model, self.model_name, self._images, self.backend.device)
 
     def _prepare(self, plan: RunPlan) -> torch.Tensor:
         self.prepare_host()
@@ -205,7 +255,8 @@ class Session:
 
     def _reference_for(self, batch_size: int) -> torch.Tensor:
         if self._reference is None or len(self._reference) < batch_size:
-            self._reference = reference_logits(self._model, self._images, self.backend.device)
+            compute = lambda: reference_logits(self._model, self._images, self.backend.device)  # noqa: E731
+            self._reference = self.references.logits(self._reference_key, compute) if self._reference_key else compute()
         return self._reference[:batch_size]
 
     def _measure(self, plan: RunPlan, result: Measurement) -> None:

@@ -49,6 +49,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def open_device(device: torch.device) -> None:
+    """Create the CUDA context now (a few hundred ms per process) without launching a kernel: a sweep's next worker
+    does it while the previous one measures. Nothing where CUDA cannot run: measuring says why."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        try:
+            torch.empty(1, device=device)  # an allocation, no kernel
+        except RuntimeError:
+            pass
+
+
 def time_iterations(step: Callable[[], object], device: torch.device, warmup: int, iterations: int,
                     repetitions: int, min_repetition_ms: float = 0.0,
                     done: Callable[[str], None] | None = None) -> Timing:

@@ -8,6 +8,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+_CACHE = tempfile.mkdtemp(prefix="ckpb-test-cache-")
+
+
+def pytest_configure(config):
+    """What outlives a run (references, compiled graphs, cuDNN plans) goes to a folder of this run's own, set
+    before the test modules are imported (some copy the environment for their subprocesses)."""
+    os.environ["XDG_CACHE_HOME"] = _CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def _ck_bin() -> str:

@@ -172,3 +172,30 @@ def test_compiling_backends_import_the_compiler_in_their_host_work():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "torch-compile-fp32", "False", "True", "cudnn-graph-fp16", "False", "True"]
+
+
+def test_workers_share_one_reference_named_by_what_it_depends_on(tmp_path, monkeypatch):
+    computed = []
+    real = engine.reference_logits
+    monkeypatch.setattr(engine, "reference_logits", lambda *a: computed.append(1) or real(*a))
+    references = engine.ReferenceCache(tmp_path / "references")
+
+    def session_accuracy(model=None):
+        session = engine.Session("squeezenet-1.1", backends.create("torch-cpu"), 2, model=model,
+                                 references=references)
+        session.prepare_host()  # names the reference before the device is granted
+        measured = session.measure(plan(2, accuracy=True, per_layer=False))
+        session.close()
+        return measured.accuracy
+
+    first, second = session_accuracy(), session_accuracy()  # two workers of one sweep
+    assert len(computed) == 1 and len(list(references.folder.glob("*.pt"))) == 1
+    assert first == second and first.relative_error < 1e-5
+    changed = engine.models.build("squeezenet-1.1")
+    with torch.no_grad():
+        changed.classifier[1].weight.mul_(2.0)  # other weights: another reference, not the cached one
+    assert session_accuracy(changed).relative_error < 1e-5 and len(computed) == 2
+    for kept in references.folder.glob("*.pt"):
+        kept.write_bytes(b"cut short")  # a file a killed worker left: computed again, and kept whole
+    assert session_accuracy() == first and len(computed) == 3
+    assert not list(references.folder.glob("*.part"))

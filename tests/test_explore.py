@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,8 @@ def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_
     repo = tmp_path / "repo"
     proc = sweep(repo, "--config", str(config), wait=False)
     deadline = time.time() + 300
-    while len(list(repo.glob("experiment/*-torch-cpu/ckp-*.json"))) < 1 and time.time() < deadline:
-        time.sleep(0.2)
+    while len(list(repo.glob("experiment/*-null/ckp-*.json"))) < 1 and time.time() < deadline:
+        time.sleep(0.05)  # the first worker (null) writes its points once it has measured them all
     proc.send_signal(signal.SIGKILL)  # the sweep process; its worker dies with it (PR_SET_PDEATHSIG)
     proc.wait()
     before = len(points(repo))
@@ -191,6 +192,33 @@ def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exi
     assert still_running == [None] and running.proc.returncode == 0
     assert outcome.points == 2 and outcome.measured_ms == 4.0
     assert outcome.phases_s == {"load": 1.0, "warmup": 2.0, "record": 0.5}
+
+
+def test_the_next_worker_goes_when_this_one_has_measured_not_when_it_has_written_its_points(tmp_path):
+    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
+    lines = "".join(f"print(json.dumps({{'batch': {b}, 'ok': True, 'error': None, 'measured_ms': 2.0}}), "
+                    "flush=True); " for b in (1, 2))
+    writes_late = [sys.executable, "-c", "import json, time; print(json.dumps({'device_free': True}), flush=True); "
+                   f"time.sleep(0.5); {lines}"]
+    running = worker.Worker(task, config, {"id": "f", "config": "ci", "shard": ""}, tmp_path, None, False, writes_late)
+    events = []
+    outcome = scheduler.run_task(task, config, {"id": "f", "config": "ci", "shard": ""}, tmp_path, None,
+                                 lambda t, b, p: events.append(b), running, on_last=lambda: events.append("go"))
+    assert events == ["go", 1, 2] and outcome.points == 2 and not outcome.failed
+
+
+def test_a_real_worker_frees_the_device_before_it_writes_its_points(tmp_path):
+    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
+    done = subprocess.run([sys.executable, "-m", "ck_plugins", "explore-worker", "--task",
+                           json.dumps(asdict(task)),
+                           "--config-json", json.dumps(asdict(config)),
+                           "--sweep", json.dumps({"id": "r", "config": "ci", "shard": ""}), "--repo", str(tmp_path)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    said = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0 and said[0] == {"device_free": True} and [m["batch"] for m in said[1:]] == [1, 2]
+    assert len(points(tmp_path)) == 2
 
 
 def test_the_journal_says_where_the_wall_time_went():

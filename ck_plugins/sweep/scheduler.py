@@ -17,10 +17,12 @@ from .worker import Worker
 def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point,
              started: Worker | None = None, on_last=lambda: None) -> Outcome:
     """Run one worker under the time limit; whatever it did not record becomes a failed point with the reason.
-    `on_point(task, batch, Outcome of that point)` after each point; `on_last()` once every batch size is reported,
-    before the worker has exited (its teardown touches no kernel: the next worker may take the device)."""
+    `on_point(task, batch, Outcome of that point)` after each point; `on_last()` once, as soon as the worker says
+    the device is free (it has measured every batch size and writes its points) or has reported every batch size,
+    before it has exited (what it still does touches no kernel: the next worker may take the device)."""
     running = started or Worker(task, config, sweep, repo, gpu, wait=False)
     outcome, reported = Outcome(), set()
+    device_free = _Once(on_last)
     running.go()
     timer = threading.Timer(config.time_limit_s, running.proc.kill)
     timer.start()
@@ -28,12 +30,15 @@ def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int 
         message = _parse(line)
         if message is None:
             continue
+        if message.get("device_free") is True:
+            device_free()
+            continue
         reported.add(message["batch"])
         point = Outcome.of(message)
         outcome.add(point)
         on_point(task, message["batch"], point)
         if reported.issuperset(task.batch_sizes):
-            on_last()
+            device_free()
     code = running.finish()
     timed_out = not timer.is_alive() and code != 0
     timer.cancel()
@@ -47,8 +52,18 @@ def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int 
             point = Outcome(1, Counter({reason[:120]: 1}))
             outcome.add(point)
             on_point(task, batch, point)
-        on_last()
+    device_free()
     return outcome
+
+
+class _Once:
+    def __init__(self, call):
+        self.call, self.called = call, False
+
+    def __call__(self) -> None:
+        if not self.called:
+            self.called = True
+            self.call()
 
 
 def _parse(line: str) -> dict | None:
@@ -56,7 +71,7 @@ def _parse(line: str) -> dict | None:
         message = json.loads(line)
     except json.JSONDecodeError:
         return None
-    return message if isinstance(message, dict) and "batch" in message else None
+    return message if isinstance(message, dict) and ("batch" in message or "device_free" in message) else None
 
 
 def _record_failure(task: Task, batch: int, config: SweepConfig, sweep: dict, repo: Path, reason: str) -> None:

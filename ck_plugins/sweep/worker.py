@@ -19,9 +19,11 @@ from .plan import Task
 def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool = False) -> int:
     """In the subprocess: measure every batch size of one (model, lib); one JSON line per point on stdout.
 
-    With `wait`, the host-side preparation (imports, the model, its work, the images) is done first, then the
-    worker says {"ready": true} and waits for a line on stdin before it touches the GPU: the parent starts the
-    next worker while this one's predecessor measures, and only one process at a time uses the device.
+    With `wait`, the host-side preparation (imports, the model, its work, the images, the CUDA context) is done
+    first, then the worker says {"ready": true} and waits for a line on stdin before it launches anything on the
+    GPU: the parent starts the next worker while this one's predecessor measures, and only one process at a time
+    uses the device. Once every batch size is measured it says {"device_free": true} and only then writes its
+    points, while the next worker measures.
     """
     from .. import backends, bench, engine, measure
 
@@ -29,12 +31,15 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
     # compile libs compile once for every batch size: one compilation per size would take most of the sweep
     options = backends.Options(memory_format=task.memory_format, dynamic_batch=True)
     backend = backends.create(task.lib, options)
-    session = engine.Session(task.model, backend, max(task.batch_sizes), input_shape=config.input_shape)
+    session = engine.Session(task.model, backend, max(task.batch_sizes), input_shape=config.input_shape,
+                             references=engine.ReferenceCache(caches.references()))
     session.prepare_host()
+    measure.open_device(backend.device)
     if wait:
         print(json.dumps({"ready": True}), flush=True)
         if not sys.stdin.readline():
             return 0  # the parent went away before our turn
+    measured = []
     for batch in task.batch_sizes:
         if (task.model, task.lib, batch) in done:
             print(json.dumps({"batch": batch, "skipped": True}), flush=True)
@@ -43,14 +48,15 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
                               per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
                               harness_check=False, min_repetition_ms=config.min_repetition_ms,
                               threads=config.threads, input_shape=config.input_shape)
-        measured = session.measure(plan)
-        start = measure.now_s()
-        bench.record(bench.PointRequest(plan, task.lib, options, repo), measured,
-                     sweep_features(sweep))
-        phases = {**measured.phases_s, "record": measure.now_s() - start}
-        print(json.dumps({"batch": batch, "ok": measured.run_success, "error": measured.error,
-                          "measured_ms": sum(map(sum, measured.samples_ms)), "phases_s": phases}), flush=True)
+        measured.append(session.measure(plan))
     session.close()
+    print(json.dumps({"device_free": True}), flush=True)
+    for point in measured:
+        start = measure.now_s()
+        bench.record(bench.PointRequest(point.plan, task.lib, options, repo), point, sweep_features(sweep))
+        phases = {**point.phases_s, "record": measure.now_s() - start}
+        print(json.dumps({"batch": point.plan.batch_size, "ok": point.run_success, "error": point.error,
+                          "measured_ms": sum(map(sum, point.samples_ms)), "phases_s": phases}), flush=True)
     return 0
 
 
