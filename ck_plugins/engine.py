@@ -172,7 +172,8 @@ class Session:
 
     The model is built and its work counted once; the seeded images are drawn once for the largest batch (a
     batch of b is their first b, as drawing b would give); the fp32 reference is computed once, when first
-    needed (or read from `references`, where another process computed it); and a backend whose load does not depend on the batch size is loaded once.
+    needed (or read from `references`, where another process computed it); and a backend whose load does not
+    depend on the batch size is loaded once.
     """
 
     def __init__(self, model_name: str, backend: Backend, max_batch: int, seed: int = 0,
@@ -221,8 +222,8 @@ class Session:
 
     def prepare_host(self) -> None:
         """What needs no device: the backend's host work (imports), build the model, count its work (its first
-        forward pass), draw the images, name the reference in `references`. A model that cannot be built or run at this input shape is kept as the error
-        each of its points will record."""
+        forward pass), draw the images, name the reference in `references`. A model that cannot be built or run at
+        this input shape is kept as the error each of its points will record."""
         if not self._host_prepared:
             self.backend.prepare_host()
             self._host_prepared = True
