@@ -8,17 +8,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-_CACHE = tempfile.mkdtemp(prefix="ckpb-test-cache-")
 
 
 def pytest_configure(config):
     """What outlives a run (references, compiled graphs, cuDNN plans) goes to a folder of this run's own, set
-    before the test modules are imported (some copy the environment for their subprocesses)."""
-    os.environ["XDG_CACHE_HOME"] = _CACHE
+    before the test modules are imported (some copy the environment for their subprocesses). pytest-xdist's
+    workers inherit the folder from the run that started them, so they share what they compile."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    config.ckpb_cache = tempfile.mkdtemp(prefix="ckpb-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = config.ckpb_cache
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(_CACHE, ignore_errors=True)
+    if getattr(config, "ckpb_cache", None):
+        shutil.rmtree(config.ckpb_cache, ignore_errors=True)
 
 
 def _ck_bin() -> str:
