@@ -4,9 +4,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import inspect
-import os
-import pickle
-import tempfile
+import json
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ import torch
 from . import measure, models, platform_info, stats
 from .modelnames import DEFAULT_INPUT_SHAPE, shape_text
 from .backends.base import Backend
+from .ckrepo import write_json_atomic
 from .diagnose import Diagnosis
 from .errors import Unsupported
 
@@ -112,17 +111,16 @@ class ReferenceCache:
         self.folder = Path(folder)
 
     def logits(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """The logits kept under `key` (from key()), else compute() kept there."""
-        path = self.folder / f"{key}.pt"
+        """The logits kept under `key` (from key()), else compute() kept there (fp32 values round-trip JSON exactly;
+        a reference that is not finite is not kept)."""
+        path = self.folder / f"{key}.json"
         try:
-            return torch.load(path, weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            return torch.tensor(json.loads(path.read_text()), dtype=torch.float32)
+        except (OSError, ValueError):
             pass  # not there yet, or cut short
         out = compute()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".part", delete=False) as part:
-            torch.save(out, part)
-        os.replace(part.name, path)
+        if torch.isfinite(out).all():
+            write_json_atomic(path, out.tolist(), indent=None)
         return out
 
     @staticmethod

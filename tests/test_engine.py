@@ -189,13 +189,13 @@ def test_workers_share_one_reference_named_by_what_it_depends_on(tmp_path, monke
         return measured.accuracy
 
     first, second = session_accuracy(), session_accuracy()  # two workers of one sweep
-    assert len(computed) == 1 and len(list(references.folder.glob("*.pt"))) == 1
+    assert len(computed) == 1 and len(list(references.folder.glob("*.json"))) == 1
     assert first == second and first.relative_error < 1e-5
     changed = engine.models.build("squeezenet-1.1")
     with torch.no_grad():
         changed.classifier[1].weight.mul_(2.0)  # other weights: another reference, not the cached one
     assert session_accuracy(changed).relative_error < 1e-5 and len(computed) == 2
-    for kept in references.folder.glob("*.pt"):
+    for kept in references.folder.glob("*.json"):
         kept.write_bytes(b"cut short")  # a file a killed worker left: computed again, and kept whole
     assert session_accuracy() == first and len(computed) == 3
-    assert not list(references.folder.glob("*.part"))
+    assert not list(references.folder.glob(".*.tmp"))

@@ -2,6 +2,7 @@
 its time limit; whatever a worker did not record becomes a failed point with the reason."""
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 import queue
@@ -22,7 +23,7 @@ def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int 
     before it has exited (what it still does touches no kernel: the next worker may take the device)."""
     running = started or Worker(task, config, sweep, repo, gpu, wait=False)
     outcome, reported = Outcome(), set()
-    device_free = _Once(on_last)
+    device_free = functools.cache(on_last)  # said once
     running.go()
     timer = threading.Timer(config.time_limit_s, running.proc.kill)
     timer.start()
@@ -54,16 +55,6 @@ def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int 
             on_point(task, batch, point)
     device_free()
     return outcome
-
-
-class _Once:
-    def __init__(self, call):
-        self.call, self.called = call, False
-
-    def __call__(self) -> None:
-        if not self.called:
-            self.called = True
-            self.call()
 
 
 def _parse(line: str) -> dict | None:
