@@ -110,10 +110,10 @@ def test_remaining_keeps_only_unrecorded_batch_sizes(tmp_path):
 
 
 def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_path):
-    config = sweep_config.load_config("ci")
-    tasks = plan.plan_tasks(config)
+    tasks = plan.plan_tasks(sweep_config.load_config("ci"))
     parts = [plan.shard(tasks, i, 3) for i in range(3)]
     assert sorted(t for part in parts for t in part) == sorted(tasks) and sum(map(len, parts)) == len(tasks)
+    config = config_file(tmp_path, models=["squeezenet-1.1"])  # two tasks: one (model, lib) worker per host
     git = lambda cwd, *a: subprocess.run(["git", "-C", str(cwd), *a], check=True, capture_output=True, text=True)
     origin = tmp_path / "origin"
     origin.mkdir()
@@ -125,14 +125,16 @@ def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_
     for index in range(2):
         clone = tmp_path / f"host{index}"
         git(tmp_path, "clone", "-q", str(origin), str(clone))
-        assert sweep(clone, "--config", "ci", "--shard", f"{index}/2").returncode == 0
+        assert sweep(clone, "--config", str(config), "--shard", f"{index}/2").returncode == 0
+        assert len(points(clone)) == 2  # one task, two batch sizes, on each host
         (clone / ".gitignore").write_text(".ck-sweeps/\n")
         git(clone, "add", "-A")
         git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"shard {index}")
         clones.append(clone)
     git(clones[0], "-c", "user.name=t", "-c", "user.email=t@t", "pull", "-q", "--no-rebase", "--no-edit", str(clones[1]), "main")
     merged = points(clones[0])
-    assert len(merged) == 8 and len({(m, lib, b) for m, lib, b, *_ in merged}) == 8
+    assert sorted((m, lib, b) for m, lib, b, *_ in merged) == [
+        ("squeezenet-1.1", lib, b) for lib in ("null", "torch-cpu") for b in (1, 2)]  # both hosts' points, once
 
 
 def test_a_hung_worker_is_stopped_at_the_time_limit_and_its_missing_points_are_failed(tmp_path):
