@@ -31,7 +31,7 @@ run: setup
 	@echo "The result is in $(CURDIR)/program/resnet-fp16/tmp/result.json (CK's characteristics: tmp-ck-timer.json beside it); the last complete one per batch size stays in $(CURDIR)/out/resnet-fp16/."
 
 test: setup browser postgres
-	$(PY) -m pytest -q -n 2  # two workers (pytest-xdist): the suite is mostly subprocesses waiting on one core each
+	$(PY) -m pytest -q -n 2 --dist worksteal  # two workers (pytest-xdist) that take over each other's queued tests when idle
 
 # Debian's Chromium for the report's browser tests (installed when we are root and it is missing).
 browser:

@@ -13,9 +13,13 @@ REPO = Path(__file__).resolve().parent.parent
 def pytest_configure(config):
     """What outlives a run (references, compiled graphs, cuDNN plans) goes to a folder of this run's own, set
     before the test modules are imported (some copy the environment for their subprocesses). pytest-xdist's
-    workers inherit the folder from the run that started them, so they share what they compile."""
+    workers inherit the folder from the run that started them, so they share what they compile.
+
+    One intra-op CPU thread per process unless the caller says otherwise: `make test` runs two workers on a
+    two-core machine, and torch's default (a thread per core in each) made them spin against each other."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     config.ckpb_cache = tempfile.mkdtemp(prefix="ckpb-test-cache-")
     os.environ["XDG_CACHE_HOME"] = config.ckpb_cache
 
