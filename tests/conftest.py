@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,15 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if getattr(config, "ckpb_cache", None):
         shutil.rmtree(config.ckpb_cache, ignore_errors=True)
+
+
+def ci_sweep_config(folder: Path, **overrides) -> Path:
+    """The shipped `ci` sweep config with `overrides` (e.g. models=[...]), written as folder/sweep.json."""
+    from ck_plugins.sweep.config import CONFIG_DIR
+
+    path = Path(folder) / "sweep.json"
+    path.write_text(json.dumps({**json.loads((CONFIG_DIR / "ci.json").read_text()), **overrides}))
+    return path
 
 
 def _ck_bin() -> str:

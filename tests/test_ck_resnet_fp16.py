@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, _ck_bin
+from conftest import REPO, _ck_bin, ci_sweep_config
 
 
 def test_ck_lists_our_programs(ck):
@@ -110,10 +110,8 @@ def test_ctrl_c_ends_with_a_message_and_code_130(ck_env, tmp_path):
 
 
 def test_ctrl_c_stops_a_sweep_cleanly_and_it_resumes(ck_env, tmp_path):
-    config = json.loads((REPO / "script" / "explore-batch-size-libs-models" / "ci.json").read_text())
-    (tmp_path / "sweep.json").write_text(json.dumps({**config, "models": ["squeezenet-1.1"]}))  # 2 tasks, 4 points
-    command = [sys.executable, "-m", "ck_plugins", "explore", "--config", str(tmp_path / "sweep.json"),
-               "--repo", str(tmp_path)]
+    config = ci_sweep_config(tmp_path, models=["squeezenet-1.1"])  # 2 tasks, 4 points
+    command = [sys.executable, "-m", "ck_plugins", "explore", "--config", str(config), "--repo", str(tmp_path)]
     done = _interrupt(command, ck_env, "1/4")
     assert done.returncode == 130 and "Traceback" not in done.stdout, done.stdout[-2000:]
     assert done.stdout.strip().splitlines()[-1].endswith("interrupted; run it again to resume")

@@ -13,6 +13,7 @@ import pytest
 
 from ck_plugins import point
 from ck_plugins.sweep import config as sweep_config, plan, scheduler, worker
+from conftest import ci_sweep_config
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore::SyntaxWarning")
 
@@ -32,14 +33,6 @@ def points(repo):
         found.append((env["CK_MODEL"], env["CK_LIB"], env["CK_BATCH_SIZE"], data["features"]["sweep"]["id"],
                       path.name.split(".")[1], data))
     return found
-
-
-def config_file(tmp_path, **overrides):
-    data = json.loads((sweep_config.CONFIG_DIR / "ci.json").read_text())
-    data.update(overrides)
-    path = tmp_path / "sweep.json"
-    path.write_text(json.dumps(data))
-    return path
 
 
 def test_ci_config_end_to_end_records_valid_points_tagged_like_the_seed(tmp_path):
@@ -64,7 +57,7 @@ def test_ci_config_end_to_end_records_valid_points_tagged_like_the_seed(tmp_path
 
 
 def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_path):
-    config = config_file(tmp_path, models=["squeezenet-1.1"], batch_sizes=[1, 2, 3, 4])
+    config = ci_sweep_config(tmp_path, models=["squeezenet-1.1"], batch_sizes=[1, 2, 3, 4])
     repo = tmp_path / "repo"
     proc = sweep(repo, "--config", str(config), wait=False)
     deadline = time.time() + 300
@@ -101,7 +94,7 @@ def _journaled(repo) -> bool:
 
 
 def test_remaining_keeps_only_unrecorded_batch_sizes(tmp_path):
-    config = config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"], batch_sizes=[1, 2])
+    config = ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"], batch_sizes=[1, 2])
     assert sweep(tmp_path / "repo", "--config", str(config)).returncode == 0
     sweep_id = points(tmp_path / "repo")[0][3]
     task = plan.Task("squeezenet-1.1", "null", (1, 2, 3), "nchw")
@@ -113,7 +106,7 @@ def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_
     tasks = plan.plan_tasks(sweep_config.load_config("ci"))
     parts = [plan.shard(tasks, i, 3) for i in range(3)]
     assert sorted(t for part in parts for t in part) == sorted(tasks) and sum(map(len, parts)) == len(tasks)
-    config = config_file(tmp_path, models=["squeezenet-1.1"])  # two tasks: one (model, lib) worker per host
+    config = ci_sweep_config(tmp_path, models=["squeezenet-1.1"])  # two tasks: one (model, lib) worker per host
     git = lambda cwd, *a: subprocess.run(["git", "-C", str(cwd), *a], check=True, capture_output=True, text=True)
     origin = tmp_path / "origin"
     origin.mkdir()
@@ -138,7 +131,7 @@ def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_
 
 
 def test_a_hung_worker_is_stopped_at_the_time_limit_and_its_missing_points_are_failed(tmp_path):
-    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"],
+    config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"],
                                                       time_limit_s=2.0)))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     sweep_state = {"id": "hung-1", "config": "ci", "shard": ""}
@@ -162,7 +155,7 @@ def test_bad_sweep_arguments_are_one_line(tmp_path, args, named):
 
 
 def test_the_ck_route_records_the_same_entries_and_counts_failed_points(ck_env, tmp_path):
-    config = config_file(tmp_path, models=["squeezenet-1.1"], libs=["null", "torch-cudnn-fp16"])
+    config = ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null", "torch-cudnn-fp16"])
     done = subprocess.run([sys.executable, "-m", "ck_plugins", "explore", "--config", str(config), "--via-ck",
                            "--repo", str(tmp_path / "repo")], env=dict(ck_env), capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)
@@ -175,7 +168,7 @@ def test_the_ck_route_records_the_same_entries_and_counts_failed_points(ck_env, 
 
 
 def test_a_prestarted_worker_prepares_then_measures_only_after_go(tmp_path):
-    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     sweep_state = {"id": "prestart-1", "config": "ci", "shard": ""}
     dropped = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)
@@ -190,7 +183,7 @@ def test_a_prestarted_worker_prepares_then_measures_only_after_go(tmp_path):
 
 
 def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exits(tmp_path):
-    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     lines = "".join(f"print(json.dumps({{'batch': {b}, 'ok': True, 'error': None, 'measured_ms': 2.0, "
                     f"'phases_s': {{'load': 0.5, 'warmup': 1.0, 'record': 0.25}}}}), flush=True); " for b in (1, 2))
@@ -205,7 +198,7 @@ def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exi
 
 
 def test_the_next_worker_goes_when_this_one_has_measured_not_when_it_has_written_its_points(tmp_path):
-    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     lines = "".join(f"print(json.dumps({{'batch': {b}, 'ok': True, 'error': None, 'measured_ms': 2.0}}), "
                     "flush=True); " for b in (1, 2))
@@ -219,7 +212,7 @@ def test_the_next_worker_goes_when_this_one_has_measured_not_when_it_has_written
 
 
 def test_a_real_worker_frees_the_device_before_it_writes_its_points(tmp_path):
-    config = sweep_config.load_config(str(config_file(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     done = subprocess.run([sys.executable, "-m", "ck_plugins", "explore-worker", "--task",
                            json.dumps(asdict(task)),
