@@ -22,7 +22,7 @@ for phase in "$@"; do
   start=$SECONDS
   echo "=== $phase"
   case "$phase" in
-    parity) python3 -m pytest -q tests/test_models.py tests/test_any_network.py 2>&1 | tail -4 ;;
+    parity) python3 -m pytest -q tests/test_models.py tests/test_any_network.py tests/test_compile_ahead.py 2>&1 | tail -4 ;;
     adaptive)
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_BATCHES:-16}" --repo "$results/adaptive"
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_GRAPH_BATCHES:-16,128}" --cuda-graph true \

@@ -237,20 +237,36 @@ class Session:
         if self.references and self._reference is None and self._reference_key is None and not self._host_error:
             self._reference_key = ReferenceCache.key(self._model, self.model_name, self._images, self.backend.device)
 
-    def _prepare(self, plan: RunPlan) -> torch.Tensor:
+    def prepare_ahead(self, batch_size: int):
+        """After prepare_host(), what the backend can do for the first batch before the device is granted, launching
+        no kernel: load (the weights copied) and compile. Returns the backend's handle, whose go(), once the device is
+        ours, finishes that first call there; or None where there is nothing to do ahead. Expected failures are left
+        for measure() to report."""
+        if type(self.backend).compile_ahead is Backend.compile_ahead:
+            return None
+        try:
+            self.backend.check()
+            inputs = self.backend.prepare_input(self._load(batch_size))
+        except (Unsupported, models.ModelError, RuntimeError):
+            self.close()
+            return None
+        return self.backend.compile_ahead(inputs)
+
+    def _load(self, batch_size: int) -> torch.Tensor:
+        """The backend loaded for `batch_size` (once for a batch-agnostic one); the images of that batch."""
         self.prepare_host()
         if self._host_error is not None:
             raise self._host_error
         if isinstance(self._model, models.OnnxModel) and not self.backend.runs_onnx:
             raise Unsupported(f"{self.backend.name}: an ONNX file ({self.model_name}) runs only through the "
                               "onnxruntime libs")
-        if self._loaded_batch is None or (self._loaded_batch != plan.batch_size and not self.backend.batch_agnostic):
+        if self._loaded_batch is None or (self._loaded_batch != batch_size and not self.backend.batch_agnostic):
             self._loaded_batch = None
             _release(self.backend)
             self.backend.input_shape = self.input_shape
-            self.backend.load(self._model, plan.batch_size)
-            self._loaded_batch = plan.batch_size
-        return self._images[:plan.batch_size]
+            self.backend.load(self._model, batch_size)
+            self._loaded_batch = batch_size
+        return self._images[:batch_size]
 
     def _reference_for(self, batch_size: int) -> torch.Tensor:
         if self._reference is None or len(self._reference) < batch_size:
@@ -261,7 +277,7 @@ class Session:
     def _measure(self, plan: RunPlan, result: Measurement) -> None:
         backend, clock = self.backend, _PhaseClock(result.phases_s)
         measure.reset_peak_memory(backend.device)
-        images = self._prepare(plan)
+        images = self._load(plan.batch_size)
         result.layer_work, result.flops_per_image = self._work.layers, self._work.flops_per_image
         result.model_info = model_info(self._model, self.model_name, self.input_shape, self._work)
         inputs = backend.prepare_input(images)

@@ -88,7 +88,7 @@ def test_a_bug_in_a_backend_is_raised_not_recorded(error):
 def test_every_backend_unloads_what_it_loaded_and_says_its_version(lib, loaded):
     backend = backends.create(lib)
     session = engine.Session("squeezenet-1.1", backend, max_batch=1)
-    session._prepare(plan(1))
+    session._load(1)
     assert getattr(backend, loaded) is not None
     session.close()
     assert getattr(backend, loaded) is None and getattr(backend, "model", None) is None

@@ -49,6 +49,12 @@ class Backend(ABC):
         """Host-only work that may be done before the device is granted (a sweep's worker does it while the previous
         one measures), such as importing a compiler. Nothing by default."""
 
+    def compile_ahead(self, inputs: object):
+        """Begin what the first call on `inputs` needs that launches no kernel (torch.compile's compilation), for a
+        sweep's next worker to do while another one measures; return a handle whose go() finishes that call on the
+        device, or None where there is nothing to do ahead (the default)."""
+        return None
+
     def version(self) -> str:
         """The versions of what runs the network (recorded in the point's platform as backend_version)."""
         return f"torch {torch.__version__}"

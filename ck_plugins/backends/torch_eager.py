@@ -64,11 +64,13 @@ class EagerBackend(Backend):
             from torch.fx.experimental.optimization import fuse
 
             copied = fuse(copied)  # conv + batch norm -> conv with folded weights and bias (fp32, before the cast)
-        self.model = copied.to(self.device, self._dtype, memory_format=self._format).eval()
+        # cast and lay out on the host, then one copy: no kernel runs (a sweep's next worker loads while another
+        # one measures), and the values are those a cast on the device gives
+        self.model = copied.to(self._dtype, memory_format=self._format).to(self.device).eval()
         self._graph = None
 
     def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, self._dtype).contiguous(memory_format=self._format)
+        x = images.to(self._dtype).contiguous(memory_format=self._format).to(self.device)  # no kernel: see load()
         if self.config.cuda_graph:
             self._capture(x)
         return x

@@ -1,6 +1,7 @@
 """The worker: a subprocess that measures every batch size of one (model, lib), and the parent's handle on it."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -27,6 +28,8 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
     """
     from .. import backends, bench, engine, measure
 
+    if wait:
+        _pin("prepare")
     done = recorded(repo, sweep["id"])
     # compile libs compile once for every batch size: one compilation per size would take most of the sweep
     options = backends.Options(memory_format=task.memory_format, dynamic_batch=True)
@@ -35,10 +38,10 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
                              references=engine.ReferenceCache(caches.references()))
     session.prepare_host()
     measure.open_device(backend.device)
-    if wait:
-        print(json.dumps({"ready": True}), flush=True)
-        if not sys.stdin.readline():
-            return 0  # the parent went away before our turn
+    left = [b for b in task.batch_sizes if (task.model, task.lib, b) not in done] or list(task.batch_sizes)
+    first_call_s = _await_turn(session, left[0] if wait else None)
+    if first_call_s is None:
+        return 0  # the parent went away before our turn
     measured = []
     for batch in task.batch_sizes:
         if (task.model, task.lib, batch) in done:
@@ -55,9 +58,46 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
         start = measure.now_s()
         bench.record(bench.PointRequest(point.plan, task.lib, options, repo), point, sweep_features(sweep))
         phases = {**point.phases_s, "record": measure.now_s() - start}
+        if point is measured[0]:
+            phases["warmup"] = phases.get("warmup", 0.0) + first_call_s
         print(json.dumps({"batch": point.plan.batch_size, "ok": point.run_success, "error": point.error,
                           "measured_ms": sum(map(sum, point.samples_ms)), "phases_s": phases}), flush=True)
     return 0
+
+
+def _await_turn(session, first_batch: int | None) -> float | None:
+    """A waiting worker (`first_batch` given) prepares what it can ahead (a compile lib compiles `first_batch`),
+    says it is ready and waits for its turn; returns the seconds its first call took once the turn came (a warm-up
+    of the first point), or None if the parent went away first. A worker that does not wait returns 0 at once."""
+    from .. import measure
+
+    if first_batch is None:
+        return 0.0
+    ahead = session.prepare_ahead(first_batch)
+    print(json.dumps({"ready": True}), flush=True)
+    if not sys.stdin.readline():
+        return None
+    _pin("measure")
+    start = measure.now_s()
+    if ahead:
+        ahead.go()  # the first call, compiled, runs on the device now (its autotuning)
+    return measure.now_s() - start
+
+
+def _pin(role: str) -> None:
+    """On a host of 4 or more cores, a GPU sweep's workers measure on the first quarter of the cores and prepare
+    (imports, compilation and its pool of compile processes) on the rest, so the next worker's compilation does not
+    take the core from which the measuring one launches its kernels. Elsewhere nothing."""
+    cores = _allowed_cores()
+    if len(cores) >= 4:
+        quarter = len(cores) // 4
+        os.sched_setaffinity(0, cores[:quarter] if role == "measure" else cores[quarter:])
+
+
+@functools.cache
+def _allowed_cores() -> list[int]:
+    """The cores this process may run on when it starts (before it pins itself)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
 
 
 def _die_with_parent() -> None:
