@@ -102,6 +102,27 @@ def test_remaining_keeps_only_unrecorded_batch_sizes(tmp_path):
     assert plan.remaining([task], tmp_path / "repo", "another-sweep") == [task]
 
 
+@pytest.mark.parametrize("libs", [
+    ["torch-amp", "torch-compile-bf16", "torch-compile-fp16", "torch-compile-fp32", "torch-cublas-fp16",
+     "torch-cublas-fp32", "torch-cudnn-bf16", "torch-cudnn-fp16", "torch-cudnn-fp32", "torch-cudnn-tf32"],
+    ["torch-compile-fp16", "torch-compile-fp32", "torch-cudnn-fp16"],
+    ["torch-compile-fp16", "torch-compile-fp32"],
+    ["torch-cudnn-fp16", "torch-cudnn-fp32"]])
+def test_the_run_order_spreads_compile_tasks_among_the_others_of_their_model(libs):
+    tasks = [plan.Task(model, lib, (1, 2), "nchw") for model in ("alexnet", "resnet50") for lib in libs]
+    ordered = plan.run_order(tasks)
+    assert sorted(ordered) == sorted(tasks)
+    models = [t.model for t in ordered]
+    assert models == sorted(models)  # each model's tasks together, models in their order
+    compiles = [t.lib.startswith("torch-compile") for t in ordered]
+    others = sum(not c for c in compiles) // 2
+    if others >= len([lib for lib in libs if lib.startswith("torch-compile")]):
+        assert not any(a and b for a, b in zip(compiles, compiles[1:]))  # never two compile tasks in a row
+        assert not compiles[0]  # the first one has a task to compile during
+    assert [t for t in ordered if not t.lib.startswith("torch-compile")] == [
+        t for t in tasks if not t.lib.startswith("torch-compile")]
+
+
 def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_path):
     tasks = plan.plan_tasks(sweep_config.load_config("ci"))
     parts = [plan.shard(tasks, i, 3) for i in range(3)]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import check_choice, check_positive_int
+from ..libnames import FAMILY_OF
 from .config import SweepConfig
 from .journal import recorded
 
@@ -76,3 +77,21 @@ def remaining(tasks: list[Task], repo: Path, sweep_id: str) -> list[Task]:
     left = [Task(t.model, t.lib, tuple(b for b in t.batch_sizes if (t.model, t.lib, b) not in done), t.memory_format)
             for t in tasks]
     return [t for t in left if t.batch_sizes]
+
+
+def run_order(tasks: list[Task]) -> list[Task]:
+    """The order a GPU sweep runs its tasks in: each model's compile tasks spread among its other tasks, so that a
+    compile worker, prepared ahead, compiles while tasks that do not compile measure (three compile tasks in a row
+    would each wait for the one before). The set of tasks, and which shard has which, do not change."""
+    ordered = []
+    for model in dict.fromkeys(t.model for t in tasks):
+        own = [t for t in tasks if t.model == model]
+        compiling = [t for t in own if FAMILY_OF.get(t.lib) == "compile"]
+        others = [t for t in own if FAMILY_OF.get(t.lib) != "compile"]
+        after = [round((i + 1) * len(others) / len(compiling)) for i in range(len(compiling))]  # others before each
+        start = 0
+        for task, end in zip(compiling, after):
+            ordered += others[start:end] + [task]
+            start = end
+        ordered += others[start:]
+    return ordered

@@ -1,17 +1,18 @@
-"""The parent: workers in turn (one per GPU; on a GPU the next one prepares while this one measures), each under
+"""The parent: workers in turn (one per GPU; on a GPU the next ones prepare while this one measures), each under
 its time limit; whatever a worker did not record becomes a failed point with the reason."""
 from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
+import os
 import queue
+from collections import Counter, deque
 import threading
 from pathlib import Path
 
 from .config import SweepConfig
 from .journal import Outcome, recorded, sweep_features
-from .plan import Task, remaining
+from .plan import Task, remaining, run_order
 from .worker import Worker
 
 
@@ -83,7 +84,7 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
     `on_progress(total so far)` runs after each point, under the lock (the journal keeps this part's figures)."""
     from tqdm import tqdm
 
-    tasks = remaining(tasks, repo, sweep["id"])
+    tasks = run_order(remaining(tasks, repo, sweep["id"]))
     total = Outcome()
     bar = tqdm(total=sum(len(t.batch_sizes) for t in tasks), unit="point", dynamic_ncols=True, mininterval=1.0)
     lock = threading.Lock()
@@ -106,19 +107,22 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
             return None
 
     def serve(gpu: int | None) -> None:
-        # On a GPU the next worker prepares on the host while this one measures, and takes the device as soon as
-        # this one has reported its last point; on a CPU it would take the cores being measured, so CPU workers
-        # start one after the other.
-        def start(task: Task | None) -> Worker | None:
-            return Worker(task, config, sweep, repo, gpu, wait=True) if task and gpu is not None else None
+        # On a GPU the next workers prepare on the host (a compile lib compiles) while this one measures, and the
+        # first of them takes the device as soon as this one has reported its last point; on a CPU a prepared worker
+        # would take the cores being measured, so CPU workers start one after the other.
+        prepared: deque = deque()  # (task, its started worker or None), in turn
 
-        upcoming = take()
-        started = start(upcoming)
-        while upcoming:
-            task, running = upcoming, started
-            upcoming = take()
-            started = start(upcoming)
-            run_task(task, config, sweep, repo, gpu, on_point, running, on_last=started.go if started else _nothing)
+        def top_up() -> None:
+            while len(prepared) < (_prestarted() if gpu is not None else 1) and (task := take()):
+                prepared.append((task, Worker(task, config, sweep, repo, gpu, wait=True) if gpu is not None else None))
+
+        top_up()
+        while prepared:
+            task, running = prepared.popleft()
+            top_up()
+            following = prepared[0][1] if prepared else None
+            run_task(task, config, sweep, repo, gpu, on_point, running,
+                     on_last=following.go if following else _nothing)
 
     threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in _gpus(workers)]
     [t.start() for t in threads]
@@ -129,6 +133,12 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
 
 def _nothing() -> None:
     pass
+
+
+def _prestarted() -> int:
+    """How many workers wait, prepared, beside the measuring one: two where the host has 8 cores or more (a compile
+    worker then has the time of two tasks to compile in), else one."""
+    return 2 if (os.cpu_count() or 1) >= 8 else 1
 
 
 def _gpus(workers: int) -> list[int | None]:
