@@ -245,6 +245,18 @@ def test_a_real_worker_frees_the_device_before_it_writes_its_points(tmp_path):
     assert len(points(tmp_path)) == 2
 
 
+def test_waiting_workers_prepare_on_three_quarters_of_the_cores_and_measure_on_the_first_quarter(monkeypatch):
+    pinned = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cores: pinned.append((pid, list(cores))))
+    monkeypatch.setattr(worker, "_allowed_cores", lambda: [0, 1, 2, 3, 8, 9, 10, 11])
+    worker._pin("prepare")
+    worker._pin("measure")
+    assert pinned == [(0, [2, 3, 8, 9, 10, 11]), (0, [0, 1])]
+    monkeypatch.setattr(worker, "_allowed_cores", lambda: [0, 1, 2])  # too few to split: left as they are
+    worker._pin("prepare")
+    assert len(pinned) == 2
+
+
 def test_the_journal_says_where_the_wall_time_went():
     from ck_plugins.sweep.journal import cost
 

@@ -138,7 +138,8 @@ def _nothing() -> None:
 def _prestarted() -> int:
     """How many workers wait, prepared, beside the measuring one: two where the host has 8 cores or more (a compile
     worker then has the time of two tasks to compile in), else one."""
-    return 2 if (os.cpu_count() or 1) >= 8 else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 if cores >= 8 else 1
 
 
 def _gpus(workers: int) -> list[int | None]:
