@@ -20,10 +20,10 @@ from .plan import Task
 def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool = False) -> int:
     """In the subprocess: measure every batch size of one (model, lib); one JSON line per point on stdout.
 
-    With `wait`, the host-side preparation (imports, the model, its work, the images, the CUDA context) is done
-    first, then the worker says {"ready": true} and waits for a line on stdin before it launches anything on the
-    GPU: the parent starts the next worker while this one's predecessor measures, and only one process at a time
-    uses the device. Once every batch size is measured it says {"device_free": true} and only then writes its
+    With `wait`, the host-side preparation (imports, the model, its work, the images, the CUDA context; a compile
+    lib's weights copied and its compilation, see `_await_turn`) is done first, on three quarters of the cores, then
+    the worker says {"ready": true} and waits for a line on stdin before it launches anything on the GPU: the parent
+    starts the next workers while this one's predecessor measures, and only one process at a time uses the device. Once every batch size is measured it says {"device_free": true} and only then writes its
     points, while the next worker measures.
     """
     from .. import backends, bench, engine, measure
