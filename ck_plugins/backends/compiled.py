@@ -35,6 +35,8 @@ class GatedInductor:
         return run
 
     def __getattr__(self, name):  # what dynamo asks of the inductor wrapper (its config, reset)
+        if name == "inner":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 
