@@ -240,7 +240,8 @@ def _cmd_explore(args) -> int:
     if summary["phases_s"]:
         stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in summary["phases_s"].items())
         print(f"load and warm-up {summary['warmup_s']:.1f} s; harness {summary['harness_s']:.1f} s "
-              f"({summary['harness_share']:.1%} of the wall time); stages (s, summed over points): {stages}")
+              f"({summary['harness_share']:.1%} of the wall time; the device waited {summary['waiting_s']:.1f} s "
+              f"for a worker to be ready); stages (s, summed over points): {stages}")
     return 0
 
 

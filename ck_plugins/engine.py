@@ -239,14 +239,17 @@ class Session:
 
     def prepare_ahead(self, batch_size: int):
         """After prepare_host(), what the backend can do for the first batch before the device is granted, launching
-        no kernel: load (the weights copied) and compile. Returns the backend's handle, whose go(), once the device is
-        ours, finishes that first call there; or None where there is nothing to do ahead. Expected failures are left
-        for measure() to report."""
-        if type(self.backend).compile_ahead is Backend.compile_ahead:
+        no kernel: load (the weights copied, where the backend `loads_ahead`) and compile. Returns the backend's
+        handle, whose go(), once the device is ours, finishes that first call there; or None where there is nothing
+        more to do ahead. Expected failures are left for measure() to report."""
+        if not self.backend.loads_ahead:
             return None
         try:
             self.backend.check()
-            inputs = self.backend.prepare_input(self._load(batch_size))
+            images = self._load(batch_size)
+            if type(self.backend).compile_ahead is Backend.compile_ahead:
+                return None
+            inputs = self.backend.prepare_input(images)
         except (Unsupported, models.ModelError, RuntimeError):
             self.close()
             return None

@@ -1,5 +1,5 @@
-"""A sweep's next worker compiles while another one measures: the compilation runs ahead, the compiled code only
-once the device is granted (go), and the measurement then reuses that compilation."""
+"""A sweep's next worker loads, and a compile lib's compiles, while another one measures: the compilation runs ahead,
+the compiled code only once the device is granted (go), and the measurement then reuses that load and compilation."""
 import pytest
 import torch
 from torch import nn
@@ -49,15 +49,26 @@ def test_what_cannot_run_here_is_not_prepared_ahead_and_is_reported_by_the_measu
     assert not measured.run_success and "CUDA" in measured.error
 
 
-def test_eager_libs_have_nothing_to_prepare_ahead():
-    session = engine.Session("squeezenet-1.1", backends.create("torch-cpu"), 1, input_shape=(3, 32, 32))
+def test_eager_libs_load_ahead_compile_nothing_and_measure_on_that_load():
+    backend = backends.create("torch-cpu")
+    session = engine.Session("squeezenet-1.1", backend, 2, input_shape=(3, 32, 32))
+    session.prepare_host()
+    assert session.prepare_ahead(1) is None and session._loaded_batch == 1
+    loaded = backend.model
+    measured = session.measure(engine.RunPlan("squeezenet-1.1", 2, 1, 1, 1, per_layer=False, input_shape=(3, 32, 32)))
+    assert measured.run_success and backend.model is loaded  # batch-agnostic: not loaded again
+
+
+def test_a_lib_whose_load_may_launch_kernels_is_not_loaded_ahead():
+    session = engine.Session("squeezenet-1.1", backends.create("null"), 1, input_shape=(3, 32, 32))
     session.prepare_host()
     assert session.prepare_ahead(1) is None and session._loaded_batch is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs a CUDA GPU: runs on the device machine (benchmarks/on-gpu.sh parity)")
-@pytest.mark.parametrize("lib", ["torch-compile-fp16", "torch-compile-fp32"])
+@pytest.mark.parametrize("lib", ["torch-compile-fp16", "torch-compile-fp32", "torch-cudnn-fp16", "torch-amp",
+                                 "torch-cublas-fp32"])
 def test_on_a_gpu_loading_and_compiling_ahead_launch_no_kernel(lib):
     from torch.profiler import ProfilerActivity, profile
 
@@ -69,11 +80,13 @@ def test_on_a_gpu_loading_and_compiling_ahead_launch_no_kernel(lib):
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         ahead = session.prepare_ahead(4)
-        held = ahead.wait_held(timeout_s=600)
+        held = ahead.wait_held(timeout_s=600) if ahead else None
         torch.cuda.synchronize()
     kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
                and not e.name.startswith("Memcpy")]
-    assert held and kernels == []
-    ahead.go()
+    assert kernels == [] and session._loaded_batch == 4
+    assert held if backend.fused else ahead is None  # compile libs compile ahead, eager ones only load
+    if ahead:
+        ahead.go()
     measured = session.measure(engine.RunPlan("resnet50", 4, 2, 5, 1, per_layer=False, profile=False))
     assert measured.run_success and measured.accuracy.top1_agreement > 0.5

@@ -1,4 +1,5 @@
 """The sweep end to end on the CPU: ci config, kill -9 and resume, re-runs, shards merged by git, hangs, CK route."""
+import io
 import json
 import os
 import signal
@@ -203,6 +204,30 @@ def test_a_prestarted_worker_prepares_then_measures_only_after_go(tmp_path):
     assert seen == [1, 2] and outcome.points == 2 and not outcome.failed and len(points(tmp_path)) == 2
 
 
+def test_the_device_time_spent_waiting_for_a_worker_that_is_not_ready_is_counted_once(tmp_path):
+    config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
+    task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
+    sweep_state = {"id": "wait-1", "config": "ci", "shard": ""}
+    late = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)  # go at once: it is still starting
+    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b, p: None, late)
+    assert outcome.points == 2 and outcome.phases_s["waiting"] > 0
+
+
+def test_a_worker_reads_how_long_the_device_waited_from_the_go_line(monkeypatch):
+    class Nothing:
+        def prepare_ahead(self, batch):
+            return None
+
+    monkeypatch.setattr(worker, "_pin", lambda role: None)
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 103.5)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("go 100.0\n"))
+    assert worker._await_turn(Nothing(), 1).waiting_s == 3.5
+    monkeypatch.setattr(sys, "stdin", io.StringIO("go 104.0\n"))  # ready before the go was sent
+    assert worker._await_turn(Nothing(), 1).waiting_s == 0.0
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # the parent went away
+    assert worker._await_turn(Nothing(), 1) is None
+
+
 def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exits(tmp_path):
     config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
@@ -260,9 +285,9 @@ def test_waiting_workers_prepare_on_three_quarters_of_the_cores_and_measure_on_t
 def test_the_journal_says_where_the_wall_time_went():
     from ck_plugins.sweep.journal import cost
 
-    assert cost(10.0, 4.0, Counter({"load": 1.0, "warmup": 2.0, "timed": 4.5, "record": 0.5})) == {
-        "phases_s": {"load": 1.0, "warmup": 2.0, "timed": 4.5, "record": 0.5}, "warmup_s": 3.0, "harness_s": 3.0,
-        "harness_share": 0.3}
+    phases = {"load": 1.0, "warmup": 2.0, "timed": 4.5, "record": 0.5, "waiting": 1.5}
+    assert cost(10.0, 4.0, Counter(phases)) == {"phases_s": phases, "warmup_s": 3.0, "harness_s": 3.0,
+                                                "harness_share": 0.3, "waiting_s": 1.5}
     assert cost(10.0, 4.0, Counter())["harness_s"] is None  # the CK route reports no stages: no made-up share
 
 

@@ -16,6 +16,7 @@ class AdaptiveBackend(EagerBackend):
     The plan file (written by `ck_plugins adaptive`) names the model, the batch size and the device it was
     planned for; the process runs fp32 with cuDNN on and TF32 off, and layers that want otherwise switch.
     """
+    loads_ahead = False  # its layers are cast and moved by the plan's wrappers, not checked to launch no kernel
 
     def __init__(self, name: str, plan_path: str, cuda_graph: bool = False):
         self.plan_path, self.plan, self.problem = plan_path, {}, None

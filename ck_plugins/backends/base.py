@@ -21,6 +21,7 @@ class Backend(ABC):
     precision: str  # fp32, tf32, fp16, bf16, amp or "none" (null backend)
     fused: bool = False  # True where layers are fused, so per-layer times come from elsewhere or not at all
     batch_agnostic: bool = False  # True where one load() serves every batch size (a sweep loads it once)
+    loads_ahead: bool = False  # True where load() launches no kernel: a sweep's next worker loads while one measures
     runs_onnx: bool = False  # True where load() takes an ONNX file's model (models.OnnxModel) as it is
     input_shape: tuple[int, ...] = (3, 224, 224)  # one input without the batch: set by the engine before load()
     layer_note: str = ""  # what a per-layer record means where it is not one module (fused blocks), said in the point

@@ -13,6 +13,7 @@ from .torch_eager import EagerBackend, EagerConfig
 
 class TensorRTBackend(EagerBackend):
     fused = True
+    loads_ahead = False  # building the engine times kernels on the device
 
     def __init__(self, name: str, config: EagerConfig):
         super().__init__(name, config)

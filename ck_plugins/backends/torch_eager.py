@@ -33,6 +33,8 @@ def apply_global_flags(config: EagerConfig) -> None:
 
 class EagerBackend(Backend):
     batch_agnostic = True  # weights moved and cast once; a CUDA graph is captured per input in prepare_input
+    loads_ahead = True  # cast and laid out on the host, then copied: no kernel (see load)
+
     def __init__(self, name: str, config: EagerConfig):
         self.name, self.config, self.precision = name, config, config.precision
         self.device = torch.device(config.device)

@@ -116,10 +116,11 @@ class Journal:
 def cost(wall_s: float, measured_s: float, phases_s: Counter) -> dict:
     """Where a sweep's wall time went. warmup_s: loading the backends and their warm-ups (cuDNN autotuning and
     compilation go there); harness_s: the rest beside the measured iterations (starting workers, the timing loop's
-    own cost, accuracy, per-layer passes, writing points), with its share of the wall time."""
+    own cost, accuracy, per-layer passes, writing points), with its share of the wall time; waiting_s, a part of
+    the harness: the device idle while the next worker was not yet ready (its start, a compilation not done)."""
     if not phases_s:  # the CK route: its points' stages are not reported back
-        return {"phases_s": {}, "warmup_s": None, "harness_s": None, "harness_share": None}
+        return {"phases_s": {}, "warmup_s": None, "harness_s": None, "harness_share": None, "waiting_s": None}
     warmup = phases_s.get("load", 0.0) + phases_s.get("warmup", 0.0)
     harness = max(0.0, wall_s - measured_s - warmup)
     return {"phases_s": dict(phases_s), "warmup_s": warmup, "harness_s": harness,
-            "harness_share": harness / wall_s if wall_s else None}
+            "harness_share": harness / wall_s if wall_s else None, "waiting_s": phases_s.get("waiting", 0.0)}

@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import caches
@@ -39,8 +40,8 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
     session.prepare_host()
     measure.open_device(backend.device)
     left = [b for b in task.batch_sizes if (task.model, task.lib, b) not in done] or list(task.batch_sizes)
-    first_call_s = _await_turn(session, left[0] if wait else None)
-    if first_call_s is None:
+    turn = _await_turn(session, left[0] if wait else None)
+    if turn is None:
         return 0  # the parent went away before our turn
     measured = []
     for batch in task.batch_sizes:
@@ -59,29 +60,38 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
         bench.record(bench.PointRequest(point.plan, task.lib, options, repo), point, sweep_features(sweep))
         phases = {**point.phases_s, "record": measure.now_s() - start}
         if point is measured[0]:
-            phases["warmup"] = phases.get("warmup", 0.0) + first_call_s
+            phases["warmup"] = phases.get("warmup", 0.0) + turn.first_call_s
+            phases["waiting"] = turn.waiting_s
         print(json.dumps({"batch": point.plan.batch_size, "ok": point.run_success, "error": point.error,
                           "measured_ms": sum(map(sum, point.samples_ms)), "phases_s": phases}), flush=True)
     return 0
 
 
-def _await_turn(session, first_batch: int | None) -> float | None:
-    """A waiting worker (`first_batch` given) prepares what it can ahead (a compile lib compiles `first_batch`),
-    says it is ready and waits for its turn; returns the seconds its first call took once the turn came (a warm-up
-    of the first point), or None if the parent went away first. A worker that does not wait returns 0 at once."""
+@dataclass(frozen=True)
+class Turn:
+    first_call_s: float = 0.0  # the compiled first call, run once the turn came: a warm-up of the first point
+    waiting_s: float = 0.0  # how long the device sat idle from the parent's go until this worker was ready
+
+
+def _await_turn(session, first_batch: int | None) -> Turn | None:
+    """A waiting worker (`first_batch` given) prepares what it can ahead (loads; a compile lib compiles
+    `first_batch`), says it is ready and waits for its turn; returns the Turn once it came, or None if the parent
+    went away first. A worker that does not wait returns an empty Turn at once."""
     from .. import measure
 
     if first_batch is None:
-        return 0.0
+        return Turn()
     ahead = session.prepare_ahead(first_batch)
     print(json.dumps({"ready": True}), flush=True)
-    if not sys.stdin.readline():
+    line = sys.stdin.readline()
+    if not line:
         return None
+    waiting_s = max(0.0, time.monotonic() - float(line.split()[1])) if len(line.split()) == 2 else 0.0
     _pin("measure")
     start = measure.now_s()
     if ahead:
         ahead.go()  # the first call, compiled, runs on the device now (its autotuning)
-    return measure.now_s() - start
+    return Turn(measure.now_s() - start, waiting_s)
 
 
 def _pin(role: str) -> None:
@@ -136,11 +146,13 @@ class Worker:
             self.stderr_tail = (self.stderr_tail + [line])[-20:]
 
     def go(self) -> None:
-        """Let a waiting worker measure (once: later calls do nothing)."""
+        """Let a waiting worker measure (once: later calls do nothing). The line carries the time it was sent
+        (time.monotonic, one clock for every process of the host), so the worker can tell how long the device
+        waited for it."""
         if self.waits and not self.gone:
             self.gone = True
             try:
-                self.proc.stdin.write("go\n")
+                self.proc.stdin.write(f"go {time.monotonic()!r}\n")
                 self.proc.stdin.flush()
             except (BrokenPipeError, OSError):
                 pass  # it died while preparing: its missing points are recorded as failed
