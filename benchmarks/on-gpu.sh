@@ -10,7 +10,7 @@
 # at once: an idle machine goes back within a minute). A whole sweep then runs in one part, whatever the call's limit.
 # Usage (device tool, carry .whl and .gpu-results; .whl-cudnn, the cuDNN frontend wheel, for the cudnn-graph libs):
 #   CKPB_COMMIT=<hash> benchmarks/on-gpu.sh parity adaptive
-#   DETACH=1 benchmarks/on-gpu.sh sweep; then benchmarks/on-gpu.sh wait rerun; then benchmarks/on-gpu.sh wait
+#   DETACH=1 benchmarks/on-gpu.sh sweep, then at once DETACH=1 benchmarks/on-gpu.sh wait rerun, then ... wait
 set -u
 [ -f /tmp/site/ck/kernel.py ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
   .whl/*.whl $(ls .whl-cudnn/*.whl 2>/dev/null) 2>&1 | grep -v "already exists" || true
@@ -22,6 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=cs
 results=/tmp/ckpb-results
 if [ ! -d "$results" ] && [ -d .gpu-results ]; then cp -a .gpu-results "$results"; fi
 mkdir -p "$results"
+limit=$([ "${DETACH:-0}" = 1 ] && echo 1500 || echo 480)  # a sweep's own limit; detached, it may outlast a call
 explore() {  # $1: sweep or rerun; $2: its time limit (s); the rest: explore's arguments. Detached: output to $1.log
   if [ "${DETACH:-0}" = 1 ]; then
     rm -f "$results/$1.rc"
@@ -49,12 +50,12 @@ for phase in "$@"; do
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_BATCHES:-16}" --repo "$results/adaptive"
       python3 -m ck_plugins adaptive --batch-sizes "${ADAPTIVE_GRAPH_BATCHES:-16,128}" --cuda-graph true \
         --repo "$results/adaptive" ;;
-    sweep) explore sweep "${SWEEP_LIMIT_S:-480}" --config "${SWEEP_CONFIG:-default}" --device cuda \
+    sweep) explore sweep "${SWEEP_LIMIT_S:-$limit}" --config "${SWEEP_CONFIG:-default}" --device cuda \
         --repo "$results/sweep" ;;
     rerun)  # the same sweep again (RERUN_MODELS: part of it) into its own repository, with the caches left
       [ -d "$(python3 -c 'from ck_plugins import caches; print(caches.inductor())')" ] \
         || echo "warning: no inductor cache here (a fresh machine): this re-run starts cold, not warm"
-      explore rerun "${RERUN_LIMIT_S:-480}" --config "${SWEEP_CONFIG:-default}" \
+      explore rerun "${RERUN_LIMIT_S:-$limit}" --config "${SWEEP_CONFIG:-default}" \
         ${RERUN_MODELS:+--models "$RERUN_MODELS"} --device cuda --repo "$results/rerun" ;;
     wait) for run in sweep rerun; do  # the detached runs still going, from an earlier call
         [ -f "$results/$run.log" ] && [ ! -f "$results/$run.rc" ] && wait_detached "$run"; done ;;

@@ -204,7 +204,7 @@ def test_a_prestarted_worker_prepares_then_measures_only_after_go(tmp_path):
     assert seen == [1, 2] and outcome.points == 2 and not outcome.failed and len(points(tmp_path)) == 2
 
 
-def test_the_device_time_spent_waiting_for_a_worker_that_is_not_ready_is_counted_once(tmp_path):
+def test_the_device_time_spent_waiting_for_a_worker_that_is_not_ready_is_counted(tmp_path):
     config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     sweep_state = {"id": "wait-1", "config": "ci", "shard": ""}
