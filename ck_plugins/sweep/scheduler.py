@@ -13,7 +13,7 @@ from pathlib import Path
 from .config import SweepConfig
 from .journal import Outcome, recorded, sweep_features
 from .plan import Task, remaining, run_order
-from .worker import Worker
+from .worker import Worker, _allowed_cores
 
 
 def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point,
@@ -138,8 +138,7 @@ def _nothing() -> None:
 def _prestarted() -> int:
     """How many workers wait, prepared, beside the measuring one: two where the host has 8 cores or more (a compile
     worker then has the time of two tasks to compile in), else one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 2 if cores >= 8 else 1
+    return 2 if len(_allowed_cores() or range(os.cpu_count() or 1)) >= 8 else 1
 
 
 def _gpus(workers: int) -> list[int | None]:

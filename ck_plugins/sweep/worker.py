@@ -21,11 +21,12 @@ from .plan import Task
 def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool = False) -> int:
     """In the subprocess: measure every batch size of one (model, lib); one JSON line per point on stdout.
 
-    With `wait`, the host-side preparation (imports, the model, its work, the images, the CUDA context; a compile
-    lib's weights copied and its compilation, see `_await_turn`) is done first, on three quarters of the cores, then
+    With `wait`, the host-side preparation (imports, the model, its work, the images, the CUDA context; the weights
+    copied and a compile lib's compilation, see `_await_turn`) is done first, on three quarters of the cores, then
     the worker says {"ready": true} and waits for a line on stdin before it launches anything on the GPU: the parent
-    starts the next workers while this one's predecessor measures, and only one process at a time uses the device. Once every batch size is measured it says {"device_free": true} and only then writes its
-    points, while the next worker measures.
+    starts the next workers while this one's predecessor measures, and only one process at a time uses the device.
+    Once every batch size is measured it says {"device_free": true} and only then writes its points, while the next
+    worker measures.
     """
     from .. import backends, bench, engine, measure
 
@@ -86,7 +87,7 @@ def _await_turn(session, first_batch: int | None) -> Turn | None:
     line = sys.stdin.readline()
     if not line:
         return None
-    waiting_s = max(0.0, time.monotonic() - float(line.split()[1])) if len(line.split()) == 2 else 0.0
+    waiting_s = max(0.0, time.monotonic() - float(line.split()[1]))  # "go <time sent>": see Worker.go
     _pin("measure")
     start = measure.now_s()
     if ahead:
