@@ -196,7 +196,7 @@ def _add_explore(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the (model, lib) tasks and stop")
     p.set_defaults(func=_cmd_explore)
     w = sub.add_parser("explore-worker", help=argparse.SUPPRESS)
-    for name in ("--task", "--config-json", "--sweep", "--repo"):
+    for name in ("--tasks", "--config-json", "--sweep", "--repo"):
         w.add_argument(name, required=True)
     w.add_argument("--wait", action="store_true", help="prepare, say ready, then wait for a line on stdin")
     w.set_defaults(func=_cmd_explore_worker)
@@ -254,9 +254,8 @@ def _cmd_explore_worker(args) -> int:
     config = json.loads(args.config_json)
     config = SweepConfig(**{**config, "models": tuple(config["models"]), "batch_sizes": tuple(config["batch_sizes"]),
                             "input_shape": tuple(config["input_shape"])})
-    task = json.loads(args.task)
-    task = Task(task["model"], task["lib"], tuple(task["batch_sizes"]), task["memory_format"])
-    return worker(task, config, json.loads(args.sweep), Path(args.repo), args.wait)
+    job = tuple(Task(t["model"], t["lib"], tuple(t["batch_sizes"]), t["memory_format"]) for t in json.loads(args.tasks))
+    return worker(job, config, json.loads(args.sweep), Path(args.repo), args.wait)
 
 
 def _add_adaptive(sub) -> None:

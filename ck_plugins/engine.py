@@ -64,7 +64,7 @@ class Measurement:
     profile: measure.KernelProfile | None = None
     diagnosis: Diagnosis | None = None
     platform: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what could not be measured, and why
+    notes: list[str] = field(default_factory=list)  # what could not be measured, and why; what the run shared
     harness: dict | None = None  # our timing against a bare CUDA-event loop (GPU only)
     warmup_s: float | None = None  # wall time of load and warm-up: cuDNN autotuning, compilation
     phases_s: dict[str, float] = field(default_factory=dict)  # host wall time of each stage: load, warmup, timed,

@@ -103,25 +103,49 @@ def test_remaining_keeps_only_unrecorded_batch_sizes(tmp_path):
     assert plan.remaining([task], tmp_path / "repo", "another-sweep") == [task]
 
 
-@pytest.mark.parametrize("libs", [
-    ["torch-amp", "torch-compile-bf16", "torch-compile-fp16", "torch-compile-fp32", "torch-cublas-fp16",
-     "torch-cublas-fp32", "torch-cudnn-bf16", "torch-cudnn-fp16", "torch-cudnn-fp32", "torch-cudnn-tf32"],
-    ["torch-compile-fp16", "torch-compile-fp32", "torch-cudnn-fp16"],
-    ["torch-compile-fp16", "torch-compile-fp32"],
-    ["torch-cudnn-fp16", "torch-cudnn-fp32"]])
-def test_the_run_order_spreads_compile_tasks_among_the_others_of_their_model(libs):
-    tasks = [plan.Task(model, lib, (1, 2), "nchw") for model in ("alexnet", "resnet50") for lib in libs]
-    ordered = plan.run_order(tasks)
-    assert sorted(ordered) == sorted(tasks)
-    models = [t.model for t in ordered]
-    assert models == sorted(models)  # each model's tasks together, models in their order
-    compiles = [t.lib.startswith("torch-compile") for t in ordered]
+GPU_LIBS = ["torch-amp", "torch-compile-bf16", "torch-compile-fp16", "torch-compile-fp32", "torch-cublas-fp16",
+            "torch-cublas-fp32", "torch-cudnn-bf16", "torch-cudnn-fp16", "torch-cudnn-fp32", "torch-cudnn-tf32"]
+
+
+def _tasks(libs, layout="lib-default", models=("alexnet", "resnet50")):
+    from ck_plugins.backends import default_memory_format
+
+    return [plan.Task(model, lib, (1, 2), default_memory_format(lib) if layout == "lib-default" else layout)
+            for model in models for lib in libs]
+
+
+@pytest.mark.parametrize("libs", [GPU_LIBS, ["torch-compile-fp16", "torch-compile-fp32", "torch-cudnn-fp16"],
+                                  ["torch-compile-fp16", "torch-compile-fp32"], ["torch-cudnn-fp16", "torch-cudnn-fp32"]])
+def test_the_run_order_spreads_compile_jobs_among_the_others_of_their_model(libs):
+    jobs = plan.jobs(_tasks(libs))
+    ordered = plan.run_order(jobs)
+    assert sorted(ordered) == sorted(jobs)
+    models = [job[0].model for job in ordered]
+    assert models == sorted(models)  # each model's jobs together, models in their order
+    compiles = [job[0].lib.startswith("torch-compile") for job in ordered]
     others = sum(not c for c in compiles) // 2
-    if others >= len([lib for lib in libs if lib.startswith("torch-compile")]):
-        assert not any(a and b for a, b in zip(compiles, compiles[1:]))  # never two compile tasks in a row
-        assert not compiles[0]  # the first one has a task to compile during
-    assert [t for t in ordered if not t.lib.startswith("torch-compile")] == [
-        t for t in tasks if not t.lib.startswith("torch-compile")]
+    if others >= sum(compiles) // 2:
+        assert not any(a and b for a, b in zip(compiles, compiles[1:]))  # never two compile jobs in a row
+        assert not compiles[0]  # the first one has a job to compile during
+    assert [j for j in ordered if not j[0].lib.startswith("torch-compile")] == [
+        j for j in jobs if not j[0].lib.startswith("torch-compile")]
+
+
+def test_libs_whose_convolutions_share_cudnn_plans_make_one_job_per_model_its_compile_lib_first():
+    libs = lambda jobs, model: [[t.lib for t in job] for job in jobs if job[0].model == model]  # noqa: E731
+    jobs = plan.jobs(_tasks(GPU_LIBS + ["torch-cpu", "tensorrt-fp16", "cudnn-graph-fp16"]))
+    assert sorted(libs(jobs, "alexnet")) == sorted(libs(jobs, "resnet50")) == sorted([
+        ["torch-compile-fp16", "torch-amp", "torch-cudnn-fp16"],  # fp16 convolutions, channels_last
+        ["torch-compile-bf16", "torch-cudnn-bf16"],
+        ["torch-compile-fp32"], ["torch-cudnn-fp32"],  # fp32, but channels_last and NCHW: plans of their own
+        ["torch-cudnn-tf32"], ["torch-cublas-fp16"], ["torch-cublas-fp32"],  # TF32: its own; cuBLAS: no cuDNN
+        ["torch-cpu"], ["tensorrt-fp16"], ["cudnn-graph-fp16"]])
+    assert sorted(t for job in jobs for t in job) == sorted(_tasks(GPU_LIBS + ["torch-cpu", "tensorrt-fp16",
+                                                                               "cudnn-graph-fp16"]))
+    one_layout = plan.jobs(_tasks(["torch-compile-fp32", "torch-cudnn-fp32", "torch-cudnn-tf32"], "channels_last",
+                                  models=("alexnet",)))
+    assert [[t.lib for t in job] for job in one_layout] == [["torch-compile-fp32", "torch-cudnn-fp32"],
+                                                           ["torch-cudnn-tf32"]]
 
 
 def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_path):
@@ -152,21 +176,24 @@ def test_shards_partition_the_sweep_and_merge_through_git_without_conflicts(tmp_
         ("squeezenet-1.1", lib, b) for lib in ("null", "torch-cpu") for b in (1, 2)]  # both hosts' points, once
 
 
-def test_a_hung_worker_is_stopped_at_the_time_limit_and_its_missing_points_are_failed(tmp_path):
+def test_a_hung_worker_is_stopped_at_the_time_limit_of_its_tasks_and_their_missing_points_are_failed(tmp_path):
     config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"],
-                                                      time_limit_s=2.0)))
-    task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
+                                                      time_limit_s=1.0)))
+    job = (plan.Task("squeezenet-1.1", "null", (1, 2), "nchw"), plan.Task("squeezenet-1.1", "torch-cpu", (1,), "nchw"))
     sweep_state = {"id": "hung-1", "config": "ci", "shard": ""}
-    hangs = [sys.executable, "-c", "import json, time; print(json.dumps({'batch': 1, 'ok': True, 'error': None, "
-             "'measured_ms': 1.0}), flush=True); time.sleep(600)"]  # reports batch 1, then never ends
-    hung = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=False, command=hangs)
+    hangs = [sys.executable, "-c", "import json, time; print(json.dumps({'lib': 'null', 'batch': 1, 'ok': True, "
+             "'error': None, 'measured_ms': 1.0}), flush=True); time.sleep(600)"]  # reports a point, then hangs
+    hung = worker.Worker(job, config, sweep_state, tmp_path, gpu=None, wait=False, command=hangs)
     start = time.monotonic()
-    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b, p: None, hung)
-    assert time.monotonic() - start >= 2.0 and hung.proc.returncode == -signal.SIGKILL
-    assert outcome.points == 2 and dict(outcome.failed) == {"worker timed out after 2 s": 1}
+    seen = []
+    outcome = scheduler.run_job(job, config, sweep_state, tmp_path, None, lambda t, b, p: seen.append((t.lib, b)), hung)
+    assert time.monotonic() - start >= 2.0 and hung.proc.returncode == -signal.SIGKILL  # 1 s for each of 2 tasks
+    assert outcome.points == 3 and dict(outcome.failed) == {"worker timed out after 2 s": 2}
+    assert seen == [("null", 1), ("null", 2), ("torch-cpu", 1)]
     found = points(tmp_path)
-    assert [(b, data["characteristics_list"][0]["run"]["error"]) for _, _, b, _, _, data in found] == [
-        (2, "worker timed out after 2 s")]  # batch 1 was the worker's to record; batch 2 is failed, with the reason
+    assert [(lib, b, data["characteristics_list"][0]["run"]["error"]) for _, lib, b, _, _, data in found] == [
+        ("null", 2, "worker timed out after 2 s"), ("torch-cpu", 1, "worker timed out after 2 s")]  # batch 1 was
+    # the worker's to record; the others are failed, each in its lib's entry, with the reason
 
 
 @pytest.mark.parametrize("args, named", [(["--config", "nope"], "'nope'"), (["--shard", "2/2"], "'2/2'"),
@@ -193,14 +220,14 @@ def test_a_prestarted_worker_prepares_then_measures_only_after_go(tmp_path):
     config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     sweep_state = {"id": "prestart-1", "config": "ci", "shard": ""}
-    dropped = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)
+    dropped = worker.Worker((task,), config, sweep_state, tmp_path, gpu=None, wait=True)
     assert json.loads(dropped.proc.stdout.readline()) == {"ready": True}
     dropped.proc.stdin.close()  # its turn never comes: it ends, and had it measured before its turn, points exist
     assert dropped.finish() == 0 and points(tmp_path) == []
-    started = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)
+    started = worker.Worker((task,), config, sweep_state, tmp_path, gpu=None, wait=True)
     assert json.loads(started.proc.stdout.readline()) == {"ready": True}
     seen = []
-    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b, p: seen.append(b), started)
+    outcome = scheduler.run_job((task,), config, sweep_state, tmp_path, None, lambda t, b, p: seen.append(b), started)
     assert seen == [1, 2] and outcome.points == 2 and not outcome.failed and len(points(tmp_path)) == 2
 
 
@@ -208,8 +235,8 @@ def test_the_device_time_spent_waiting_for_a_worker_that_is_not_ready_is_counted
     config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
     sweep_state = {"id": "wait-1", "config": "ci", "shard": ""}
-    late = worker.Worker(task, config, sweep_state, tmp_path, gpu=None, wait=True)  # go at once: it is still starting
-    outcome = scheduler.run_task(task, config, sweep_state, tmp_path, None, lambda t, b, p: None, late)
+    late = worker.Worker((task,), config, sweep_state, tmp_path, gpu=None, wait=True)  # go at once: still starting
+    outcome = scheduler.run_job((task,), config, sweep_state, tmp_path, None, lambda t, b, p: None, late)
     assert outcome.points == 2 and outcome.phases_s["waiting"] > 0
 
 
@@ -231,12 +258,12 @@ def test_a_worker_reads_how_long_the_device_waited_from_the_go_line(monkeypatch)
 def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exits(tmp_path):
     config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
-    lines = "".join(f"print(json.dumps({{'batch': {b}, 'ok': True, 'error': None, 'measured_ms': 2.0, "
+    lines = "".join(f"print(json.dumps({{'lib': 'null', 'batch': {b}, 'ok': True, 'error': None, 'measured_ms': 2.0, "
                     f"'phases_s': {{'load': 0.5, 'warmup': 1.0, 'record': 0.25}}}}), flush=True); " for b in (1, 2))
     lingers = [sys.executable, "-c", f"import json, time; {lines}time.sleep(2)"]  # a slow teardown after its points
-    running = worker.Worker(task, config, {"id": "w", "config": "ci", "shard": ""}, tmp_path, None, False, lingers)
+    running = worker.Worker((task,), config, {"id": "w", "config": "ci", "shard": ""}, tmp_path, None, False, lingers)
     still_running = []
-    outcome = scheduler.run_task(task, config, {"id": "w", "config": "ci", "shard": ""}, tmp_path, None,
+    outcome = scheduler.run_job((task,), config, {"id": "w", "config": "ci", "shard": ""}, tmp_path, None,
                                  lambda t, b, p: None, running, on_last=lambda: still_running.append(running.proc.poll()))
     assert still_running == [None] and running.proc.returncode == 0
     assert outcome.points == 2 and outcome.measured_ms == 4.0
@@ -246,28 +273,32 @@ def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exi
 def test_the_next_worker_goes_when_this_one_has_measured_not_when_it_has_written_its_points(tmp_path):
     config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
     task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
-    lines = "".join(f"print(json.dumps({{'batch': {b}, 'ok': True, 'error': None, 'measured_ms': 2.0}}), "
-                    "flush=True); " for b in (1, 2))
+    lines = "".join(f"print(json.dumps({{'lib': 'null', 'batch': {b}, 'ok': True, 'error': None, "
+                    "'measured_ms': 2.0}), flush=True); " for b in (1, 2))
     writes_late = [sys.executable, "-c", "import json, time; print(json.dumps({'device_free': True}), flush=True); "
                    f"time.sleep(0.5); {lines}"]
-    running = worker.Worker(task, config, {"id": "f", "config": "ci", "shard": ""}, tmp_path, None, False, writes_late)
+    running = worker.Worker((task,), config, {"id": "f", "config": "ci", "shard": ""}, tmp_path, None, False,
+                            writes_late)
     events = []
-    outcome = scheduler.run_task(task, config, {"id": "f", "config": "ci", "shard": ""}, tmp_path, None,
+    outcome = scheduler.run_job((task,), config, {"id": "f", "config": "ci", "shard": ""}, tmp_path, None,
                                  lambda t, b, p: events.append(b), running, on_last=lambda: events.append("go"))
     assert events == ["go", 1, 2] and outcome.points == 2 and not outcome.failed
 
 
-def test_a_real_worker_frees_the_device_before_it_writes_its_points(tmp_path):
+def test_a_real_worker_measures_its_tasks_in_turn_and_frees_the_device_before_it_writes_their_points(tmp_path):
     config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"])))
-    task = plan.Task("squeezenet-1.1", "null", (1, 2), "nchw")
-    done = subprocess.run([sys.executable, "-m", "ck_plugins", "explore-worker", "--task",
-                           json.dumps(asdict(task)),
+    job = [plan.Task("squeezenet-1.1", "null", (1, 2), "nchw"), plan.Task("squeezenet-1.1", "torch-cpu", (1,), "nchw")]
+    done = subprocess.run([sys.executable, "-m", "ck_plugins", "explore-worker", "--tasks",
+                           json.dumps([asdict(task) for task in job]),
                            "--config-json", json.dumps(asdict(config)),
                            "--sweep", json.dumps({"id": "r", "config": "ci", "shard": ""}), "--repo", str(tmp_path)],
                           env=ENV, capture_output=True, text=True, timeout=300)
     said = [json.loads(line) for line in done.stdout.splitlines()]
-    assert done.returncode == 0 and said[0] == {"device_free": True} and [m["batch"] for m in said[1:]] == [1, 2]
-    assert len(points(tmp_path)) == 2
+    assert done.returncode == 0 and said[0] == {"device_free": True}
+    assert [(m["lib"], m["batch"]) for m in said[1:]] == [("null", 1), ("null", 2), ("torch-cpu", 1)]
+    notes = {(lib, b): data["features"]["measurement"]["notes"] for _, lib, b, *_, data in points(tmp_path)}
+    assert len(notes) == 3 and not any("measured in one process after" in n for n in notes["null", 1] + notes["null", 2])
+    assert any(n.startswith("measured in one process after null,") for n in notes["torch-cpu", 1])
 
 
 def test_waiting_workers_prepare_on_three_quarters_of_the_cores_and_measure_on_the_first_quarter(monkeypatch):
@@ -299,7 +330,7 @@ def test_workers_keep_torch_compile_caches_in_one_persistent_folder(tmp_path, mo
     says = [sys.executable, "-c", "import os; print(os.environ['TORCHINDUCTOR_CACHE_DIR'])"]
     seen = []
     for _ in range(2):  # two workers (a sweep and its re-run): the same folder
-        started = worker.Worker(task, config, {"id": "c", "config": "ci", "shard": ""}, tmp_path, None, False, says)
+        started = worker.Worker((task,), config, {"id": "c", "config": "ci", "shard": ""}, tmp_path, None, False, says)
         seen.append(started.proc.stdout.read().strip())
         assert started.finish() == 0
     assert seen == [str(tmp_path / "cache" / "ck-precision-bench" / "inductor")] * 2

@@ -66,5 +66,8 @@ class AdaptiveBackend(EagerBackend):
                 "best_single_lib_ms", "configs_used", "cuda_graph")
         return {**super().describe(), "precision": "mixed", "plan": {k: self.plan.get(k) for k in keys}}
 
+    def shared_plans(self) -> None:
+        return None  # each layer runs its planned lib's settings: no one key
+
     def layer_model(self):
         return None  # the layers are wrapped: the plan's per-layer predictions come from the candidate libs' points

@@ -56,6 +56,12 @@ class Backend(ABC):
         device, or None where there is nothing to do ahead (the default)."""
         return None
 
+    def shared_plans(self) -> tuple | None:
+        """What decides the cuDNN plans this backend's convolutions get, where torch runs them through cuDNN with
+        autotuning: PyTorch keeps the autotuned plans per process, keyed by the convolution, so backends with the same
+        key, run in one process, autotune each convolution once. None (the default): it shares none."""
+        return None
+
     def version(self) -> str:
         """The versions of what runs the network (recorded in the point's platform as backend_version)."""
         return f"torch {torch.__version__}"

@@ -47,5 +47,8 @@ class TensorRTBackend(EagerBackend):
 
         return f"{super().version()}, torch_tensorrt {torch_tensorrt.__version__}"
 
+    def shared_plans(self) -> None:
+        return None  # TensorRT picks its own kernels when it builds the engine
+
     def layer_model(self):
         return None  # TensorRT fuses layers; its own profiler would be needed for per-layer times

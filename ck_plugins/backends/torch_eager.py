@@ -106,6 +106,14 @@ class EagerBackend(Backend):
     def describe(self) -> dict:
         return {"lib": self.name, **asdict(self.config)}
 
+    def shared_plans(self) -> tuple | None:
+        """The convolutions' data type (autocast's are fp16; TF32 has plans of its own) and layout, with cuDNN's
+        autotuning on a GPU (torch.compile's convolutions go through the same cuDNN calls)."""
+        c = self.config
+        if c.device != "cuda" or not (c.cudnn and c.cudnn_benchmark):
+            return None
+        return ("fp16" if c.precision == "amp" else c.precision, c.memory_format)
+
     def layer_model(self) -> nn.Module | None:
         return self.model
 

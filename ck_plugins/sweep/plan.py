@@ -1,5 +1,5 @@
 """What a sweep runs: one task per (model, lib) with its batch sizes, the libs that run on the device, shards,
-and what is left of a sweep that was stopped."""
+what is left of a sweep that was stopped, and the jobs (the tasks one worker process runs, in turn)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,19 +79,39 @@ def remaining(tasks: list[Task], repo: Path, sweep_id: str) -> list[Task]:
     return [t for t in left if t.batch_sizes]
 
 
-def run_order(tasks: list[Task]) -> list[Task]:
-    """The order a GPU sweep runs its tasks in: each model's compile tasks spread among its other tasks, so that a
-    compile worker, prepared ahead, compiles while tasks that do not compile measure (three compile tasks in a row
+Job = tuple[Task, ...]  # the tasks one worker process runs, in turn
+
+
+def jobs(tasks: list[Task]) -> list[Job]:
+    """One job per task, except that a model's tasks whose backends share cuDNN's autotuned plans (the same
+    Backend.shared_plans()) make one job, its compile task first (prepared ahead, it compiles and autotunes; the
+    eager tasks after it find the plans made). In the order of each job's first task."""
+    from .. import backends
+
+    grouped: dict[object, list[Task]] = {}
+    for task in tasks:
+        plans = backends.create(task.lib, backends.Options(memory_format=task.memory_format)).shared_plans()
+        grouped.setdefault((task.model, plans) if plans else task, []).append(task)
+    return [tuple(sorted(group, key=lambda t: FAMILY_OF.get(t.lib) != "compile")) for group in grouped.values()]
+
+
+def _compiles(job: Job) -> bool:
+    return FAMILY_OF.get(job[0].lib) == "compile"
+
+
+def run_order(jobs: list[Job]) -> list[Job]:
+    """The order a GPU sweep runs its jobs in: each model's compile jobs spread among its other jobs, so that a
+    compile worker, prepared ahead, compiles while jobs that do not compile measure (three compile jobs in a row
     would each wait for the one before). The set of tasks, and which shard has which, do not change."""
     ordered = []
-    for model in dict.fromkeys(t.model for t in tasks):
-        own = [t for t in tasks if t.model == model]
-        compiling = [t for t in own if FAMILY_OF.get(t.lib) == "compile"]
-        others = [t for t in own if FAMILY_OF.get(t.lib) != "compile"]
+    for model in dict.fromkeys(job[0].model for job in jobs):
+        own = [job for job in jobs if job[0].model == model]
+        compiling = [job for job in own if _compiles(job)]
+        others = [job for job in own if not _compiles(job)]
         after = [round((i + 1) * len(others) / len(compiling)) for i in range(len(compiling))]  # others before each
         start = 0
-        for task, end in zip(compiling, after):
-            ordered += others[start:end] + [task]
+        for job, end in zip(compiling, after):
+            ordered += others[start:end] + [job]
             start = end
         ordered += others[start:]
     return ordered

@@ -12,58 +12,64 @@ from pathlib import Path
 
 from .config import SweepConfig
 from .journal import Outcome, recorded, sweep_features
-from .plan import Task, remaining, run_order
+from .plan import Job, Task, jobs, remaining, run_order
 from .worker import Worker, _allowed_cores
 
 
-def run_task(task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point,
-             started: Worker | None = None, on_last=lambda: None) -> Outcome:
-    """Run one worker under the time limit; whatever it did not record becomes a failed point with the reason.
-    `on_point(task, batch, Outcome of that point)` after each point; `on_last()` once, as soon as the worker says
-    the device is free (it has measured every batch size and writes its points) or has reported every batch size,
-    before it has exited (what it still does touches no kernel: the next worker may take the device)."""
-    running = started or Worker(task, config, sweep, repo, gpu, wait=False)
+def run_job(job: Job, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, on_point,
+            started: Worker | None = None, on_last=lambda: None) -> Outcome:
+    """Run one worker for the job's tasks under the time limit (the config's, per task); whatever it did not record
+    becomes a failed point with the reason. `on_point(task, batch, Outcome of that point)` after each point;
+    `on_last()` once, as soon as the worker says the device is free (it has measured every batch size and writes its
+    points) or has reported every batch size, before it has exited (what it still does touches no kernel: the next
+    worker may take the device)."""
+    running = started or Worker(job, config, sweep, repo, gpu, wait=False)
+    tasks = {task.lib: task for task in job}
+    expected = {(task.lib, batch) for task in job for batch in task.batch_sizes}
     outcome, reported = Outcome(), set()
     device_free = functools.cache(on_last)  # said once
     running.go()
-    timer = threading.Timer(config.time_limit_s, running.proc.kill)
+    limit_s = config.time_limit_s * len(job)
+    timer = threading.Timer(limit_s, running.proc.kill)
     timer.start()
     for line in running.proc.stdout:
-        message = _parse(line)
+        message = _parse(line, tasks)
         if message is None:
             continue
         if message.get("device_free") is True:
             device_free()
             continue
-        reported.add(message["batch"])
+        reported.add((message["lib"], message["batch"]))
         point = Outcome.of(message)
         outcome.add(point)
-        on_point(task, message["batch"], point)
-        if reported.issuperset(task.batch_sizes):
+        on_point(tasks[message["lib"]], message["batch"], point)
+        if reported >= expected:
             device_free()
     code = running.finish()
     timed_out = not timer.is_alive() and code != 0
     timer.cancel()
-    missing = [b for b in task.batch_sizes if b not in reported]
+    missing = sorted(expected - reported)
     if missing:
         last = "".join(running.stderr_tail).strip().splitlines()[-1:] or ["no output"]
-        reason = (f"worker timed out after {config.time_limit_s:g} s" if timed_out else
-                  f"worker exited with code {code}: {last}")
-        for batch in missing:
-            _record_failure(task, batch, config, sweep, repo, reason)
+        reason = f"worker timed out after {limit_s:g} s" if timed_out else f"worker exited with code {code}: {last}"
+        for lib, batch in missing:
+            _record_failure(tasks[lib], batch, config, sweep, repo, reason)
             point = Outcome(1, Counter({reason[:120]: 1}))
             outcome.add(point)
-            on_point(task, batch, point)
+            on_point(tasks[lib], batch, point)
     device_free()
     return outcome
 
 
-def _parse(line: str) -> dict | None:
+def _parse(line: str, tasks: dict[str, Task]) -> dict | None:
+    """A worker's line: a point of one of `tasks` (by lib) or the device freed; None for anything else."""
     try:
         message = json.loads(line)
     except json.JSONDecodeError:
         return None
-    return message if isinstance(message, dict) and ("batch" in message or "device_free" in message) else None
+    if not isinstance(message, dict):
+        return None
+    return message if message.get("device_free") is True or message.get("lib") in tasks and "batch" in message else None
 
 
 def _record_failure(task: Task, batch: int, config: SweepConfig, sweep: dict, repo: Path, reason: str) -> None:
@@ -84,7 +90,7 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
     `on_progress(total so far)` runs after each point, under the lock (the journal keeps this part's figures)."""
     from tqdm import tqdm
 
-    tasks = run_order(remaining(tasks, repo, sweep["id"]))
+    tasks = remaining(tasks, repo, sweep["id"])
     total = Outcome()
     bar = tqdm(total=sum(len(t.batch_sizes) for t in tasks), unit="point", dynamic_ncols=True, mininterval=1.0)
     lock = threading.Lock()
@@ -97,10 +103,10 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
             bar.update(1)
 
     pending: queue.Queue = queue.Queue()
-    for task in tasks:
-        pending.put(task)
+    for job in run_order(jobs(tasks)):
+        pending.put(job)
 
-    def take() -> Task | None:
+    def take() -> Job | None:
         try:
             return pending.get_nowait()
         except queue.Empty:
@@ -110,19 +116,18 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
         # On a GPU the next workers prepare on the host (a compile lib compiles) while this one measures, and the
         # first of them takes the device as soon as this one has reported its last point; on a CPU a prepared worker
         # would take the cores being measured, so CPU workers start one after the other.
-        prepared: deque = deque()  # (task, its started worker or None), in turn
+        prepared: deque = deque()  # (job, its started worker or None), in turn
 
         def top_up() -> None:
-            while len(prepared) < (_prestarted() if gpu is not None else 1) and (task := take()):
-                prepared.append((task, Worker(task, config, sweep, repo, gpu, wait=True) if gpu is not None else None))
+            while len(prepared) < (_prestarted() if gpu is not None else 1) and (job := take()):
+                prepared.append((job, Worker(job, config, sweep, repo, gpu, wait=True) if gpu is not None else None))
 
         top_up()
         while prepared:
-            task, running = prepared.popleft()
+            job, running = prepared.popleft()
             top_up()
             following = prepared[0][1] if prepared else None
-            run_task(task, config, sweep, repo, gpu, on_point, running,
-                     on_last=following.go if following else _nothing)
+            run_job(job, config, sweep, repo, gpu, on_point, running, on_last=following.go if following else _nothing)
 
     threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in _gpus(workers)]
     [t.start() for t in threads]

@@ -1,4 +1,5 @@
-"""The worker: a subprocess that measures every batch size of one (model, lib), and the parent's handle on it."""
+"""The worker: a subprocess that measures every batch size of each (model, lib) task of a job, and the parent's
+handle on it."""
 from __future__ import annotations
 
 import functools
@@ -15,39 +16,74 @@ from pathlib import Path
 from .. import caches
 from .config import SweepConfig
 from .journal import recorded, sweep_features
-from .plan import Task
+from .plan import Job, Task
 
 
-def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool = False) -> int:
-    """In the subprocess: measure every batch size of one (model, lib); one JSON line per point on stdout.
+def worker(job: Job, config: SweepConfig, sweep: dict, repo: Path, wait: bool = False) -> int:
+    """In the subprocess: measure every batch size of each (model, lib) of the job, in turn; one JSON line per point
+    on stdout.
 
-    With `wait`, the host-side preparation (imports, the model, its work, the images, the CUDA context; the weights
-    copied and a compile lib's compilation, see `_await_turn`) is done first, on three quarters of the cores, then
-    the worker says {"ready": true} and waits for a line on stdin before it launches anything on the GPU: the parent
-    starts the next workers while this one's predecessor measures, and only one process at a time uses the device.
-    Once every batch size is measured it says {"device_free": true} and only then writes its points, while the next
-    worker measures.
+    With `wait`, the host-side preparation (imports, the model, its work, the images, the CUDA context; the first
+    task's weights copied and a compile lib's compilation, see `_await_turn`) is done first, on three quarters of the
+    cores, then the worker says {"ready": true} and waits for a line on stdin before it launches anything on the GPU:
+    the parent starts the next workers while this one's predecessor measures, and only one process at a time uses
+    the device. The job's later tasks find the cuDNN plans its earlier ones autotuned (plan.jobs); their points say
+    so. Once every batch size is measured it says {"device_free": true} and only then writes its points, while the
+    next worker measures.
     """
-    from .. import backends, bench, engine, measure
+    from .. import measure
 
     if wait:
         _pin("prepare")
     done = recorded(repo, sweep["id"])
+    sessions = [_session(task, config) for task in job]
+    measure.open_device(sessions[0].backend.device)
+    first = job[0]
+    left = [b for b in first.batch_sizes if (first.model, first.lib, b) not in done] or list(first.batch_sizes)
+    turn = _await_turn(sessions[0], left[0] if wait else None)
+    if turn is None:
+        return 0  # the parent went away before our turn
+    measured, before = [], []  # (task, point); the libs measured earlier in this process
+    for task, session in zip(job, sessions):
+        points = _measure_task(task, session, config, done)
+        for point in points:
+            if before:
+                point.notes.append(f"measured in one process after {', '.join(before)}, whose convolutions are "
+                                   "the same: cuDNN's autotuned plans carried over (PyTorch keeps them per process)")
+            measured.append((task, point))
+        before += [task.lib] if points else []
+    print(json.dumps({"device_free": True}), flush=True)
+    for index, (task, point) in enumerate(measured):
+        _record(task, point, sweep, repo, turn if index == 0 else None)
+    return 0
+
+
+def _session(task: Task, config: SweepConfig):
+    """The task's backend and session, prepared on the host (see engine.Session.prepare_host)."""
+    from .. import backends, engine
+
     # compile libs compile once for every batch size: one compilation per size would take most of the sweep
-    options = backends.Options(memory_format=task.memory_format, dynamic_batch=True)
-    backend = backends.create(task.lib, options)
+    backend = backends.create(task.lib, _options(task))
     session = engine.Session(task.model, backend, max(task.batch_sizes), input_shape=config.input_shape,
                              references=engine.ReferenceCache(caches.references()))
     session.prepare_host()
-    measure.open_device(backend.device)
-    left = [b for b in task.batch_sizes if (task.model, task.lib, b) not in done] or list(task.batch_sizes)
-    turn = _await_turn(session, left[0] if wait else None)
-    if turn is None:
-        return 0  # the parent went away before our turn
+    return session
+
+
+def _options(task: Task):
+    from .. import backends
+
+    return backends.Options(memory_format=task.memory_format, dynamic_batch=True)
+
+
+def _measure_task(task: Task, session, config: SweepConfig, done: dict) -> list:
+    """Every batch size of the task this sweep has not recorded yet; the backend unloaded after."""
+    from .. import engine
+
     measured = []
     for batch in task.batch_sizes:
         if (task.model, task.lib, batch) in done:
-            print(json.dumps({"batch": batch, "skipped": True}), flush=True)
+            print(json.dumps({"lib": task.lib, "batch": batch, "skipped": True}), flush=True)
             continue
         plan = engine.RunPlan(task.model, batch, config.warmup, config.iterations, config.repetitions,
                               per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
@@ -55,17 +91,21 @@ def worker(task: Task, config: SweepConfig, sweep: dict, repo: Path, wait: bool 
                               threads=config.threads, input_shape=config.input_shape)
         measured.append(session.measure(plan))
     session.close()
-    print(json.dumps({"device_free": True}), flush=True)
-    for point in measured:
-        start = measure.now_s()
-        bench.record(bench.PointRequest(point.plan, task.lib, options, repo), point, sweep_features(sweep))
-        phases = {**point.phases_s, "record": measure.now_s() - start}
-        if point is measured[0]:
-            phases["warmup"] = phases.get("warmup", 0.0) + turn.first_call_s
-            phases["waiting"] = turn.waiting_s
-        print(json.dumps({"batch": point.plan.batch_size, "ok": point.run_success, "error": point.error,
-                          "measured_ms": sum(map(sum, point.samples_ms)), "phases_s": phases}), flush=True)
-    return 0
+    return measured
+
+
+def _record(task: Task, point, sweep: dict, repo: Path, turn: "Turn | None") -> None:
+    """Write the point and report it; the job's first point also carries its turn (the first call, the wait)."""
+    from .. import bench, measure
+
+    start = measure.now_s()
+    bench.record(bench.PointRequest(point.plan, task.lib, _options(task), repo), point, sweep_features(sweep))
+    phases = {**point.phases_s, "record": measure.now_s() - start}
+    if turn:
+        phases["warmup"] = phases.get("warmup", 0.0) + turn.first_call_s
+        phases["waiting"] = turn.waiting_s
+    print(json.dumps({"lib": task.lib, "batch": point.plan.batch_size, "ok": point.run_success, "error": point.error,
+                      "measured_ms": sum(map(sum, point.samples_ms)), "phases_s": phases}), flush=True)
 
 
 @dataclass(frozen=True)
@@ -124,17 +164,18 @@ def _die_with_parent() -> None:
 class Worker:
     """One explore-worker subprocess, its stderr drained from the start (a full pipe would block it)."""
 
-    def __init__(self, task: Task, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, wait: bool,
+    def __init__(self, job: Job, config: SweepConfig, sweep: dict, repo: Path, gpu: int | None, wait: bool,
                  command: list[str] | None = None):
-        """`command` replaces the worker program (default: `python -m ck_plugins explore-worker` for the task)."""
+        """`command` replaces the worker program (default: `python -m ck_plugins explore-worker` for the job)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(caches.inductor()))  # compiled graphs outlive the sweep
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        command = command or [sys.executable, "-m", "ck_plugins", "explore-worker", "--task", json.dumps(asdict(task)),
+        command = command or [sys.executable, "-m", "ck_plugins", "explore-worker",
+                              "--tasks", json.dumps([asdict(task) for task in job]),
                               "--config-json", json.dumps(asdict(config)), "--sweep", json.dumps(sweep),
                               "--repo", str(repo), *(["--wait"] if wait else [])]
-        self.task, self.waits, self.gone = task, wait, False
+        self.job, self.waits, self.gone = job, wait, False
         self.proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE if wait else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=_die_with_parent)
