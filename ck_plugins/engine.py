@@ -237,6 +237,17 @@ class Session:
         if self.references and self._reference is None and self._reference_key is None and not self._host_error:
             self._reference_key = ReferenceCache.key(self._model, self.model_name, self._images, self.backend.device)
 
+    def sibling(self, backend: Backend) -> "Session":
+        """A session of another backend over the same model, batch sizes and images, sharing this one's host work
+        (the model, its work, the images, the reference's name): a worker measuring several libs does it once."""
+        self.prepare_host()
+        other = Session(self.model_name, backend, self.max_batch, self.seed, self._model, self._reference,
+                        self.input_shape, self.references)
+        other._work, other._images, other._host_error = self._work, self._images, self._host_error
+        other._reference_key = self._reference_key
+        other.prepare_host()
+        return other
+
     def prepare_ahead(self, batch_size: int):
         """After prepare_host(), what the backend can do for the first batch before the device is granted, launching
         no kernel: load (the weights copied, where the backend `loads_ahead`) and compile. Returns the backend's

@@ -40,6 +40,22 @@ def test_a_batch_specific_backend_is_loaded_for_each_batch_size():
     assert counter.loads == [1, 2]
 
 
+def test_a_sibling_session_builds_nothing_again_and_measures_as_a_session_of_its_own(monkeypatch):
+    from ck_plugins import models
+
+    built, build = [], models.build
+    monkeypatch.setattr(models, "build", lambda *a, **k: built.append(a) or build(*a, **k))
+    first = engine.Session("squeezenet-1.1", backends.create("null"), max_batch=2)
+    sibling = first.sibling(backends.create("torch-cpu"))
+    measured = sibling.measure(plan(2))
+    alone = engine.Session("squeezenet-1.1", backends.create("torch-cpu"), max_batch=2).measure(plan(2))
+    assert len(built) == 2  # the first session's and the one alone: none for the sibling
+    assert measured.run_success and measured.flops_per_image == alone.flops_per_image > 0
+    assert measured.accuracy.relative_error < 1e-5 and [len(r) for r in measured.samples_ms] == [2, 2]
+    with pytest.raises(ValueError, match="batch 3.*batch <= 2"):
+        sibling.measure(plan(3))
+
+
 def test_a_plan_outside_the_session_is_a_bug_and_raised():
     session = engine.Session("squeezenet-1.1", backends.create("null"), max_batch=2)
     with pytest.raises(ValueError, match="batch 4.*batch <= 2"):

@@ -141,9 +141,11 @@ def _nothing() -> None:
 
 
 def _prestarted() -> int:
-    """How many workers wait, prepared, beside the measuring one: two where the host has 8 cores or more (a compile
-    worker then has the time of two tasks to compile in), else one."""
-    return 2 if len(_allowed_cores() or range(os.cpu_count() or 1)) >= 8 else 1
+    """How many workers wait, prepared, beside the measuring one: a compile job's worker has the time of that many
+    jobs to compile in, while its own preparation shares three quarters of the cores with theirs. Three on a host of
+    16 cores or more, two on 8 or more, else one."""
+    cores = len(_allowed_cores() or range(os.cpu_count() or 1))
+    return 3 if cores >= 16 else 2 if cores >= 8 else 1
 
 
 def _gpus(workers: int) -> list[int | None]:

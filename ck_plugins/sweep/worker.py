@@ -36,7 +36,8 @@ def worker(job: Job, config: SweepConfig, sweep: dict, repo: Path, wait: bool = 
     if wait:
         _pin("prepare")
     done = recorded(repo, sweep["id"])
-    sessions = [_session(task, config) for task in job]
+    sessions = [_session(job, config)]
+    sessions += [sessions[0].sibling(_backend(task)) for task in job[1:]]
     measure.open_device(sessions[0].backend.device)
     first = job[0]
     left = [b for b in first.batch_sizes if (first.model, first.lib, b) not in done] or list(first.batch_sizes)
@@ -58,19 +59,27 @@ def worker(job: Job, config: SweepConfig, sweep: dict, repo: Path, wait: bool = 
     return 0
 
 
-def _session(task: Task, config: SweepConfig):
-    """The task's backend and session, prepared on the host (see engine.Session.prepare_host)."""
-    from .. import backends, engine
+def _session(job: Job, config: SweepConfig):
+    """The first task's backend and session, for every batch size of the job, prepared on the host (see
+    engine.Session.prepare_host); the other tasks' sessions are its siblings."""
+    from .. import caches, engine
 
-    # compile libs compile once for every batch size: one compilation per size would take most of the sweep
-    backend = backends.create(task.lib, _options(task))
-    session = engine.Session(task.model, backend, max(task.batch_sizes), input_shape=config.input_shape,
+    largest = max(b for task in job for b in task.batch_sizes)
+    session = engine.Session(job[0].model, _backend(job[0]), largest, input_shape=config.input_shape,
                              references=engine.ReferenceCache(caches.references()))
     session.prepare_host()
     return session
 
 
+def _backend(task: Task):
+    from .. import backends
+
+    return backends.create(task.lib, _options(task))
+
+
 def _options(task: Task):
+    """The backend's options: compile libs compile once for every batch size (one compilation per size would take
+    most of the sweep)."""
     from .. import backends
 
     return backends.Options(memory_format=task.memory_format, dynamic_batch=True)
