@@ -50,7 +50,8 @@ def worker(job: Job, config: SweepConfig, sweep: dict, repo: Path, wait: bool = 
         for point in points:
             if before:
                 point.notes.append(f"measured in one process after {', '.join(before)}, whose convolutions are "
-                                   "the same: cuDNN's autotuned plans carried over (PyTorch keeps them per process)")
+                                   "the same: cuDNN's autotuned plans carried over (PyTorch keeps them per process), "
+                                   "so this point's warm-up and peak memory hold no autotuning of those convolutions")
             measured.append((task, point))
         before += [task.lib] if points else []
     print(json.dumps({"device_free": True}), flush=True)
