@@ -53,7 +53,7 @@ def worker(job: Job, config: SweepConfig, sweep: dict, repo: Path, wait: bool = 
                                    "the same: cuDNN's autotuned plans carried over (PyTorch keeps them per process), "
                                    "so this point's warm-up and peak memory hold no autotuning of those convolutions")
             measured.append((task, point))
-        before += [task.lib] if points else []
+        before += [task.lib] if any(point.run_success for point in points) else []  # it autotuned
     print(json.dumps({"device_free": True}), flush=True)
     for index, (task, point) in enumerate(measured):
         _record(task, point, sweep, repo, turn if index == 0 else None)
