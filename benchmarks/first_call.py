@@ -8,47 +8,37 @@ the first call's wall time and the host CPU time the process spent in it (CPU ab
 such as cuDNN building and compiling plans), then a steady call. --no-benchmark turns cuDNN's autotuning off after
 the load (a diagnosis only: the cuDNN libs measure with it on). --kernels profiles the first call with torch.profiler
 and prints its GPU kernels' total time instead of the CPU time (the profiler slows the host: its wall is not the
-cost). Timing goes through measure.now_s, the one host clock.
+cost). Timing goes through measure.time_iterations, the one timer.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 
-from ck_plugins import backends, models
+from ck_plugins import backends, measure, models
 from ck_plugins.engine import seeded_images
-from ck_plugins.measure import now_s
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def first_call(backend, inputs, kernels: bool) -> tuple[float, float]:
-    """The first call's wall seconds, and its host CPU seconds (or, with `kernels`, its GPU kernels' seconds)."""
-    sync()
-    start, cpu = now_s(), time.process_time()
-    if not kernels:
-        backend.predict(inputs)
-        sync()
-        return now_s() - start, time.process_time() - cpu
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        backend.predict(inputs)
-        sync()
-    wall = now_s() - start
-    return wall, sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type.name == "CUDA") / 1e6
+    """The first call's wall seconds (measure's warm-up of one step), and the host CPU seconds the process spent in it
+    (or, with `kernels`, its GPU kernels' seconds, from torch.profiler)."""
+    step = lambda: backend.predict(inputs)  # noqa: E731
+    if kernels:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            wall = measure.time_iterations(step, backend.device, 1, 0, 0).warmup_s
+        return wall, sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type.name == "CUDA") / 1e6
+    cpu = [time.process_time()]
+    timing = measure.time_iterations(step, backend.device, 1, 0, 0, done=lambda stage: cpu.append(time.process_time()))
+    return timing.warmup_s, cpu[1] - cpu[0]
 
 
 def steady_ms(backend, inputs, calls: int = 10) -> float:
-    sync()
-    start = now_s()
-    for _ in range(calls):
-        backend.predict(inputs)
-    sync()
-    return (now_s() - start) * 1e3 / calls
+    """The median of `calls` timed calls (measure's timer: CUDA events on a GPU)."""
+    samples = measure.time_iterations(lambda: backend.predict(inputs), backend.device, 0, calls, 1).samples_ms[0]
+    return statistics.median(samples)
 
 
 def run(model_name: str, libs: list[str], batch_sizes: list[int], benchmark: bool, kernels: bool) -> None:
