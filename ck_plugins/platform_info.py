@@ -94,10 +94,19 @@ def _text(value) -> str:
 
 
 def describe(device: torch.device) -> dict:
+    """The platform of a point measured now on `device`: what cannot change in this process is read once (a sweep
+    records hundreds of points per process); the thread count and the GPU's clocks and temperature each time."""
+    info = {**_static(device.type, device.index), "cpu_threads": torch.get_num_threads()}  # intra-op threads used
+    if device.type == "cuda":
+        info.update(gpu_state(device.index or 0))
+    return info
+
+
+@functools.cache
+def _static(device_type: str, index: int | None) -> dict:
     info = {
         "cpu": cpu_model(),
         "hostname": socket.gethostname(),
-        "cpu_threads": torch.get_num_threads(),  # intra-op threads torch used
         "os": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -106,12 +115,11 @@ def describe(device: torch.device) -> dict:
         "tensorrt": tensorrt_version(),
         "gpu": None,
     }
-    if device.type != "cuda" and torch.cuda.is_available():
+    if device_type != "cuda" and torch.cuda.is_available():
         info["host_gpu"] = torch.cuda.get_device_name(0)  # a CPU point on a GPU machine belongs to that platform
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
+    if device_type == "cuda":
+        props = torch.cuda.get_device_properties(torch.device(device_type, index))
         info["gpu"] = props.name
         info["gpu_multiprocessors"] = props.multi_processor_count
         info["gpu_memory_mbytes"] = props.total_memory / 2**20
-        info.update(gpu_state(device.index or 0))
     return info

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -55,6 +56,10 @@ def test_ci_config_end_to_end_records_valid_points_tagged_like_the_seed(tmp_path
     assert journal["phases_s"]["record"] > 0 and 0 < journal["harness_share"] < 1
     assert journal["harness_s"] == pytest.approx(journal["wall_s"] - journal["measured_s"] - journal["warmup_s"])
     assert "harness" in done.stdout and "of the wall time" in done.stdout
+    on_the_way = ("load", "warmup", "timed", "accuracy", "per_layer", "between", "outside", "start", "end")
+    assert all(journal["phases_s"][stage] >= 0 for stage in on_the_way)  # each stage reported
+    # disjoint stretches of the wall time (here workers run one after the other; `record` overlaps `end`)
+    assert sum(journal["phases_s"][stage] for stage in on_the_way) <= journal["wall_s"] + 0.01
 
 
 def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_path):
@@ -254,6 +259,26 @@ def test_a_worker_reads_how_long_the_device_waited_from_the_go_line(monkeypatch)
     assert worker._await_turn(Nothing(), 1).waiting_s == 0.0
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # the parent went away
     assert worker._await_turn(Nothing(), 1) is None
+
+
+def test_a_workers_time_beside_its_points_stages_is_counted_between_and_outside_them(monkeypatch):
+    from ck_plugins import measure
+
+    now = [10.0]
+    monkeypatch.setattr(measure, "_host_clock", lambda: now[0])
+
+    class Session:
+        def measure(self, seconds):  # a point that takes `seconds`, 1.5 of them in its stages
+            now[0] += seconds
+            return SimpleNamespace(phases_s={"load": 0.5, "timed": 1.0})
+
+    clock = worker._DeviceClock(now[0])
+    now[0] += 0.25  # planning the first point
+    assert clock.measure(Session(), 2.0)[1] == {"between": 0.25, "outside": 0.5}
+    now[0] += 0.75  # a task unloaded, the next one's first point planned
+    assert clock.measure(Session(), 1.5)[1] == {"between": 0.75, "outside": 0.0}
+    now[0] += 0.125  # the last task unloaded
+    assert clock.since_last() == 0.125
 
 
 def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exits(tmp_path):

@@ -115,9 +115,13 @@ class Journal:
 
 def cost(wall_s: float, measured_s: float, phases_s: Counter) -> dict:
     """Where a sweep's wall time went. warmup_s: loading the backends and their warm-ups (cuDNN autotuning and
-    compilation go there); harness_s: the rest beside the measured iterations (starting workers, the timing loop's
-    own cost, accuracy, per-layer passes, writing points), with its share of the wall time; waiting_s, a part of
-    the harness: the device idle while the next worker was not yet ready (its start, a compilation not done)."""
+    compilation go there); harness_s: the rest beside the measured iterations, with its share of the wall time. Its
+    parts are in phases_s: the timing loop's own cost (timed minus the measured time), accuracy, per_layer; waiting
+    (the device idle while the next worker was not yet ready: its start, a compilation not done), between (a worker
+    between its points: unloading a task, planning the next point), outside (inside a point, beside its stages),
+    start (the sweep until its first worker's go) and end (from the last device_free until every point is written).
+    On a GPU `record` happens while the next worker measures; on a CPU, where workers start one after the other,
+    it and each worker's start are on the way too (the latter in no stage)."""
     if not phases_s:  # the CK route: its points' stages are not reported back
         return {"phases_s": {}, "warmup_s": None, "harness_s": None, "harness_share": None, "waiting_s": None}
     warmup = phases_s.get("load", 0.0) + phases_s.get("warmup", 0.0)

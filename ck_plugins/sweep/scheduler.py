@@ -8,6 +8,7 @@ import os
 import queue
 from collections import Counter, deque
 import threading
+import time
 from pathlib import Path
 
 from .config import SweepConfig
@@ -112,32 +113,42 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
         except queue.Empty:
             return None
 
+    began = time.monotonic()
+
     def serve(gpu: int | None) -> None:
         # On a GPU the next workers prepare on the host (a compile lib compiles) while this one measures, and the
         # first of them takes the device as soon as this one has reported its last point; on a CPU a prepared worker
         # would take the cores being measured, so CPU workers start one after the other.
         prepared: deque = deque()  # (job, its started worker or None), in turn
+        freed = [began]  # when the device was last given on (the next worker's go) or freed
 
         def top_up() -> None:
             while len(prepared) < (_prestarted() if gpu is not None else 1) and (job := take()):
                 prepared.append((job, Worker(job, config, sweep, repo, gpu, wait=True) if gpu is not None else None))
 
+        def hand_on(following: Worker | None) -> None:
+            freed[0] = time.monotonic()
+            if following:
+                following.go()
+
         top_up()
+        edges = Counter(start=0.0)
         while prepared:
             job, running = prepared.popleft()
             top_up()
             following = prepared[0][1] if prepared else None
-            run_job(job, config, sweep, repo, gpu, on_point, running, on_last=following.go if following else _nothing)
+            edges["start"] = edges["start"] or time.monotonic() - began  # the first worker's go is sent now
+            run_job(job, config, sweep, repo, gpu, on_point, running, on_last=functools.partial(hand_on, following))
+        edges["end"] = time.monotonic() - freed[0]  # the last worker writing its points and exiting
+        with lock:
+            total.phases_s.update(edges)
+            on_progress(total)
 
     threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in _gpus(workers)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     bar.close()
     return total
-
-
-def _nothing() -> None:
-    pass
 
 
 def _prestarted() -> int:

@@ -44,20 +44,47 @@ def worker(job: Job, config: SweepConfig, sweep: dict, repo: Path, wait: bool = 
     turn = _await_turn(sessions[0], left[0] if wait else None)
     if turn is None:
         return 0  # the parent went away before our turn
-    measured, before = [], []  # (task, point); the libs measured earlier in this process
+    clock = _DeviceClock(measure.now_s())
+    measured, before = [], []  # (task, point, its gaps); the libs measured earlier in this process
     for task, session in zip(job, sessions):
-        points = _measure_task(task, session, config, done)
-        for point in points:
+        points = _measure_task(task, session, config, done, clock)
+        for point, gaps in points:
             if before:
                 point.notes.append(f"measured in one process after {', '.join(before)}, whose convolutions are "
                                    "the same: cuDNN's autotuned plans carried over (PyTorch keeps them per process), "
                                    "so this point's warm-up and peak memory hold no autotuning of those convolutions")
-            measured.append((task, point))
-        before += [task.lib] if any(point.run_success for point in points) else []  # it autotuned
+            measured.append((task, point, gaps))
+        before += [task.lib] if any(point.run_success for point, _ in points) else []  # it autotuned
+    if measured:
+        measured[-1][2]["between"] += clock.since_last()  # the last task's unload
     print(json.dumps({"device_free": True}), flush=True)
-    for index, (task, point) in enumerate(measured):
-        _record(task, point, sweep, repo, turn if index == 0 else None)
+    for index, (task, point, gaps) in enumerate(measured):
+        _record(task, point, gaps, sweep, repo, turn if index == 0 else None)
     return 0
+
+
+class _DeviceClock:
+    """Where a worker's time on the device goes beside its points' stages, so that the journal accounts for every
+    second of it: `between` a point and the one before it (or the turn's first call: unloading a task, planning the
+    next point), and `outside` a point's stages while it is measured (its checks, the platform it records)."""
+
+    def __init__(self, now_s: float):
+        self.last = now_s
+
+    def measure(self, session, plan) -> tuple:
+        from .. import measure
+
+        start = measure.now_s()
+        point = session.measure(plan)
+        end = measure.now_s()
+        gaps = {"between": start - self.last, "outside": max(0.0, end - start - sum(point.phases_s.values()))}
+        self.last = end
+        return point, gaps
+
+    def since_last(self) -> float:
+        from .. import measure
+
+        return measure.now_s() - self.last
 
 
 def _session(job: Job, config: SweepConfig):
@@ -86,8 +113,9 @@ def _options(task: Task):
     return backends.Options(memory_format=task.memory_format, dynamic_batch=True)
 
 
-def _measure_task(task: Task, session, config: SweepConfig, done: dict) -> list:
-    """Every batch size of the task this sweep has not recorded yet; the backend unloaded after."""
+def _measure_task(task: Task, session, config: SweepConfig, done: dict, clock: _DeviceClock) -> list:
+    """Every batch size of the task this sweep has not recorded yet, each with its gaps (see _DeviceClock); the
+    backend unloaded after."""
     from .. import engine
 
     measured = []
@@ -99,18 +127,19 @@ def _measure_task(task: Task, session, config: SweepConfig, done: dict) -> list:
                               per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
                               harness_check=False, min_repetition_ms=config.min_repetition_ms,
                               threads=config.threads, input_shape=config.input_shape)
-        measured.append(session.measure(plan))
+        measured.append(clock.measure(session, plan))
     session.close()
     return measured
 
 
-def _record(task: Task, point, sweep: dict, repo: Path, turn: "Turn | None") -> None:
-    """Write the point and report it; the job's first point also carries its turn (the first call, the wait)."""
+def _record(task: Task, point, gaps: dict, sweep: dict, repo: Path, turn: "Turn | None") -> None:
+    """Write the point and report it with its stages and gaps; the job's first point also carries its turn (the
+    first call, the wait)."""
     from .. import bench, measure
 
     start = measure.now_s()
     bench.record(bench.PointRequest(point.plan, task.lib, _options(task), repo), point, sweep_features(sweep))
-    phases = {**point.phases_s, "record": measure.now_s() - start}
+    phases = {**point.phases_s, **gaps, "record": measure.now_s() - start}
     if turn:
         phases["warmup"] = phases.get("warmup", 0.0) + turn.first_call_s
         phases["waiting"] = turn.waiting_s
