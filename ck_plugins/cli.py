@@ -255,7 +255,10 @@ def _cmd_explore_worker(args) -> int:
     config = SweepConfig(**{**config, "models": tuple(config["models"]), "batch_sizes": tuple(config["batch_sizes"]),
                             "input_shape": tuple(config["input_shape"])})
     job = tuple(Task(t["model"], t["lib"], tuple(t["batch_sizes"]), t["memory_format"]) for t in json.loads(args.tasks))
-    return worker(job, config, json.loads(args.sweep), Path(args.repo), args.wait)
+    code = worker(job, config, json.loads(args.sweep), Path(args.repo), args.wait)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # every point is written and reported: no interpreter teardown (seconds, with inductor's pool)
 
 
 def _add_adaptive(sub) -> None:

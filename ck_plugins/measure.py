@@ -4,6 +4,8 @@ Raw per-iteration samples are returned; statistics are derived elsewhere (stats.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import re
 import resource
@@ -71,6 +73,7 @@ def time_iterations(step: Callable[[], object], device: torch.device, warmup: in
     synchronisation (never its first step, which autotunes and compiles), or from as many extra steps where the
     warm-up has only one; at most MAX_ITERATIONS.
     `done` (progress) is called after the warm-up and after each repetition, never inside a timed repetition.
+    Python's garbage collector is paused from the sizing steps to the last repetition (see _collector_paused).
     """
     done = done or (lambda _stage: None)
     sizing = min(SIZING_STEPS, warmup - 1) if min_repetition_ms > 0 else 0  # never the first: it autotunes
@@ -78,16 +81,23 @@ def time_iterations(step: Callable[[], object], device: torch.device, warmup: in
     for _ in range(warmup - sizing):
         step()
     _sync(device)
-    sized = now_s()
-    for _ in range(sizing):
-        step()
-    _sync(device)
-    warmup_s = now_s() - start
-    done("warm-up")
-    if min_repetition_ms > 0:
-        per_step_ms = (start + warmup_s - sized) * 1e3 / sizing if sizing else _per_step_ms(step, device)
-        iterations = max(iterations, min(MAX_ITERATIONS, math.ceil(min_repetition_ms / max(per_step_ms, 1e-3))))
-    timed, clock = (_time_cuda, "cuda-events") if device.type == "cuda" else (_time_host, "host-perf-counter")
+    with _collector_paused():
+        sized = now_s()
+        for _ in range(sizing):
+            step()
+        _sync(device)
+        warmup_s = now_s() - start
+        done("warm-up")
+        if min_repetition_ms > 0:
+            per_step_ms = (start + warmup_s - sized) * 1e3 / sizing if sizing else _per_step_ms(step, device)
+            iterations = max(iterations, min(MAX_ITERATIONS, math.ceil(min_repetition_ms / max(per_step_ms, 1e-3))))
+        samples, energy = _repetitions(step, device, iterations, repetitions, done)
+    return Timing(samples, "cuda-events" if device.type == "cuda" else "host-perf-counter", warmup_s, energy)
+
+
+def _repetitions(step, device: torch.device, iterations: int, repetitions: int, done) -> tuple:
+    """The timed repetitions' samples, and the GPU energy they took where NVML can tell."""
+    timed = _time_cuda if device.type == "cuda" else _time_host
     meter = energy_meter(device)
     opened = (meter(), now_s()) if meter else None
     samples = []
@@ -98,7 +108,21 @@ def time_iterations(step: Callable[[], object], device: torch.device, warmup: in
     if opened:
         _sync(device)
         energy = Energy((meter() - opened[0]) / 1e3, (now_s() - opened[1]) * 1e3)
-    return Timing(samples, clock, warmup_s, energy)
+    return samples, energy
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while steps are sized and timed, as timeit does: a collection in the
+    middle of a repetition stalls the launches (a full one scans every object of torch: 0.1-0.2 s). The untimed
+    warm-up steps before keep it on (a compilation makes much garbage)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def energy_meter(device: torch.device) -> Callable[[], float] | None:

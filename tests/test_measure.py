@@ -14,6 +14,22 @@ def test_host_timer_keeps_every_iteration_of_every_repetition():
     assert [len(r) for r in timing.samples_ms] == [4, 4, 4] and min(min(r) for r in timing.samples_ms) >= 2.0
 
 
+@pytest.mark.parametrize("collecting", [True, False])
+def test_the_garbage_collector_is_paused_while_steps_are_sized_and_timed_and_restored_after(collecting):
+    import gc
+
+    seen = []
+    (gc.enable if collecting else gc.disable)()
+    try:
+        measure.time_iterations(lambda: seen.append(gc.isenabled()), torch.device("cpu"), warmup=4, iterations=3,
+                                repetitions=2, min_repetition_ms=1e-9)
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+    assert seen[0] == collecting and not any(seen[1:])  # the first warm-up step: collecting as before; then sizing
+    assert len(seen) == 4 + 6 and after == collecting
+
+
 def test_per_layer_pass_covers_every_leaf_in_order():
     model = models.build("squeezenet-1.1")
     x = torch.randn(1, 3, 224, 224)
