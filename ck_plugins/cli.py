@@ -189,6 +189,10 @@ def _add_explore(sub) -> None:
     p.add_argument("--device", default="any", help="any, cpu or cuda: keep only libs of that device")
     p.add_argument("--shard", help="I/N: run the I-th of N deterministic parts (0-based)")
     p.add_argument("--workers", default="0", help="parallel workers (default: one per visible GPU, else 1)")
+    p.add_argument("--prepared", default="auto",
+                   help="GPU workers that wait prepared (imports, loads, compilations done) beside the measuring one: "
+                        "auto (3 on hosts of 16 cores or more, 2 on 8 or more, else 1), or a count; 0 starts each "
+                        "worker when the one before has finished, so that nothing else runs on the host")
     p.add_argument("--repo", default=os.environ.get("CK_RESULTS_REPO", ""),
                    help="CK repository that receives the points (default: this checkout)")
     p.add_argument("--fresh", action="store_true", help="start a new sweep even if the last one is incomplete")
@@ -213,6 +217,7 @@ def _cmd_explore(args) -> int:
     if shard:
         tasks = plan.shard(tasks, *shard)
     workers = check_positive_int("workers", args.workers) if args.workers != "0" else 0
+    prepared = scheduler.parse_prepared(args.prepared)
     if args.dry_run or not tasks:
         for task in tasks:
             print(f"{task.model} {task.lib} {task.memory_format} batch {','.join(map(str, task.batch_sizes))}")
@@ -225,11 +230,13 @@ def _cmd_explore(args) -> int:
     sweep = journal.open_sweep(repo, key, config, args.shard or "", args.fresh)
     journal.remove_stale_temporaries(repo)
     print(f"sweep {sweep['id']} ({config.name}): {len(tasks)} (model, lib) tasks into {repo}", flush=True)
-    book = journal.Journal(repo, key, sweep)
     if args.via_ck:
+        book = journal.Journal(repo, key, sweep)
         outcome = scheduler.run_via_ck(tasks, config, sweep, repo)
     else:
-        outcome = scheduler.run(tasks, config, sweep, repo, workers, book.save)
+        prepared = scheduler.prepared_workers(prepared, workers)
+        book = journal.Journal(repo, key, sweep, {"prepared_workers": prepared})
+        outcome = scheduler.run(tasks, config, sweep, repo, workers, book.save, prepared)
     summary = book.save(outcome, complete=True)
     ratio = summary["wall_over_measured"]
     parts = f" in {len(summary['parts'])} parts" if len(summary["parts"]) > 1 else ""

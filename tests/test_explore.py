@@ -60,6 +60,40 @@ def test_ci_config_end_to_end_records_valid_points_tagged_like_the_seed(tmp_path
     assert all(journal["phases_s"][stage] >= 0 for stage in on_the_way)  # each stage reported
     # disjoint stretches of the wall time (here workers run one after the other; `record` overlaps `end`)
     assert sum(journal["phases_s"][stage] for stage in on_the_way) <= journal["wall_s"] + 0.01
+    assert journal["parts"][-1]["prepared_workers"] == 0  # CPU slots: each worker starts after the one before
+
+
+@pytest.mark.parametrize("text", ["-1", "two", "1.5", ""])
+def test_a_bad_count_of_prepared_workers_is_refused_before_anything_is_written(tmp_path, text):
+    done = sweep(tmp_path, "--config", "ci", "--prepared", text)
+    assert done.returncode != 0 and f"prepared workers {text!r} is not valid" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not tmp_path.joinpath(".ck-sweeps").exists()
+
+
+@pytest.mark.parametrize("prepared", [0, 1])
+def test_on_a_gpu_slot_workers_wait_prepared_beside_the_measuring_one_unless_none_is_asked_for(tmp_path, monkeypatch,
+                                                                                                prepared):
+    config = sweep_config.load_config(str(ci_sweep_config(tmp_path, models=["squeezenet-1.1"], libs=["null"],
+                                                          batch_sizes=[1])))
+    tasks = [plan.Task(model, "null", (1,), "nchw") for model in ("squeezenet-1.0", "squeezenet-1.1", "alexnet")]
+    started = []  # (waits, how many workers were alive then)
+
+    class Recorded(worker.Worker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append((self.waits, sum(w.proc.poll() is None for w in alive)))
+            alive.append(self)
+
+    alive: list = []
+    monkeypatch.setattr(scheduler, "_gpus", lambda workers: [0])  # a GPU slot (the null lib needs no GPU)
+    monkeypatch.setattr(scheduler, "Worker", Recorded)
+    outcome = scheduler.run(tasks, config, {"id": f"prep-{prepared}", "config": "ci", "shard": ""}, tmp_path, 1,
+                            prepared=prepared)
+    assert outcome.points == 3 and not outcome.failed
+    if prepared:
+        assert [waits for waits, _ in started] == [True] * 3 and max(n for _, n in started) >= 1
+    else:
+        assert started == [(False, 0)] * 3  # each started once the one before had exited
 
 
 def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_path):

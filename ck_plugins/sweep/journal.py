@@ -89,16 +89,19 @@ class Journal:
     """The sweep's journal file: its id, and one entry per part (a run killed and resumed has several), each part's
     figures saved after every (model, lib), so a killed part still counts in the summary."""
 
-    def __init__(self, repo: Path, key: str, sweep: dict):
-        self.path, self.sweep = repo / JOURNAL_DIR / f"{key}.json", sweep
-        self.sweep["parts"] = sweep.get("parts", []) + [{"wall_s": 0.0, "measured_s": 0.0, "points": 0, "failed": 0}]
+    def __init__(self, repo: Path, key: str, sweep: dict, conditions: dict | None = None):
+        """`conditions`: how this part ran that changes nothing measured (such as prepared_workers), kept in it."""
+        self.path, self.sweep, self.conditions = repo / JOURNAL_DIR / f"{key}.json", sweep, dict(conditions or {})
+        self.sweep["parts"] = sweep.get("parts", []) + [{"wall_s": 0.0, "measured_s": 0.0, "points": 0, "failed": 0,
+                                                         **self.conditions}]
         self.started = time.perf_counter()
         write_json_atomic(self.path, self.sweep)
 
     def save(self, total: Outcome, complete: bool = False) -> dict:
         self.sweep["parts"][-1] = {"wall_s": time.perf_counter() - self.started, "measured_s": total.measured_ms / 1e3,
                                    "points": total.points, "failed": sum(total.failed.values()),
-                                   "failures": dict(total.failed), "phases_s": dict(total.phases_s)}
+                                   "failures": dict(total.failed), "phases_s": dict(total.phases_s),
+                                   **self.conditions}
         parts = self.sweep["parts"]
         wall, measured = sum(p["wall_s"] for p in parts), sum(p["measured_s"] for p in parts)
         failures, phases = Counter(), Counter()

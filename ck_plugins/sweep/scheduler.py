@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import BadInput
 from .config import SweepConfig
 from .journal import Outcome, recorded, sweep_features
 from .plan import Job, Task, jobs, remaining, run_order
@@ -86,9 +87,10 @@ def _record_failure(task: Task, batch: int, config: SweepConfig, sweep: dict, re
 
 
 def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers: int,
-        on_progress=lambda total: None) -> Outcome:
+        on_progress=lambda total: None, prepared: int | None = None) -> Outcome:
     """Run the tasks, `workers` at a time (one per GPU), with a progress bar; return what was measured.
-    `on_progress(total so far)` runs after each point, under the lock (the journal keeps this part's figures)."""
+    `on_progress(total so far)` runs after each point, under the lock (the journal keeps this part's figures).
+    `prepared`: workers waiting prepared beside the measuring one on a GPU (see prepared_workers)."""
     from tqdm import tqdm
 
     tasks = remaining(tasks, repo, sweep["id"])
@@ -113,18 +115,19 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
         except queue.Empty:
             return None
 
-    began = time.monotonic()
+    began, ahead = time.monotonic(), prepared_workers(prepared, workers)
 
     def serve(gpu: int | None) -> None:
         # On a GPU the next workers prepare on the host (a compile lib compiles) while this one measures, and the
-        # first of them takes the device as soon as this one has reported its last point; on a CPU a prepared worker
-        # would take the cores being measured, so CPU workers start one after the other.
+        # first of them takes the device as soon as this one has reported its last point (see prepared_workers).
         prepared: deque = deque()  # (job, its started worker or None), in turn
         freed = [began]  # when the device was last given on (the next worker's go) or freed
 
+        waits = gpu is not None and ahead > 0  # else each worker starts when the one before has finished
+
         def top_up() -> None:
-            while len(prepared) < (_prestarted() if gpu is not None else 1) and (job := take()):
-                prepared.append((job, Worker(job, config, sweep, repo, gpu, wait=True) if gpu is not None else None))
+            while len(prepared) < (ahead if waits else 1) and (job := take()):
+                prepared.append((job, Worker(job, config, sweep, repo, gpu, wait=True) if waits else None))
 
         def hand_on(following: Worker | None) -> None:
             freed[0] = time.monotonic()
@@ -151,10 +154,29 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
     return total
 
 
-def _prestarted() -> int:
-    """How many workers wait, prepared, beside the measuring one: a compile job's worker has the time of that many
-    jobs to compile in, while its own preparation shares three quarters of the cores with theirs. Three on a host of
-    16 cores or more, two on 8 or more, else one."""
+def parse_prepared(text: str) -> int | None:
+    """explore's --prepared: "auto" (None) or a count of 0 or more."""
+    if text.strip() == "auto":
+        return None
+    try:
+        count = int(text.strip())
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise BadInput("prepared workers", text, "auto or a whole number, 0 or more")
+    return count
+
+
+def prepared_workers(chosen: int | None, workers: int) -> int:
+    """How many workers wait, prepared, beside the measuring one on a GPU: `chosen`, or by default as many as let a
+    compile job's worker compile in the time of that many jobs while its preparation shares three quarters of the
+    cores with theirs: three on a host of 16 cores or more, two on 8 or more, else one. With 0, each worker starts
+    when the one before has finished (the device waits for every start; nothing else runs on the host), as always
+    on CPU slots (a prepared worker would take the cores being measured): 0 where no GPU is used."""
+    if all(gpu is None for gpu in _gpus(workers)):
+        return 0
+    if chosen is not None:
+        return chosen
     cores = len(_allowed_cores() or range(os.cpu_count() or 1))
     return 3 if cores >= 16 else 2 if cores >= 8 else 1
 
