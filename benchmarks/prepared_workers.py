@@ -58,9 +58,12 @@ def main() -> int:
     parser.add_argument("--models", default="squeezenet-1.1,alexnet")
     parser.add_argument("--batch-sizes", default="2,6,10,16")
     args = parser.parse_args()
-    counts = [int(x) for x in args.runs.split(",")]
-    if 0 not in counts:
-        parser.error(f"--runs {args.runs!r}: expected at least one run with 0 prepared, the reference")
+    try:
+        counts = [int(x) for x in args.runs.split(",")]
+    except ValueError:
+        counts = []
+    if 0 not in counts or min(counts) < 0:
+        parser.error(f"--runs {args.runs!r}: expected counts of 0 or more, one of them 0 (the reference run)")
     measured = []
     for index, prepared in enumerate(counts):
         repo = run(args.out, index, prepared, args)
