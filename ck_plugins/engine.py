@@ -289,7 +289,7 @@ class Session:
         return self._reference[:batch_size]
 
     def _measure(self, plan: RunPlan, result: Measurement) -> None:
-        backend, clock = self.backend, _PhaseClock(result.phases_s)
+        backend, clock = self.backend, measure.PhaseClock(result.phases_s)
         measure.reset_peak_memory(backend.device)
         images = self._load(plan.batch_size)
         result.layer_work, result.flops_per_image = self._work.layers, self._work.flops_per_image
@@ -341,18 +341,6 @@ class Session:
                 result.per_layer.append(measure.per_layer_times(layered, layer_step, backend.device,
                                                                 plan.per_layer_passes, labels))
             done(f"per-layer pass {index + 1}/{plan.repetitions}")
-
-
-class _PhaseClock:
-    """Host wall time of a point's stages into `phases`: each done(name) closes the stage begun by the last."""
-
-    def __init__(self, phases: dict[str, float]):
-        self.phases, self.last = phases, measure.now_s()
-
-    def done(self, name: str, minus: float = 0.0) -> None:
-        now = measure.now_s()
-        self.phases[name] = self.phases.get(name, 0.0) + now - self.last - minus
-        self.last = now
 
 
 def model_info(model: torch.nn.Module, name: str, input_shape, work: models.ModelWork) -> dict:

@@ -46,6 +46,20 @@ def now_s() -> float:
 _host_clock = time.perf_counter
 
 
+class PhaseClock:
+    """Host wall time of consecutive stages into `phases`: each done(name) closes the stage begun by the last, less
+    `minus` (what was counted elsewhere). `phases` may be swapped between stages (a sweep's worker keeps a dict per
+    point while its clock runs on)."""
+
+    def __init__(self, phases: dict[str, float]):
+        self.phases, self.last = phases, now_s()
+
+    def done(self, name: str, minus: float = 0.0) -> None:
+        now = now_s()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.last - minus
+        self.last = now
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -310,13 +310,15 @@ def test_a_workers_time_beside_its_points_stages_is_counted_between_and_outside_
             now[0] += seconds
             return SimpleNamespace(phases_s={"load": 0.5, "timed": 1.0})
 
-    clock = worker._DeviceClock(now[0])
+    clock = measure.PhaseClock({})
     now[0] += 0.25  # planning the first point
-    assert clock.measure(Session(), 2.0)[1] == {"between": 0.25, "outside": 0.5}
+    assert worker._measure_point(Session(), 2.0, clock)[1] == {"between": 0.25, "outside": 0.5}
     now[0] += 0.75  # a task unloaded, the next one's first point planned
-    assert clock.measure(Session(), 1.5)[1] == {"between": 0.75, "outside": 0.0}
+    assert worker._measure_point(Session(), 1.5, clock)[1] == {"between": 0.75, "outside": 0.0}
     now[0] += 0.125  # the last task unloaded
-    assert clock.since_last() == 0.125
+    clock.phases = {}
+    clock.done("between")
+    assert clock.phases["between"] == 0.125
 
 
 def test_the_next_worker_may_go_once_every_point_is_reported_before_this_one_exits(tmp_path):

@@ -92,11 +92,11 @@ def jobs(tasks: list[Task]) -> list[Job]:
     for task in tasks:
         plans = backends.create(task.lib, backends.Options(memory_format=task.memory_format)).shared_plans()
         grouped.setdefault((task.model, plans) if plans else task, []).append(task)
-    return [tuple(sorted(group, key=lambda t: FAMILY_OF.get(t.lib) != "compile")) for group in grouped.values()]
+    return [tuple(sorted(group, key=lambda t: not _compiles(t))) for group in grouped.values()]
 
 
-def _compiles(job: Job) -> bool:
-    return FAMILY_OF.get(job[0].lib) == "compile"
+def _compiles(task: Task) -> bool:
+    return FAMILY_OF.get(task.lib) == "compile"
 
 
 def run_order(jobs: list[Job]) -> list[Job]:
@@ -106,8 +106,8 @@ def run_order(jobs: list[Job]) -> list[Job]:
     ordered = []
     for model in dict.fromkeys(job[0].model for job in jobs):
         own = [job for job in jobs if job[0].model == model]
-        compiling = [job for job in own if _compiles(job)]
-        others = [job for job in own if not _compiles(job)]
+        compiling = [job for job in own if _compiles(job[0])]
+        others = [job for job in own if not _compiles(job[0])]
         after = [round((i + 1) * len(others) / len(compiling)) for i in range(len(compiling))]  # others before each
         start = 0
         for job, end in zip(compiling, after):

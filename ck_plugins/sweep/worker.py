@@ -49,7 +49,7 @@ def worker(job: Job, config: SweepConfig, sweep: dict, repo: Path, wait: bool = 
     turn = _await_turn(sessions[0], left[0] if wait else None)
     if turn is None:
         return 0  # the parent went away before our turn
-    clock = _DeviceClock(measure.now_s())
+    clock = measure.PhaseClock({})  # the device is ours from here: every second of it goes to a point's gaps
     measured, before = [], []  # (task, point, its gaps); the libs measured earlier in this process
     for task, session in zip(job, sessions):
         points = _measure_task(task, session, config, done, clock)
@@ -61,35 +61,12 @@ def worker(job: Job, config: SweepConfig, sweep: dict, repo: Path, wait: bool = 
             measured.append((task, point, gaps))
         before += [task.lib] if any(point.run_success for point, _ in points) else []  # it autotuned
     if measured:
-        measured[-1][2]["between"] += clock.since_last()  # the last task's unload
+        clock.phases = measured[-1][2]
+        clock.done("between")  # the last task's unload
     print(json.dumps({"device_free": True}), flush=True)
     for index, (task, point, gaps) in enumerate(measured):
         _record(task, point, gaps, sweep, repo, turn if index == 0 else None)
     return 0
-
-
-class _DeviceClock:
-    """Where a worker's time on the device goes beside its points' stages, so that the journal accounts for every
-    second of it: `between` a point and the one before it (or the turn's first call: unloading a task, planning the
-    next point), and `outside` a point's stages while it is measured (its checks, the platform it records)."""
-
-    def __init__(self, now_s: float):
-        self.last = now_s
-
-    def measure(self, session, plan) -> tuple:
-        from .. import measure
-
-        start = measure.now_s()
-        point = session.measure(plan)
-        end = measure.now_s()
-        gaps = {"between": start - self.last, "outside": max(0.0, end - start - sum(point.phases_s.values()))}
-        self.last = end
-        return point, gaps
-
-    def since_last(self) -> float:
-        from .. import measure
-
-        return measure.now_s() - self.last
 
 
 def _session(job: Job, config: SweepConfig):
@@ -118,8 +95,8 @@ def _options(task: Task):
     return backends.Options(memory_format=task.memory_format, dynamic_batch=True)
 
 
-def _measure_task(task: Task, session, config: SweepConfig, done: dict, clock: _DeviceClock) -> list:
-    """Every batch size of the task this sweep has not recorded yet, each with its gaps (see _DeviceClock); the
+def _measure_task(task: Task, session, config: SweepConfig, done: dict, clock) -> list:
+    """Every batch size of the task this sweep has not recorded yet, each with its gaps (see _measure_point); the
     backend unloaded after."""
     from .. import engine
 
@@ -132,9 +109,21 @@ def _measure_task(task: Task, session, config: SweepConfig, done: dict, clock: _
                               per_layer=config.per_layer, profile=False, per_layer_passes=config.per_layer_passes,
                               harness_check=False, min_repetition_ms=config.min_repetition_ms,
                               threads=config.threads, input_shape=config.input_shape)
-        measured.append(clock.measure(session, plan))
+        measured.append(_measure_point(session, plan, clock))
     session.close()
     return measured
+
+
+def _measure_point(session, plan, clock) -> tuple:
+    """The point and its gaps, the worker's time on the device beside the point's stages, so that the journal
+    accounts for every second of it: `between` it and what `clock` (a measure.PhaseClock) closed last (the turn's
+    first call, the point before, a task's unload), and `outside` its stages while it was measured (its checks, the
+    platform it records)."""
+    clock.phases = gaps = {}
+    clock.done("between")
+    point = session.measure(plan)
+    clock.done("outside", minus=sum(point.phases_s.values()))
+    return point, gaps
 
 
 def _record(task: Task, point, gaps: dict, sweep: dict, repo: Path, turn: "Turn | None") -> None:
