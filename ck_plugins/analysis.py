@@ -35,10 +35,11 @@ def time_stats(runs: pd.DataFrame) -> pd.DataFrame:
     table["spread"] = (times.max() - times.min()) / table["time_ms"]
     table["iqr_over_median"] = grouped["iqr_over_median"].max()
     table["noisy"] = statistics.noisy(table["spread"].to_numpy(), table["iqr_over_median"].to_numpy())
-    half = 1.96 * table["time_ms_std"] / np.sqrt(table["repetitions"])
-    table["ci95_low_ms"], table["ci95_high_ms"] = table["time_ms_mean"] - half, table["time_ms_mean"] + half
+    table["ci95_low_ms"], table["ci95_high_ms"] = statistics.mean_interval(
+        table["time_ms_mean"], table["time_ms_std"], table["repetitions"])
     batch = table.index.get_level_values("batch_size").to_numpy()
     table["time_per_image_ms"] = table["time_ms"] / batch
+    table["time_per_image_ms_mean"] = table["time_ms_mean"] / batch
     table["time_per_image_ms_std"] = table["time_ms_std"] / batch
     table["images_per_second"] = 1e3 / table["time_per_image_ms"]
     table["memory_mbytes"] = grouped["memory_mbytes"].mean()
@@ -66,21 +67,48 @@ def time_per_image(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_time_per_image(stats: pd.DataFrame) -> pd.DataFrame:
-    """Per (platform, model, lib): the least time per image, the batch size that gives it, and images per second."""
+    """Per (platform, model, lib): the least time per image, the batch size that gives it, and images per second
+    with its 95% interval (from the repetitions' mean interval; one repetition gives none)."""
     where = stats["time_per_image_ms"].groupby(level=CONFIG, observed=True).idxmin()
-    best = stats.loc[where.to_list(), ["time_per_image_ms", "time_per_image_ms_std", "spread", "noisy"]]
+    best = stats.loc[where.to_list(), ["time_per_image_ms", "time_per_image_ms_mean", "time_per_image_ms_std",
+                                       "repetitions", "spread", "noisy"]]
     best = best.reset_index("batch_size").rename(columns={"batch_size": "best_batch_size"})
     best["images_per_second"] = 1e3 / best["time_per_image_ms"]
+    low, high = statistics.mean_interval(best["time_per_image_ms_mean"], best["time_per_image_ms_std"],
+                                         best["repetitions"])
+    with np.errstate(divide="ignore"):
+        low_ips, high_ips = statistics.holding(1e3 / np.where(high > 0, high, np.nan), 1e3 / low,
+                                               best["images_per_second"])
+    best["images_per_second_ci_low"] = low_ips
+    best["images_per_second_ci_high"] = np.where(low > 0, high_ips, np.nan)  # a mean interval reaching 0: unbounded
     return best
 
 
 def speedup(best: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Per (platform, model) (rows) and lib (columns): the baseline lib's best time per image over each lib's, on
     the same platform."""
-    table = best["time_per_image_ms"].unstack("lib")
+    return _per_lib(best, baseline, "time_per_image_ms").rdiv(_per_lib(best, baseline, "time_per_image_ms")[baseline],
+                                                              axis=0)
+
+
+def speedup_interval(best: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The 95% interval of every `speedup` (stats.ratio_interval over the two points' repetitions): (low, high)
+    tables of the same shape."""
+    mean, std, n = (_per_lib(best, baseline, c) for c in ("time_per_image_ms_mean", "time_per_image_ms_std",
+                                                          "repetitions"))
+    ratio = speedup(best, baseline)
+    column = lambda t: np.broadcast_to(t[[baseline]].to_numpy(), t.shape)  # noqa: E731
+    low, high = statistics.ratio_interval(column(mean), column(std), column(n), mean.to_numpy(), std.to_numpy(),
+                                          n.to_numpy(), ratio.to_numpy())
+    return (pd.DataFrame(low, index=ratio.index, columns=ratio.columns),
+            pd.DataFrame(high, index=ratio.index, columns=ratio.columns))
+
+
+def _per_lib(best: pd.DataFrame, baseline: str, column: str) -> pd.DataFrame:
+    table = best[column].unstack("lib").astype(float)
     if baseline not in table.columns:
         raise ValueError(f"baseline lib {baseline!r} is not in the data; expected one of {', '.join(table.columns)}")
-    return table.rdiv(table[baseline], axis=0)
+    return table
 
 
 def layer_time_per_image(layers: pd.DataFrame, platform: str, model: str, libs: list[str], batch_sizes: list[int],
@@ -121,15 +149,23 @@ class Ideal:
     absent: dict = field(default_factory=dict)  # (platform, model) -> why there is no ideal solution
 
 
+IDEAL_VERSUS = ("same-layers", "timed-total")  # ours (the default), the seed notebook's
+
+
 def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | None = None,
-                   direction: str = "forward", statistic: str = "median") -> Ideal:
+                   direction: str = "forward", statistic: str = "median", versus: str = "same-layers") -> Ideal:
     """The notebook's ideal adaptive solution: each layer on the lib with its least time per image (at that lib's
     best batch size for the layer; `statistic` over repetitions, "min" being the notebook's). Layers are matched by
     name; libs whose layer names do not match (fused engines) are left out and named. Per (platform, model) it
-    needs two libs; it is compared with the best single lib over the same layers, which it can never exceed.
+    needs two libs. `versus` says what it is compared with: "same-layers", the best single lib's per-layer sum over
+    the layers all libs have (which the ideal can never exceed), or "timed-total", the seed notebook's: every layer
+    any lib has, over the best lib's timed time per image (the mean of its repetitions at the batch size whose mean
+    is least). The ratio comes with its 95% interval (stats.fieller over the repetitions' per-layer sums).
     Pass the rows of `trusted_layers` to leave out per-layer data the profiling pass distorted."""
     if statistic not in LAYER_STATISTICS:
         raise ValueError(f"layer statistic {statistic!r}; expected one of {', '.join(LAYER_STATISTICS)}")
+    if versus not in IDEAL_VERSUS:
+        raise ValueError(f"ideal versus {versus!r}; expected one of {', '.join(IDEAL_VERSUS)}")
     part = layers[layers["direction"] == direction]
     if libs is not None:
         part = part[part["lib"].isin(libs)]
@@ -138,6 +174,7 @@ def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | 
     frame = (per_batch / per_batch.index.get_level_values("batch_size")).rename("time_per_image_ms").reset_index()
     frame["spread"] = ((grouped.max() - grouped.min()) / statistics.point_times_ms(grouped)).to_numpy()
     frame = frame.loc[frame.groupby(MODEL + ["label", "lib"], observed=True)["time_per_image_ms"].idxmin()]
+    raw = dict(iter(part.groupby(MODEL, observed=True))) if len(part) else {}
     rows, picks, excluded, absent = [], [], [], {}
     for (platform, model), group in frame.groupby(MODEL, observed=True):
         compatible, left_out = _compatible_libs(group)
@@ -146,7 +183,7 @@ def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | 
             absent[platform, model] = ("not enough per-layer data: needs trustworthy per-layer times of two libs whose "
                                        f"layers match by name; has {len(compatible)} ({', '.join(compatible) or 'none'})")
             continue
-        row, pick = _ideal_of(group, compatible, stats, platform, model)
+        row, pick = _ideal_of(group, raw[platform, model], compatible, stats, versus)
         rows.append(row)
         picks.append(pick)
     summary = pd.DataFrame(rows).set_index(MODEL) if rows else pd.DataFrame()
@@ -156,7 +193,8 @@ def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | 
 
 
 IDEAL_COLUMNS = ("total_ms", "best_single_lib", "best_single_lib_layers_ms", "ratio_to_best_single_lib",
-                  "best_single_lib_timed_ms", "spread", "noisy", "layers_compared", "layers_not_compared")
+                 "ratio_to_best_single_lib_ci_low", "ratio_to_best_single_lib_ci_high", "versus",
+                 "best_single_lib_timed_ms", "spread", "noisy", "layers_compared", "layers_not_compared")
 
 
 def _compatible_libs(group: pd.DataFrame) -> tuple[list[str], list[tuple[str, str]]]:
@@ -186,27 +224,89 @@ def _compatible_libs(group: pd.DataFrame) -> tuple[list[str], list[tuple[str, st
     return compatible, left_out
 
 
-def _ideal_of(group: pd.DataFrame, compatible: list[str], stats: pd.DataFrame, platform, model) -> tuple[dict, pd.DataFrame]:
-    common = frozenset.intersection(*(frozenset(group.loc[group["lib"] == lib, "label"]) for lib in compatible))
-    part = group[group["lib"].isin(compatible) & group["label"].isin(common)]
+def _ideal_of(group: pd.DataFrame, raw: pd.DataFrame, compatible: list[str], stats: pd.DataFrame,
+              versus: str) -> tuple[dict, pd.DataFrame]:
+    platform, model = group["platform"].iloc[0], group["model"].iloc[0]
+    sets = [frozenset(group.loc[group["lib"] == lib, "label"]) for lib in compatible]
+    common, every = frozenset.intersection(*sets), frozenset.union(*sets)
+    part = group[group["lib"].isin(compatible) & group["label"].isin(common if versus == "same-layers" else every)]
     pick = part.loc[part.groupby("label", observed=True)["time_per_image_ms"].idxmin()]
     per_lib = pick.groupby("lib", observed=True)["time_per_image_ms"].sum()
-    single = part.groupby("lib", observed=True)["time_per_image_ms"].sum()
+    single = part[part["label"].isin(common)].groupby("lib", observed=True)["time_per_image_ms"].sum()
     total, best_lib = float(per_lib.sum()), str(single.idxmin())
-    if total > single.min() * (1 + 1e-9):
+    if versus == "same-layers" and total > single.min() * (1 + 1e-9):
         raise AssertionError(f"ideal adaptive solution of {model} on {platform} ({total} ms) is slower than the best "
                              f"single lib it may use ({best_lib}, {single.min()} ms): the per-layer choice is broken")
     spread = float((pick["spread"].fillna(0.0) * pick["time_per_image_ms"]).sum() / total) if total > 0 else 0.0
-    timed = stats.xs((platform, model), level=MODEL)["time_per_image_ms"]
-    timed = timed[timed.index.get_level_values("lib").isin(compatible)]
+    timed = _timed_best(stats, platform, model, compatible)
+    numerator = _repetition_sums(raw, pick)
+    if versus == "same-layers":
+        denominator = _repetition_sums(raw, part[(part["lib"] == best_lib) & part["label"].isin(common)])
+        against = float(single.min())
+    else:
+        best_lib, against = str(timed["lib"]), float(timed["time_per_image_ms_mean"])
+        denominator = timed
+    ratio = total / against
+    low, high = _ideal_interval(numerator, denominator, ratio)
     row = {"platform": platform, "model": model, **{str(k): float(v) for k, v in per_lib.items()}, "total_ms": total,
            "best_single_lib": best_lib, "best_single_lib_layers_ms": float(single.min()),
-           "ratio_to_best_single_lib": total / float(single.min()),
-           "best_single_lib_timed_ms": float(timed.min()) if len(timed) else np.nan,
-           "spread": spread, "noisy": bool(statistics.noisy(spread, np.nan)), "layers_compared": len(common),
-           "layers_not_compared": int(group.loc[group["lib"].isin(compatible), "label"].nunique() - len(common))}
+           "ratio_to_best_single_lib": ratio, "ratio_to_best_single_lib_ci_low": low,
+           "ratio_to_best_single_lib_ci_high": high, "versus": versus,
+           "best_single_lib_timed_ms": float(timed["time_per_image_ms_mean"]) if timed is not None else np.nan,
+           "spread": spread, "noisy": bool(statistics.noisy(spread, np.nan)), "layers_compared": int(part["label"].nunique()),
+           "layers_not_compared": int(len(every) - part["label"].nunique())}
     return row, pick.assign(platform=platform, model=model)[MODEL + ["label", "lib", "batch_size", "time_per_image_ms",
                                                                      "spread"]]
+
+
+def _timed_best(stats: pd.DataFrame, platform, model, libs: list[str]) -> pd.Series | None:
+    """The seed notebook's best single lib: the least mean time per image over repetitions (at the batch size whose
+    mean is least) among `libs`, with its repetitions' spread."""
+    timed = stats.xs((platform, model), level=MODEL)
+    timed = timed[timed.index.get_level_values("lib").isin(libs)]
+    if timed.empty:
+        return None
+    best = timed["time_per_image_ms_mean"].idxmin()
+    return pd.concat([timed.loc[best], pd.Series({"lib": best[0]})])
+
+
+def _repetition_sums(raw: pd.DataFrame, selection: pd.DataFrame) -> pd.Series:
+    """Per (lib, batch size, repetition): the ms per image of the selected (label, lib, batch size) layers."""
+    def index(frame):
+        return pd.MultiIndex.from_arrays([frame["label"].astype(str), frame["lib"].astype(str), frame["batch_size"]])
+
+    chosen = raw[index(raw).isin(index(selection))]
+    per_image = chosen["time_ms"] / chosen["batch_size"]
+    return per_image.groupby([chosen["lib"].astype(str), chosen["batch_size"], chosen["repetition"]]).sum()
+
+
+def _ideal_interval(numerator: pd.Series, denominator, ratio: float) -> tuple[float, float]:
+    """The 95% interval of the ideal's ratio. Numerator and (same-layers) denominator are sums over the groups of
+    repetitions they draw from (lib, batch size); a group's repetitions are independent of another's, and inside a
+    group the two sums share repetitions (their covariance counts). A timed denominator is another measurement."""
+    if isinstance(denominator, pd.Series) and denominator.index.nlevels == 3:
+        both = pd.concat({"a": numerator, "b": denominator}, axis=1).fillna(0.0)
+    else:
+        both = numerator.to_frame("a").assign(b=0.0)
+    by = both.groupby(level=[0, 1])
+    n = by.size().astype(float)
+    centred = both - by.transform("mean")
+    var_a, var_b = by["a"].var(), by["b"].var()
+    cov = (centred["a"] * centred["b"]).groupby(level=[0, 1]).sum() / (n - 1)
+    a, b = float(by["a"].mean().sum()), float(by["b"].mean().sum())
+    parts = [((var_a + var_b) / n).to_numpy(), (n - 1).to_numpy()]
+    va, vb, c = float((var_a / n).sum()), float((var_b / n).sum()), float((cov / n).sum())
+    if not (isinstance(denominator, pd.Series) and denominator.index.nlevels == 3):
+        reps = float(denominator["repetitions"])
+        b, vb = float(denominator["time_per_image_ms_mean"]), float(denominator["time_per_image_ms_std"]) ** 2 / reps
+        parts = [np.append(parts[0], vb), np.append(parts[1], reps - 1)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = parts[0].sum()
+        df = np.inf if total == 0 and (parts[1] > 0).all() else total ** 2 / np.sum(parts[0] ** 2 / parts[1])
+    if not (parts[1] > 0).all():
+        df = np.nan
+    low, high = statistics.holding(*statistics.fieller(a, b, va, vb, df, c), ratio)
+    return float(low), float(high)
 
 
 # ------------------------------------------------------------------------------------------- other tables
@@ -275,6 +375,7 @@ class Result:
     best: pd.DataFrame
     baseline: str
     speedups: pd.DataFrame
+    speedups_ci: tuple[pd.DataFrame, pd.DataFrame]  # (low, high), each shaped like speedups
     ideal: Ideal
     per_layer_repetitions_dropped: float
     layer_statistic: str
@@ -289,7 +390,7 @@ def default_baseline(libs: list[str]) -> str:
 
 
 def analyse(loaded: Loaded, baseline: str | None = None, adaptive_libs: list[str] | None = None,
-            layer_statistic: str = "median") -> Result:
+            layer_statistic: str = "median", ideal_versus: str = "same-layers") -> Result:
     """Every table from one selection. Raises ValueError when nothing can be analysed, saying how much was skipped."""
     if loaded.runs.empty or not loaded.runs["success"].any():
         raise ValueError(no_point_message(loaded))
@@ -297,10 +398,10 @@ def analyse(loaded: Loaded, baseline: str | None = None, adaptive_libs: list[str
     best = best_time_per_image(stats)
     libs = sorted(best.index.get_level_values("lib").unique())
     baseline = baseline or default_baseline(libs)
-    speedups = speedup(best, baseline)
+    speedups, speedups_ci = speedup(best, baseline), speedup_interval(best, baseline)
     trusted, dropped = trusted_layers(loaded.layers, loaded.runs)
-    ideal = ideal_adaptive(trusted, stats, adaptive_libs, statistic=layer_statistic)
-    result = Result(loaded, stats, best, baseline, speedups, ideal, dropped, layer_statistic, {})
+    ideal = ideal_adaptive(trusted, stats, adaptive_libs, statistic=layer_statistic, versus=ideal_versus)
+    result = Result(loaded, stats, best, baseline, speedups, speedups_ci, ideal, dropped, layer_statistic, {})
     result.headline = headline(result)
     return result
 
@@ -323,14 +424,19 @@ def headline(r: Result) -> dict:
         if measured.empty:
             continue
         fastest = measured["time_per_image_ms"].idxmin()
-        speed = r.speedups.loc[(platform, model)] if (platform, model) in r.speedups.index else pd.Series(dtype=float)
+        key = (platform, model)
+        speed, low, high = (_row(t, key) for t in (r.speedups, *r.speedups_ci))
+        shown = [lib for lib, v in speed.items() if _f(v) is not None]
         models.append({
             "platform": platform, "model": model, "fastest_lib": fastest,
             "best_batch_size": int(part.loc[fastest, "best_batch_size"]),
             "time_per_image_ms": float(part.loc[fastest, "time_per_image_ms"]),
             "images_per_second": float(part.loc[fastest, "images_per_second"]),
-            "noisy": bool(part.loc[fastest, "noisy"]),
-            "speedup_over_baseline": {lib: _f(v) for lib, v in speed.items() if _f(v) is not None},
+            "images_per_second_ci": interval(part.loc[fastest, "images_per_second_ci_low"],
+                                             part.loc[fastest, "images_per_second_ci_high"]),
+            "noisy": bool(part.loc[fastest, "noisy"]), "spread": _f(part.loc[fastest, "spread"]),
+            "speedup_over_baseline": {lib: _f(speed[lib]) for lib in shown},
+            "speedup_over_baseline_ci": {lib: interval(low.get(lib), high.get(lib)) for lib in shown},
             **_ideal_headline(r.ideal, platform, model)})
     runs = r.loaded.runs
     return {"baseline": r.baseline, "points": int(len(r.stats)), "repetitions": int(len(runs)),
@@ -344,15 +450,43 @@ def headline(r: Result) -> dict:
 def _ideal_headline(ideal: Ideal, platform: str, model: str) -> dict:
     if (platform, model) not in ideal.summary.index:
         why = ideal.absent.get((platform, model), "not enough per-layer data")
-        return {"ideal_adaptive_ms": None, "ideal_adaptive_ratio_to_best_single_lib": None, "ideal_adaptive": why}
-    row = ideal.summary.loc[(platform, model)]
-    if row["noisy"]:  # a ratio that cannot be trusted is not printed
         return {"ideal_adaptive_ms": None, "ideal_adaptive_ratio_to_best_single_lib": None,
-                "ideal_adaptive": f"noisy: the repetitions of the per-layer times it would choose spread by "
-                                  f"{row['spread']:.0%} of their time"}
+                "ideal_adaptive_ratio_to_best_single_lib_ci": None, "ideal_adaptive": why}
+    row = ideal.summary.loc[(platform, model)]
     ratio = float(row["ratio_to_best_single_lib"])
+    ci = interval(row["ratio_to_best_single_lib_ci_low"], row["ratio_to_best_single_lib_ci_high"])
+    against = (f"over the same {int(row['layers_compared'])} layers" if row["versus"] == "same-layers" else
+               f"timed (all {int(row['layers_compared'])} layers against its timed total)")
+    text = f"{ratio_text(ratio, ci)} {row['best_single_lib']} {against}"
+    if row["noisy"]:  # annotated, never withheld
+        text += f"; noisy: the per-layer times it chooses spread by {row['spread']:.0%} over their repetitions"
     return {"ideal_adaptive_ms": float(row["total_ms"]), "ideal_adaptive_ratio_to_best_single_lib": ratio,
-            "ideal_adaptive": f"{ratio:.2f}x {row['best_single_lib']} over the same {int(row['layers_compared'])} layers"}
+            "ideal_adaptive_ratio_to_best_single_lib_ci": ci, "ideal_adaptive": text}
+
+
+def interval(low, high) -> list[float] | None:
+    """A 95% interval as summary.json holds it: [low, high], None where there is none (one repetition)."""
+    low, high = _f(low), _f(high)
+    return None if low is None or high is None else [low, high]
+
+
+def ratio_text(ratio: float, ci: list[float] | None) -> str:
+    """'0.93x (95% CI 0.90-0.96)', with 'no significant difference' where the interval holds 1."""
+    if ci is None:
+        return f"{ratio:.2f}x (no interval: one repetition)"
+    same = ci[0] <= 1 <= ci[1]
+    return f"{ratio:.2f}x (95% CI {ci[0]:.2f}-{ci[1]:.2f}{': no significant difference' if same else ''})"
+
+
+def images_per_second_text(f: dict) -> str:
+    """'33383 img/s (95% CI 33100-33650)' of a headline model, with 'noisy' where its repetitions spread."""
+    ci = f.get("images_per_second_ci")
+    text = f"{f['images_per_second']:.0f} img/s" + (f" (95% CI {ci[0]:.0f}-{ci[1]:.0f})" if ci else " (no interval)")
+    return text + (", noisy" if f["noisy"] else "")
+
+
+def _row(table: pd.DataFrame, key) -> pd.Series:
+    return table.loc[key] if key in table.index else pd.Series(dtype=float)
 
 
 def _f(value) -> float | None:

@@ -366,6 +366,9 @@ def _add_analyse(sub) -> None:
     p.add_argument("--adaptive-libs", help="comma-separated libs the ideal adaptive solution may use (default all)")
     p.add_argument("--layer-statistic", default="median", choices=["median", "min", "mean"],
                    help="per-layer time over repetitions: median (default), min (the seed notebook's) or mean")
+    p.add_argument("--ideal-versus", default="same-layers", choices=["same-layers", "timed-total"],
+                   help="what the ideal adaptive solution is compared with: the best single lib's per-layer sum over "
+                        "the same layers (default), or the seed notebook's: its timed total")
     p.add_argument("--title", default="ck-precision-bench report")
     p.add_argument("--out", default=str(OUT_ROOT / "report"), help="folder for report.html, summary.json and the PNG plots")
     p.set_defaults(func=_cmd_analyse)
@@ -390,7 +393,8 @@ def _cmd_analyse(args) -> int:
             raise BadInput("--where", ", ".join(f"{k}={v}" for k, v in where.items()), str(error)) from None
     libs = [x for x in (args.adaptive_libs or "").split(",") if x] or None
     try:
-        built = report.build(loaded, Path(args.out), args.baseline, args.title, libs, args.layer_statistic)
+        built = report.build(loaded, Path(args.out), args.baseline, args.title, libs, args.layer_statistic,
+                             args.ideal_versus)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -399,6 +403,8 @@ def _cmd_analyse(args) -> int:
 
 
 def _print_summary(built) -> None:
+    from . import analysis
+
     summary = built.summary
     if summary["skipped_count"]:
         print(f"warning: {summary['skipped_count']} files skipped (first: {summary['skipped'][0][:200]}); all are "
@@ -408,13 +414,15 @@ def _print_summary(built) -> None:
               f"lib or platform label; select one with --where {name}=VALUE")
     for f in summary["models"]:
         print(f"{f['model']} on {f['platform']}: fastest {f['fastest_lib']}, {f['time_per_image_ms']:.3f} ms/image at "
-              f"batch {f['best_batch_size']}{' (noisy)' if f['noisy'] else ''}; ideal adaptive solution: "
+              f"batch {f['best_batch_size']} ({analysis.images_per_second_text(f)}); ideal adaptive solution: "
               f"{f['ideal_adaptive']}")
     for row in summary["adaptive_built"]:
-        ms = {k: "n/a" if row[k] is None else f"{row[k]:.3f}" for k in ("measured_ms", "measured_over_best", "planned_ms")}
+        ms = {k: "n/a" if row[k] is None else f"{row[k]:.3f}" for k in ("measured_ms", "planned_ms")}
+        ratio = "n/a" if row["measured_over_best"] is None else \
+            analysis.ratio_text(row["measured_over_best"], row["measured_over_best_ci"])
         print(f"{row['model']} batch {row['batch_size']}{' graph' if row['cuda_graph'] else ''} "
               f"({row['per_layer_method']}): adaptive built and measured {ms['measured_ms']} ms, "
-              f"{ms['measured_over_best']}x {row['best_single_lib']} (planned {ms['planned_ms']} ms)")
+              f"{ratio} {row['best_single_lib']} (planned {ms['planned_ms']} ms)")
     print(f"report: {built.html_path.resolve()}\nsummary: {built.summary_path.resolve()}")
 
 

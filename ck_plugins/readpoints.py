@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import point as points
+from . import stats
 from .errors import BadInput
 from .point import TAG
 
@@ -53,6 +54,7 @@ class _Rows:
     skipped: list[str] = field(default_factory=list)
     adaptive: list[dict] = field(default_factory=list)
     per_layer_method: dict[str, str] = field(default_factory=dict)  # sweep or run id -> how its layers were timed
+    run_times: dict[tuple, list[float]] = field(default_factory=dict)  # (run, model, lib, batch) -> repetition ms
 
     def skip(self, path: Path, why: str) -> None:
         message = f"{path}: {why}"
@@ -179,6 +181,8 @@ def _note_adaptive(p: points.Point, rows: _Rows) -> None:
     method = next((r.per_layer_method for r in p.repetitions if r.per_layer_method), None)
     if method and p.sweep:
         rows.per_layer_method[p.sweep] = method
+    if p.sweep:
+        rows.run_times[p.sweep, p.model, p.lib, p.batch_size] = [r.time_ms for r in p.successful]
     if not p.lib.startswith("adaptive"):
         return
     plan = p.settings.get("plan") if isinstance(p.settings.get("plan"), dict) else {}
@@ -187,7 +191,7 @@ def _note_adaptive(p: points.Point, rows: _Rows) -> None:
         "platform": p.platform, "model": p.model, "batch_size": p.batch_size, "cuda_graph": "+graph" in p.lib,
         "run": p.sweep, "plan": _scalar(plan.get("digest")), "best_single_lib": _scalar(plan.get("best_single_lib")),
         **{k: _scalar(plan.get(k)) for k in ("best_single_lib_ms", "predicted_ms", "greedy_ms", "planned_ms")},
-        "measured_ms": p.time_ms if p.time_ms is not None else np.nan,
+        "measured_ms": p.time_ms if p.time_ms is not None else np.nan, "lib": p.lib,
         "configs_used": ", ".join(f"{k}: {v}" for k, v in used.items()), "error": p.error})
 
 
@@ -203,8 +207,25 @@ def _adaptive_frame(rows: _Rows) -> pd.DataFrame:
     numbers = ["best_single_lib_ms", "predicted_ms", "greedy_ms", "planned_ms", "measured_ms"]
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce")  # a hand-written plan predicts nothing
     frame["measured_over_best"] = frame["measured_ms"] / frame["best_single_lib_ms"]
+    low, high = zip(*(_measured_over_best_ci(row, rows.run_times) for row in frame.itertuples()))
+    frame["measured_over_best_ci_low"], frame["measured_over_best_ci_high"] = low, high
+    frame = frame.drop(columns="lib")
     frame["best_single_lib"] = frame["best_single_lib"].astype(str).where(frame["best_single_lib"].notna(), None)
     return frame.sort_values(["platform", "model", "cuda_graph", "batch_size", "per_layer_method"]).reset_index(drop=True)
+
+
+def _measured_over_best_ci(row, run_times: dict) -> tuple[float, float]:
+    """The interval of an adaptive point's time over its run's best single lib (that lib's point of the same run,
+    with CUDA graphs where the adaptive point has them); nan where either has under two repetitions."""
+    ours = run_times.get((row.run, row.model, row.lib, row.batch_size), [])
+    best = str(row.best_single_lib)
+    theirs = run_times.get((row.run, row.model, best + ("+graph" if row.cuda_graph else ""), row.batch_size)) \
+        or run_times.get((row.run, row.model, best, row.batch_size), [])
+    if len(ours) < 2 or len(theirs) < 2:
+        return np.nan, np.nan
+    low, high = stats.ratio_interval(np.mean(ours), np.std(ours, ddof=1), len(ours), np.mean(theirs),
+                                     np.std(theirs, ddof=1), len(theirs), row.measured_ms / stats.point_time_ms(theirs))
+    return float(low), float(high)
 
 
 def _runs_frame(rows: list[dict]) -> pd.DataFrame:

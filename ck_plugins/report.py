@@ -28,16 +28,17 @@ class Report:
 
 
 def summarise(loaded: Loaded, baseline: str | None = None, adaptive_libs: list[str] | None = None,
-              layer_statistic: str = "median") -> tuple[analysis.Result, dict]:
+              layer_statistic: str = "median", ideal_versus: str = "same-layers") -> tuple[analysis.Result, dict]:
     """The analysis and the JSON summary (summary.json) of the headline figures, without rendering anything."""
-    result = analysis.analyse(_without_adaptive(loaded), baseline, adaptive_libs, layer_statistic)
+    result = analysis.analyse(_without_adaptive(loaded), baseline, adaptive_libs, layer_statistic, ideal_versus)
     return result, dict(result.headline, adaptive_built=_adaptive_summary(loaded.adaptive))
 
 
 def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str = "ck-precision-bench report",
-          adaptive_libs: list[str] | None = None, layer_statistic: str = "median") -> Report:
+          adaptive_libs: list[str] | None = None, layer_statistic: str = "median",
+          ideal_versus: str = "same-layers") -> Report:
     built = loaded.adaptive
-    result, summary = summarise(loaded, baseline, adaptive_libs, layer_statistic)
+    result, summary = summarise(loaded, baseline, adaptive_libs, layer_statistic, ideal_versus)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = _sections(result, out_dir) + [_adaptive_section(built, out_dir)] + _tail(result)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -57,7 +58,9 @@ def _sections(r: analysis.Result, out_dir: Path) -> list[str]:
                     analysis.time_per_batch(r.stats)))
     s.append(_table("Execution time per image (ms)", analysis.time_per_image(r.stats)))
     s.append(_table("Best time per image, and the batch size that gives it", r.best))
-    s.append(_table(f"Speed-up over {r.baseline} on the same platform (best time per image)", r.speedups))
+    s.append(_table(f"Speed-up over {r.baseline} on the same platform (best time per image), with its 95% interval "
+                    "(Fieller's, over the repetitions; '=' where the interval holds 1: no significant difference)",
+                    _with_interval(r.speedups, *r.speedups_ci)))
     s.append(_table("Repetitions: mean, standard deviation and 95% interval of the mean (ms per batch)",
                     r.stats[["repetitions", "time_ms", "time_ms_mean", "time_ms_std", "ci95_low_ms", "ci95_high_ms",
                              "spread", "noisy"]]))
@@ -124,7 +127,10 @@ def _adaptive_summary(built: pd.DataFrame) -> list[dict]:
     columns = ["platform", "model", "batch_size", "cuda_graph", "per_layer_method", "best_single_lib",
                "best_single_lib_ms", "predicted_ms", "greedy_ms", "planned_ms", "measured_ms", "measured_over_best",
                "configs_used"]
-    return json.loads(built[columns].to_json(orient="records"))
+    records = json.loads(built[columns].to_json(orient="records"))
+    for record, low, high in zip(records, built["measured_over_best_ci_low"], built["measured_over_best_ci_high"]):
+        record["measured_over_best_ci"] = analysis.interval(low, high)
+    return records
 
 
 def _adaptive_section(built: pd.DataFrame, out_dir: Path) -> str:
@@ -148,7 +154,7 @@ def _headline_html(summary: dict) -> str:
     for f in summary["models"]:
         rows.append(f"<li><b>{html.escape(f['model'])}</b> on {html.escape(f['platform'])}: fastest lib "
                     f"<b>{html.escape(f['fastest_lib'])}</b>, {f['time_per_image_ms']:.3f} ms per image at batch "
-                    f"{f['best_batch_size']} ({f['images_per_second']:.0f} img/s{', noisy' if f['noisy'] else ''}); "
+                    f"{f['best_batch_size']} ({html.escape(analysis.images_per_second_text(f))}); "
                     f"ideal adaptive solution: {html.escape(f['ideal_adaptive'])}</li>")
     dims = "".join(f"<li>{html.escape(name)}: {html.escape(', '.join(values))} (select one with "
                    f"<code>--where {html.escape(name)}=VALUE</code>)</li>" for name, values in summary["dimensions"].items())
@@ -184,6 +190,18 @@ def _memory_curves(r: analysis.Result, out_dir: Path) -> list[str]:
             png = plots.memory_time_curves(r.stats, platform, model, lib)
             out.append(_img(png, out_dir / f"memory-time-{_file(platform, model)}.png"))
     return out
+
+
+def _with_interval(ratio: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame) -> pd.DataFrame:
+    """Each ratio as '1.75 (1.70-1.80)' ('= ' before it where the interval holds 1), blank where there is none."""
+    def cell(r, lo, hi):
+        if pd.isna(r):
+            return ""
+        if pd.isna(lo) or pd.isna(hi):
+            return f"{r:.3g} (no interval)"
+        return f"{'= ' if lo <= 1 <= hi else ''}{r:.3g} ({lo:.3g}-{hi:.3g})"
+    cells = [[cell(*v) for v in zip(*rows)] for rows in zip(ratio.to_numpy(), low.to_numpy(), high.to_numpy())]
+    return pd.DataFrame(cells, index=ratio.index, columns=ratio.columns)
 
 
 def _file(platform: str, model: str) -> str:

@@ -83,3 +83,83 @@ def from_repetitions(repetition_ms, iqr_over_median: float = math.nan) -> PointT
     spread = float((values.max() - values.min()) / time_ms) if time_ms > 0 else math.nan
     std = float(values.std(ddof=1)) if values.size > 1 else 0.0
     return PointTime(time_ms, tuple(map(float, values)), spread, iqr_over_median, float(values.mean()), std)
+
+
+# ============================================================================================ intervals
+# Ratios of times carry a 95% confidence interval from the repetitions (a repetition is the independent unit; the
+# iterations inside one are not). The interval is Fieller's for a ratio of means, as Kalibera & Jones ("Rigorous
+# benchmarking in reasonable time", ISMM 2013) give it, with Student's t at Welch-Satterthwaite's degrees of freedom;
+# with a covariance term where numerator and denominator share repetitions (the ideal adaptive solution). The ratio
+# shown stays the ratio of point times (medians); where medians and means disagree so much that it falls outside
+# the interval, the interval is widened to hold it. One repetition gives no interval (nan).
+LEVEL = 0.95
+
+
+def t_quantile(df, level: float = LEVEL):
+    """Two-sided Student's t quantile (nan where df is not positive)."""
+    from scipy.stats import t
+
+    df = np.asarray(df, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(df > 0, t.ppf(0.5 + level / 2, np.where(df > 0, df, 1.0)), np.nan)
+
+
+def welch_df(var_a, n_a, var_b, n_b):
+    """Welch-Satterthwaite degrees of freedom of a sum of two means' variances (var: of the samples)."""
+    var_a, var_b = np.asarray(var_a, dtype=float), np.asarray(var_b, dtype=float)
+    n_a, n_b = np.asarray(n_a, dtype=float), np.asarray(n_b, dtype=float)
+    va, vb = var_a / n_a, var_b / n_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+    # identical repetitions on both sides: no spread, the interval is the ratio itself
+    return np.where((va + vb) == 0, np.where((n_a > 1) & (n_b > 1), np.inf, np.nan), df)
+
+
+def fieller(a, b, var_a, var_b, df, cov=0.0, level: float = LEVEL):
+    """The interval of a/b from estimates a and b, their variances (of the estimates, not of the samples), their
+    covariance and the degrees of freedom. Arrays broadcast; (low, high), nan where df is undefined and
+    (nan, nan) where the denominator's interval holds zero (the ratio is unbounded)."""
+    a, b, var_a, var_b, cov = (np.asarray(x, dtype=float) for x in (a, b, var_a, var_b, cov))
+    t = np.where(np.isinf(np.asarray(df, dtype=float)), 0.0, t_quantile(np.where(np.isinf(df), 1.0, df), level))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = a / b
+        g = t ** 2 * var_b / b ** 2
+        disc = var_a - 2 * ratio * cov + ratio ** 2 * var_b - g * (var_a - np.where(var_b > 0, cov ** 2 / var_b, 0.0))
+        centre = ratio - np.where(var_b > 0, g * cov / var_b, 0.0)
+        half = t / np.abs(b) * np.sqrt(np.maximum(disc, 0.0))
+        low, high = (centre - half) / (1 - g), (centre + half) / (1 - g)
+    bad = ~(g < 1)
+    return np.where(bad, np.nan, low), np.where(bad, np.nan, high)
+
+
+def ratio_interval(mean_a, std_a, n_a, mean_b, std_b, n_b, ratio=None, level: float = LEVEL):
+    """Interval of (time a)/(time b) for two independent points, from their repetitions' mean, standard deviation
+    and count (arrays broadcast). `ratio`, the figure shown (of point times), is held inside the interval."""
+    var_a, var_b = np.square(np.asarray(std_a, dtype=float)), np.square(np.asarray(std_b, dtype=float))
+    df = welch_df(var_a, n_a, var_b, n_b)
+    low, high = fieller(mean_a, mean_b, var_a / np.asarray(n_a, dtype=float), var_b / np.asarray(n_b, dtype=float),
+                        df, level=level)
+    return holding(low, high, ratio)
+
+
+def holding(low, high, ratio):
+    """The interval widened where needed to hold the figure shown (nan stays nan)."""
+    if ratio is None:
+        return low, high
+    ratio = np.asarray(ratio, dtype=float)
+    return np.fmin(low, np.where(np.isnan(low), np.nan, ratio)), np.fmax(high, np.where(np.isnan(high), np.nan, ratio))
+
+
+def mean_interval(mean, std, n, level: float = LEVEL):
+    """Student's t interval of a mean of n repetitions (nan with one)."""
+    n = np.asarray(n, dtype=float)
+    half = t_quantile(n - 1, level) * np.asarray(std, dtype=float) / np.sqrt(n)
+    return np.asarray(mean, dtype=float) - half, np.asarray(mean, dtype=float) + half
+
+
+def significance(low, high) -> np.ndarray:
+    """Per interval of a ratio: 'faster'/'slower' is not said here; 'significant' when the interval excludes 1,
+    'no significant difference' when it holds 1, 'no interval' without one."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return np.where(np.isnan(low) | np.isnan(high), "no interval",
+                    np.where((low <= 1) & (high >= 1), "no significant difference", "significant"))
