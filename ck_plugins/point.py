@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import jsonschema
 
-from . import stats
+from . import legacytags, stats
 from .libnames import default_memory_format
 from .modelnames import DEFAULT_INPUT_SHAPE, SEED_MODELS, shape_text
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .engine import Measurement
 
 SCHEMA_VERSION = 2
-TAG = "explore-batch-size-libs-models"
+TAG = legacytags.TAG  # the seed's experiment tag, on every entry we write
 # Times are stored to what the clock resolves: CUDA events resolve about 0.5 us (4 decimals of a millisecond keep
 # all of it), the host's perf_counter 1 ns (6 decimals). Derived figures keep 6 significant digits.
 CLOCK_DECIMALS = {"cuda-events": 4, "host-perf-counter": 6}
@@ -168,11 +168,6 @@ def _plain(value):
 
 # ================================================================================================== reading
 # Every consumer (analysis, service, validation, CK edge, merge) reads point files through `read`.
-LEGACY_MODELS = {"bvlc-alexnet": "alexnet", "bvlc-googlenet": "googlenet", "deepscale-squeezenet-1.0": "squeezenet-1.0",
-                 "deepscale-squeezenet-1.1": "squeezenet-1.1", "resnet-50": "resnet50", "bvlc-resnet-50": "resnet50"}
-LEGACY_LIBS = {"cpu", "cuda", "cudnn", "libdnn-cuda", "nvidia-cuda", "nvidia-cudnn", "nvidia-fp16-cuda",
-               "nvidia-fp16-cudnn", "opencl", "libdnn", "libdnn-opencl", "opencl-libdnn", "opencl-clblast",
-               "opencl-libdnn-clblast", "opencl-viennacl", "clblast", "openblas", "viennacl", "mkl", "atlas"}
 BATCH_KEYS = ("CK_BATCH_SIZE", "CK_CAFFE_BATCH_SIZE")
 LABELLED_KEYS = {"CK_MEMORY_FORMAT", "CK_CUDA_GRAPH", "CK_COMPILE_MODE", "CK_FREEZING", "CK_DYNAMIC_BATCH",
                  "CK_FOLD_BN", "CK_TENSORRT_ENABLE_FP16"}  # already part of the lib label
@@ -302,24 +297,25 @@ def migrate(data: dict) -> dict:
     return data
 
 
-def read_file(path: Path | str, entry_tags: list[str] | tuple = ()) -> Point:
+def read_file(path: Path | str, entry_tags: list[str] | tuple = (), learned: legacytags.Learned | None = None) -> Point:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise PointError(f"broken JSON ({error})") from None
-    return read(data, entry_tags, str(path))
+    return read(data, entry_tags, str(path), learned)
 
 
-def read(data, entry_tags: list[str] | tuple = (), path: str = "") -> Point:
-    """A point file's content -> Point. Ours if choices.env names CK_MODEL, else a legacy CK point whose model and
-    lib come from its entry's tags. Raises PointError saying what is missing or malformed."""
+def read(data, entry_tags: list[str] | tuple = (), path: str = "", learned: legacytags.Learned | None = None) -> Point:
+    """A point file's content -> Point. Ours if choices.env names CK_MODEL, else a legacy CK point whose model, lib
+    and precision come from its entry's tags (legacytags; `learned`: the names its repository's entries teach).
+    Raises PointError saying what is missing or malformed."""
     try:
         env = data["choices"]["env"]
         if not isinstance(env, dict):
             raise TypeError("choices/env is not an object")
         if "CK_MODEL" in env:
             return _ours(migrate(data), path)
-        return _legacy(data, list(entry_tags), path)
+        return _legacy(data, list(entry_tags), path, learned)
     except PointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
@@ -387,9 +383,13 @@ def _our_repetition(run: dict, names: list, method: str | None) -> Repetition:
                       None, layers, method if layers else None)
 
 
-def _legacy(data: dict, tags: list[str], path: str) -> Point:
+def _legacy(data: dict, tags: list[str], path: str, learned: legacytags.Learned | None) -> Point:
     env = data["choices"]["env"]
-    model, lib, other = legacy_model_lib(tags)
+    try:
+        roles = legacytags.classify(tags, learned)
+    except legacytags.TagError as error:
+        raise PointError(str(error)) from None
+    model, lib, other = roles.model, roles.lib, roles.other
     if lib.startswith("tensorrt"):
         lib = "tensorrt-fp16" if int(env.get("CK_TENSORRT_ENABLE_FP16", 0) or 0) != 0 else "tensorrt-fp32"
     batch = next((env[k] for k in BATCH_KEYS if k in env), None)
@@ -403,38 +403,12 @@ def _legacy(data: dict, tags: list[str], path: str) -> Point:
     gpu = _name(platform.get("gpu"))
     return Point(
         path=path, model=model, lib=lib, batch_size=_batch(batch),
-        repetitions=tuple(_legacy_repetition(r, data) for r in runs), choices=_choices(data, env), swept=_swept(data),
+        repetitions=tuple(_legacy_repetition(r, data) for r in runs),
+        choices=_choices(data, env) | ({"precision": roles.precision} if roles.precision else {}), swept=_swept(data),
         platform=gpu or _name(platform.get("cpu")) or "unknown",
         host={"cpu": _name(platform.get("cpu")), "machine": _name(platform.get("platform")),
               "hostname": _text((platform.get("os") or {}).get("hostname") if isinstance(platform.get("os"), dict) else "")},
         metadata={"tags": other, "run_type": _text(data["choices"].get("cmd_key"))}, legacy=True)
-
-
-def legacy_model_lib(tags: list[str]) -> tuple[str, str, list[str]]:
-    """(model, lib, other tags) of a legacy entry: the model and the lib are recognised by name; every other tag
-    (run type, board, platform, dates, ids) is metadata. An unknown lib is the one tag left that is no metadata."""
-    rest = [t for t in tags if t != TAG]
-    models = [t for t in rest if t in LEGACY_MODELS or t in SEED_MODELS]
-    libs = [t for t in rest if t in LEGACY_LIBS or t.startswith("tensorrt")]
-    other = [t for t in rest if t not in models and t not in libs]
-    if len(set(models)) != 1:
-        raise PointError(f"entry tags {tags}: {'several' if models else 'no'} model tags; "
-                         f"expected one of {', '.join(sorted(LEGACY_MODELS) + list(SEED_MODELS))}")
-    if not libs:
-        libs = [t for t in other if not _metadata_tag(t)]
-        other = [t for t in other if t not in libs]
-    if len(set(libs)) != 1:
-        raise PointError(f"entry tags {tags}: {'several lib tags ' + str(libs) if libs else 'no lib tag'}; "
-                         f"known libs: {', '.join(sorted(LEGACY_LIBS))}, tensorrt-*")
-    return LEGACY_MODELS.get(models[0], models[0]), libs[0], other
-
-
-def _metadata_tag(tag: str) -> bool:
-    """Run types (time_cpu, default), dates, ids, platform and board names: tags that name no lib."""
-    return (tag.startswith(("time_", "time-")) or tag in {"default", "time", "benchmark", "accuracy"}
-            or bool(re.search(r"\d{4}-?\d{2}-?\d{2}|^[0-9a-f]{8,}$", tag))
-            or tag.startswith(("nvidia-gtx", "nvidia-tx", "nvidia-jetson", "jetson", "gtx", "tx1", "tx2", "firefly",
-                               "odroid", "rpi", "linux", "android", "host-", "platform-", "board-")))
 
 
 def _legacy_ok(run: dict) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import legacytags
 from . import point as points
 from . import stats
 from .errors import BadInput
@@ -71,27 +72,30 @@ def load(repos: list[Path | str], tags: list[str] | None = None, where: dict[str
             continue
         entries = [repo] if (repo / ".cm" / "meta.json").is_file() and list(repo.glob("ckp-*")) else \
             sorted(p for p in (repo / "experiment").glob("*") if p.is_dir() and not p.name.startswith("."))
-        for entry in entries:
-            _read_entry(entry, set(tags or []), rows)
+        metas = {entry: _entry_tags(entry, rows) for entry in entries}
+        learned = legacytags.learn([t for t in metas.values() if t is not None])  # names this repository teaches
+        for entry, entry_tags in metas.items():
+            if entry_tags is not None and set(tags or []) <= set(entry_tags):
+                _read_entry(entry, entry_tags, learned, rows)
     raw_runs, raw_layers = _runs_frame(rows.runs), _layers_frame(rows.layers)
     loaded = Loaded(raw_runs, raw_layers, rows.skipped, _adaptive_frame(rows), raw=(raw_runs, raw_layers))
     return loaded.select(where or {})
 
 
-def _read_entry(entry: Path, tags: set[str], rows: _Rows) -> None:
+def _entry_tags(entry: Path, rows: _Rows) -> list[str] | None:
     try:
-        meta = json.loads((entry / ".cm" / "meta.json").read_text())
-        entry_tags = [str(t) for t in meta.get("tags", [])]
+        return [str(t) for t in json.loads((entry / ".cm" / "meta.json").read_text()).get("tags", [])]
     except (OSError, ValueError, AttributeError, TypeError) as error:
         rows.skip(entry, f"unreadable entry meta ({error})")
-        return
-    if not tags <= set(entry_tags):
-        return
+        return None
+
+
+def _read_entry(entry: Path, entry_tags: list[str], learned: legacytags.Learned, rows: _Rows) -> None:
     for path in sorted(entry.glob("ckp-*.*.json")):
         if path.name.count(".") != 2 or not path.name.split(".")[1].isdigit():
             continue  # .flat.json, .features.json: CK's derived files
         try:
-            _add_point(points.read_file(path, entry_tags), rows)
+            _add_point(points.read_file(path, entry_tags, learned), rows)
         except points.PointError as error:
             rows.skip(path, str(error))
 

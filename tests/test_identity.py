@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ck_plugins import analysis, ckrepo, point, readpoints, report
+from ck_plugins import analysis, ckrepo, legacytags, point, readpoints, report
 
 from fixtures import build as fixtures
 
@@ -75,13 +75,13 @@ def test_extra_tags_are_metadata_not_a_refusal(repos):
 
 
 def test_legacy_model_and_lib_come_from_known_names():
-    assert point.legacy_model_lib([fixtures.TAG, "time_gpu", "bvlc-googlenet", "nvidia-fp16-cudnn", "jetson-tx1"]) == (
-        "googlenet", "nvidia-fp16-cudnn", ["time_gpu", "jetson-tx1"])
-    assert point.legacy_model_lib([fixtures.TAG, "time_gpu", "bvlc-alexnet", "my-own-caffe"])[1] == "my-own-caffe"
-    with pytest.raises(point.PointError, match="no model tag"):
-        point.legacy_model_lib([fixtures.TAG, "cpu"])
-    with pytest.raises(point.PointError, match="several lib tags"):
-        point.legacy_model_lib([fixtures.TAG, "bvlc-alexnet", "cpu", "nvidia-cudnn"])
+    assert legacytags.classify([fixtures.TAG, "time_gpu", "bvlc-googlenet", "nvidia-fp16-cudnn", "jetson-tx1"]) == \
+        legacytags.Roles("googlenet", "nvidia-fp16-cudnn", "", ["time_gpu", "jetson-tx1"])
+    assert legacytags.classify([fixtures.TAG, "time_gpu", "bvlc-alexnet", "my-own-caffe"]).lib == "my-own-caffe"
+    with pytest.raises(legacytags.TagError, match="no model tag"):
+        legacytags.classify([fixtures.TAG, "cpu"])
+    with pytest.raises(legacytags.TagError, match="several lib tags"):
+        legacytags.classify([fixtures.TAG, "bvlc-alexnet", "cpu", "nvidia-cudnn"])
 
 
 def test_layers_match_by_name_and_fused_libs_are_left_out_and_named(repos):
@@ -229,3 +229,38 @@ def test_a_host_attribute_older_points_lack_does_not_split_them(tmp_path):
     other["features"]["platform"]["hostname"] = "gpu-host-9"
     (folder / "ckp-8000000000000005.0001.json").write_text(json.dumps(other))
     assert load(tmp_path).dimensions == {"hostname": ["gpu-host-7", "gpu-host-9", "none"]}
+
+
+def test_any_tag_set_is_read_by_elimination_with_every_dimension_kept_apart(repos):
+    """Models and libs nobody listed, precision suffixes, two hosts and a thread sweep: every point stays its own
+    configuration, and its time is the median of its own repetitions (computed here from the fixture's numbers)."""
+    loaded = load(repos["any-tags"])
+    expected = {}
+    for _, meaning, ms in fixtures.ANY_TAGS:
+        if meaning is None:
+            continue
+        model, lib, precision = meaning
+        for machine, host in fixtures.ANY_TAGS_HOSTS.items():
+            for threads, speed in fixtures.ANY_TAGS_THREADS.items():
+                expected[model, lib, precision, machine, str(threads)] = statistics.median(
+                    ms * host * speed * f for f in (0.98, 1.0, 1.03))
+    runs = loaded.raw[0]
+    assert set(zip(runs["model"], runs["lib"], runs["choice:precision"], runs["host:machine"],
+                   runs["choice:OMP_NUM_THREADS"])) == set(expected)
+    stats = analysis.time_stats(loaded.runs)
+    assert len(stats) == len(expected)  # nothing pooled
+    assert sorted(stats["time_ms"]) == pytest.approx(sorted(expected.values()))
+    # each identified label names the values that tell it apart from its neighbours
+    resnet = stats.xs("resnet50", level="model").reset_index()
+    assert set(resnet["lib"]) == {f"intel-request+OMP_NUM_THREADS={t}+precision={p}" for t in (1, 8)
+                                  for p in ("fp32", "int8")}
+    assert set(resnet["platform"]) == {f"Intel Xeon E5-2650 v3 [machine={m}]" for m in fixtures.ANY_TAGS_HOSTS}
+    assert set(loaded.dimensions) == {"OMP_NUM_THREADS", "precision", "machine"}
+    row = ("Intel Xeon E5-2650 v3 [machine=Supermicro SYS-1029U]", "inception-v3",
+           "intel-request+OMP_NUM_THREADS=8", 1)  # one precision for this model and lib: not in its label
+    assert stats.loc[row, "time_ms"] == pytest.approx(expected["inception-v3", "intel-request", "int8",
+                                                               "Supermicro SYS-1029U", "8"])
+    skipped = "\n".join(loaded.skipped)
+    assert "'mystery-net' and 'mystery-lib' could each be the model or the lib" in skipped
+    assert "no model tag" in skipped and "2018-05-01" in skipped
+    assert len(loaded.skipped) == 2 * len(fixtures.ANY_TAGS_HOSTS) * len(fixtures.ANY_TAGS_THREADS)
