@@ -74,13 +74,8 @@ def best_time_per_image(stats: pd.DataFrame) -> pd.DataFrame:
                                        "repetitions", "spread", "noisy"]]
     best = best.reset_index("batch_size").rename(columns={"batch_size": "best_batch_size"})
     best["images_per_second"] = 1e3 / best["time_per_image_ms"]
-    low, high = statistics.mean_interval(best["time_per_image_ms_mean"], best["time_per_image_ms_std"],
-                                         best["repetitions"])
-    with np.errstate(divide="ignore"):
-        low_ips, high_ips = statistics.holding(1e3 / np.where(high > 0, high, np.nan), 1e3 / low,
-                                               best["images_per_second"])
-    best["images_per_second_ci_low"] = low_ips
-    best["images_per_second_ci_high"] = np.where(low > 0, high_ips, np.nan)  # a mean interval reaching 0: unbounded
+    best["images_per_second_ci_low"], best["images_per_second_ci_high"] = statistics.throughput_interval(
+        best["time_per_image_ms_mean"], best["time_per_image_ms_std"], best["repetitions"], 1, best["images_per_second"])
     return best
 
 

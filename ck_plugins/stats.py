@@ -157,6 +157,17 @@ def mean_interval(mean, std, n, level: float = LEVEL):
     return np.asarray(mean, dtype=float) - half, np.asarray(mean, dtype=float) + half
 
 
+def throughput_interval(mean_ms, std_ms, n, images, shown):
+    """The interval of images per second from a time's repetitions (mean, standard deviation, count of a time for
+    `images` images): the reciprocal of the mean's interval, held around the figure `shown`; nan with one repetition
+    and, for its upper end, where the time's interval reaches zero (unbounded)."""
+    low_ms, high_ms = mean_interval(mean_ms, std_ms, n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = 1e3 * np.asarray(images, dtype=float)
+        low, high = holding(rate / np.where(high_ms > 0, high_ms, np.nan), rate / low_ms, shown)
+    return low, np.where(low_ms > 0, high, np.nan)
+
+
 def significance(low, high) -> np.ndarray:
     """Per interval of a ratio: 'faster'/'slower' is not said here; 'significant' when the interval excludes 1,
     'no significant difference' when it holds 1, 'no interval' without one."""

@@ -2,6 +2,7 @@
 import copy
 import json
 import math
+import statistics
 import os
 import shutil
 import signal
@@ -13,15 +14,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from ck_plugins import readpoints
 from conftest import _ck_bin
-from ck_plugins.submit.server import create_app
+from ck_plugins.submit.server import Dashboard, create_app
 
 from fixtures import build as fixtures
 
@@ -366,6 +369,21 @@ def test_a_second_gpu_never_changes_the_first_gpus_row(app_client):
     h100 = rows("NVIDIA H100 80GB HBM3")
     best_h200 = max(r["images_per_second"] for r in h200 if r["model"] == first["choices"]["env"]["CK_MODEL"])
     assert h100 and h100[0]["images_per_second"] > best_h200
+
+
+def test_the_leaderboard_gives_each_rate_its_interval_from_the_repetitions(app_client):
+    client, store = app_client
+    item = valid_point("-interval")
+    assert client.post("/api/submissions", content=json.dumps({"points": [item]}), headers=AUTH).status_code == 200
+    row = next(r for r in client.get("/api/leaderboard").json() if r["gpu"] == "NVIDIA H200")
+    times = np.array([statistics.median(c["run"]["time_fw_ms_all"]) for c in item["characteristics_list"]])
+    half = scipy_stats.t.ppf(0.975, len(times) - 1) * times.std(ddof=1) / np.sqrt(len(times))
+    batch = item["choices"]["env"]["CK_BATCH_SIZE"]
+    expected = [1e3 * batch / (times.mean() + half), 1e3 * batch / (times.mean() - half)]
+    assert row["images_per_second_ci"] == pytest.approx(expected, rel=1e-6)
+    assert expected[0] < row["images_per_second"] < expected[1]
+    page = Dashboard(store).wait()
+    assert f"{row['images_per_second']:.1f} ({expected[0]:.1f}-{expected[1]:.1f})" in page
 
 
 # ------------------------------------------------------------------------------------------ dashboard

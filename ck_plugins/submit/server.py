@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .store import Store, best_per_gpu
+from .store import Store
 from .validate import MAX_BODY_BYTES, Rejected, check_bundle, parse
 
 MIN_TOKEN = 16
@@ -167,7 +167,7 @@ class Dashboard:
     def _render(self, version: int) -> None:
         try:
             rows = self.store.rows()
-            html_page = _page(best_per_gpu(rows), _plots(rows))
+            html_page = _page(self.store.leaderboard(), _plots(rows))
         except Exception as error:  # noqa: BLE001 - a page that cannot be drawn still shows the table
             html_page = _page(self.store.leaderboard(), f"<p>Plots unavailable: {html.escape(str(error)[:300])}</p>")
         with self.lock:
@@ -191,14 +191,19 @@ class Dashboard:
 def _page(board: list[dict], plots: str) -> str:
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(r[k]))}</td>" for k in ("model", "precision", "gpu", "lib", "batch_size"))
-        + f"<td>{r['images_per_second']:.1f}</td><td>{html.escape(str(r['submitter']))}</td></tr>" for r in board)
+        + f"<td>{_throughput(r)}</td><td>{html.escape(str(r['submitter']))}</td></tr>" for r in board)
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ck-precision-bench results</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:2px 8px}"
             "table{border-collapse:collapse}img{max-width:100%}</style></head><body>"
             "<h1>ck-precision-bench: the crowd's results</h1><h2>Leaderboard (best images per second, per GPU)</h2>"
             "<table id='leaderboard'><tr><th>model</th><th>precision</th><th>GPU</th><th>lib</th><th>batch</th>"
-            f"<th>img/s</th><th>submitter</th></tr>{rows}</table><h2>Time per image</h2>{plots}"
+            f"<th>img/s (95% interval)</th><th>submitter</th></tr>{rows}</table><h2>Time per image</h2>{plots}"
             "<p>Results repository: <code>ck pull repo --url=http://HOST:PORT/results.git</code></p></body></html>")
+
+
+def _throughput(row: dict) -> str:
+    ci = row.get("images_per_second_ci")
+    return f"{row['images_per_second']:.1f}" + (f" ({ci[0]:.1f}-{ci[1]:.1f})" if ci else " (no interval: one repetition)")
 
 
 def _plots(rows: list[dict]) -> str:

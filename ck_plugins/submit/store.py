@@ -16,9 +16,10 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import sqlalchemy as sa
 
-from .. import ckrepo, point
+from .. import ckrepo, point, stats
 
 META = sa.MetaData()
 SUBMISSIONS = sa.Table(
@@ -220,15 +221,21 @@ class Store:
     # ---------------------------------------------------------------------------------------------- read
     def rows(self) -> list[dict]:
         """Every accepted, not withdrawn point's leaderboard columns (no bodies)."""
-        query = (sa.select(POINTS.c.model, POINTS.c.precision, POINTS.c.gpu, POINTS.c.lib, POINTS.c.batch_size,
-                           POINTS.c.images_per_second, SUBMISSIONS.c.submitter)
+        query = (sa.select(POINTS.c.hash, POINTS.c.model, POINTS.c.precision, POINTS.c.gpu, POINTS.c.lib,
+                           POINTS.c.batch_size, POINTS.c.images_per_second, SUBMISSIONS.c.submitter)
                  .join(SUBMISSIONS, POINTS.c.submission_id == SUBMISSIONS.c.id)
                  .where(SUBMISSIONS.c.withdrawn.is_(False)))
         with self.engine.connect() as db:
             return [dict(row) for row in db.execute(query).mappings()]
 
     def leaderboard(self) -> list[dict]:
-        return best_per_gpu(self.rows())
+        """best_per_gpu, each row with the 95% interval of its images per second (from its stored repetitions)."""
+        board = best_per_gpu(self.rows())
+        with self.engine.connect() as db:
+            bodies = dict(db.execute(sa.select(POINTS.c.hash, POINTS.c.body).where(
+                POINTS.c.hash.in_([r["hash"] for r in board]))).all()) if board else {}
+        return [dict(r, images_per_second_ci=_throughput_ci(bodies.get(r["hash"]), r["images_per_second"]))
+                for r in board]
 
 
 def best_per_gpu(rows: list[dict]) -> list[dict]:
@@ -240,6 +247,19 @@ def best_per_gpu(rows: list[dict]) -> list[dict]:
         if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
             best[key] = row
     return sorted(best.values(), key=lambda r: (str(r["model"]), str(r["precision"]), str(r["gpu"])))
+
+
+def _throughput_ci(body: str | None, shown: float) -> list[float] | None:
+    """[low, high] images per second of a stored point, None with fewer than two repetitions or no bound."""
+    try:
+        read = point.read(json.loads(body)) if body else None
+    except (ValueError, point.PointError):
+        return None
+    times = [r.time_ms for r in read.successful] if read else []
+    if len(times) < 2:
+        return None
+    low, high = stats.throughput_interval(np.mean(times), np.std(times, ddof=1), len(times), read.batch_size, shown)
+    return [float(low), float(high)] if np.isfinite(low) and np.isfinite(high) else None
 
 
 def _row(digest: str, sid: str, item: dict) -> dict:
