@@ -52,6 +52,17 @@ def time_stats(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def accuracy(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration that recorded one: the output's relative logit error against fp32 and, where the network
+    held real weights, the share of images whose top-1 class agrees with fp32; what the weights were."""
+    if "relative_error" not in runs.columns:
+        return pd.DataFrame()
+    ok = runs[runs["success"] & runs["relative_error"].notna()]
+    grouped = ok.groupby(level=KEY, observed=True)
+    return pd.DataFrame({"relative_error": grouped["relative_error"].median(),
+                         "top1_agreement": grouped["top1_agreement"].median(), "weights": grouped["weights"].first()})
+
+
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
     failed = runs[~runs["success"]].reset_index()
     return failed.groupby(KEY, observed=True)["error"].first().to_frame()

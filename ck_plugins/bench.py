@@ -25,7 +25,7 @@ def measure_point(request: PointRequest) -> engine.Measurement:
     """Baseline first, then the point, then its kernel profile: no timed pass ever follows a profile."""
     backend = backends.create(request.lib, request.options, request.family)
     try:
-        model = models.build(request.plan.model, request.plan.seed)
+        model = models.build(request.plan.model, request.plan.seed, request.plan.inputs.weights)
     except models.ModelError:
         model = None  # the session tries again and records why, as a failed point
     baseline_ms = _baseline_ms(request, backend, model)

@@ -40,12 +40,29 @@ def _add_precision_bench(sub) -> None:
         p.add_argument("--device", default=os.environ.get("CK_DEVICE", "auto"), help="auto, cpu or cuda")
         p.add_argument("--precisions", default=os.environ.get("CK_PRECISIONS", "all"),
                        help="comma-separated subset of fp32,tf32,amp,fp16,bf16 (fp32 always runs: it is the baseline)")
+        _add_inputs(p)
         p.add_argument("--record", default=os.environ.get("CK_RECORD", "false"),
                        help="also record every mode as a CK experiment point: true/false")
         p.add_argument("--repo", default=os.environ.get("CK_RESULTS_REPO", ""),
                        help="CK repository the points go to with --record (default: this checkout)")
         p.add_argument("--out", default=str(OUT_ROOT / name / "result.json"), help="where to write the JSON result")
         p.set_defaults(func=_cmd_precision_bench, program=name)
+
+
+def _add_inputs(p) -> None:
+    env = os.environ.get
+    p.add_argument("--weights", default=env("CK_WEIGHTS", ""),
+                   help="a state_dict file the network loads (default: weights drawn from the seed)")
+    p.add_argument("--pretrained", default=env("CK_PRETRAINED", "false"),
+                   help="torchvision:/timm: networks load the zoo's weights (a download): true/false")
+    p.add_argument("--images", default=env("CK_IMAGES", ""),
+                   help="a folder of JPEG/PNG images, ImageNet-preprocessed (default: Gaussian noise from the seed)")
+
+
+def _inputs(args):
+    from .inputs import check
+
+    return check(args.weights, args.images, _parse_bool("pretrained", args.pretrained))
 
 
 def _cmd_precision_bench(args) -> int:
@@ -59,11 +76,13 @@ def _cmd_precision_bench(args) -> int:
                         min_repetition_ms=_non_negative("minimum repetition time (ms)", args.min_repetition_ms))
     model = check(getattr(args, "model", "resnet50")).text
     record = _parse_bool("record", args.record)
+    fed = _inputs(args)
     from . import precision_bench  # imports torch: only once the arguments are known to be good
     from .ckrepo import REPO_ROOT, write_json_atomic
 
     request = precision_bench.Request(model=model, device=precision_bench.resolve_device(args.device),
-                                      precisions=precision_bench.parse_modes(args.precisions), **request_args)
+                                      precisions=precision_bench.parse_modes(args.precisions), inputs=fed,
+                                      **request_args)
     result, measured = precision_bench.run(request)
     write_json_atomic(args.out, result)
     device = request.device.type
@@ -113,6 +132,7 @@ def _add_point(sub) -> None:
     p.add_argument("--family", default=env("CK_FAMILY", "any"), help="restrict libs to one program's family")
     p.add_argument("--plan", default=env("CK_ADAPTIVE_PLAN", ""), help="adaptive lib: the plan file to run")
     p.add_argument("--fold-bn", default=env("CK_FOLD_BN", "false"), help="eager libs: fold batch norms: true/false")
+    _add_inputs(p)
     p.add_argument("--threads", default=env("CK_NUM_THREADS", "0"),
                    help="torch's intra-op CPU threads for this point (0: torch's default); recorded in the point")
     p.add_argument("--repo", default=env("CK_RESULTS_REPO", ""),
@@ -150,7 +170,7 @@ def _cmd_point(args) -> int:
                           profile=_parse_bool("profile", args.profile),
                           min_repetition_ms=_non_negative("minimum repetition time (ms)", args.min_repetition_ms),
                           threads=0 if str(args.threads) == "0" else check_positive_int("threads", args.threads),
-                          input_shape=input_shape)
+                          input_shape=input_shape, inputs=_inputs(args))
     options = backends.Options(args.memory_format, _parse_bool("cuda graph", args.cuda_graph), args.compile_mode,
                                _parse_bool("freezing", args.freezing), plan=args.plan,
                                fold_bn=_parse_bool("fold bn", args.fold_bn))

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from . import inputs as feeding
 from . import measure, models, platform_info, stats
 from .modelnames import DEFAULT_INPUT_SHAPE, shape_text
 from .backends.base import Backend
@@ -37,6 +38,7 @@ class RunPlan:
     per_layer_method: str = "hooks"  # hooks: in the running model (the seed's); isolated: each layer alone
     threads: int = 0  # > 0: torch's intra-op CPU threads for this point (torch.set_num_threads); 0: torch's default
     input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE  # one input, without the batch
+    inputs: feeding.Inputs = feeding.Inputs()  # weights and images (default: random weights, noise images)
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Accuracy:
     reference: str  # what the output was compared with
     relative_error: float  # ||out - ref|| / ||ref||
     top1_agreement: float  # share of images whose arg-max class matches the reference
+    weights: str = ""  # what the network held (inputs.describe): random, a state_dict file, pretrained
+    images: str = ""  # what it was fed: noise from a seed, or a folder's files
 
 
 @dataclass
@@ -82,8 +86,7 @@ class Measurement:
 
 
 def seeded_images(batch_size: int, seed: int, input_shape=DEFAULT_INPUT_SHAPE) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch_size, *input_shape, generator=generator)
+    return feeding.images(feeding.Inputs(), batch_size, seed, input_shape)
 
 
 def reference_logits(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -141,13 +144,14 @@ class ReferenceCache:
         return digest.hexdigest()[:32]
 
 
-def compare(out: torch.Tensor, ref: torch.Tensor, reference: str) -> Accuracy:
-    out = out.float().cpu()
+def compare(out: torch.Tensor, ref: torch.Tensor, reference: str, fed: dict | None = None) -> Accuracy:
+    """`out` against the fp32 reference; `fed`: what the network held and was fed (inputs.describe)."""
+    out, fed = out.float().cpu(), fed or {}
     if not torch.isfinite(out).all():
-        return Accuracy(reference, float("inf"), 0.0)
+        return Accuracy(reference, float("inf"), 0.0, **fed)
     err = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
     agree = float((out.argmax(1) == ref.argmax(1)).float().mean())
-    return Accuracy(reference, err, agree)
+    return Accuracy(reference, err, agree, **fed)
 
 
 def run_point(plan: RunPlan, backend: Backend, model: torch.nn.Module | None = None,
@@ -157,7 +161,8 @@ def run_point(plan: RunPlan, backend: Backend, model: torch.nn.Module | None = N
     `model` and `reference` (fp32 logits of the seeded images) may be passed in when several backends share them.
     `progress(stage)` is called after the warm-up, each repetition and each per-layer pass (`steps(plan)` calls).
     """
-    session = Session(plan.model, backend, plan.batch_size, plan.seed, model, reference, plan.input_shape)
+    session = Session(plan.model, backend, plan.batch_size, plan.seed, model, reference, plan.input_shape,
+                      inputs=plan.inputs)
     session.progress = progress
     try:
         return session.measure(plan)
@@ -176,8 +181,9 @@ class Session:
 
     def __init__(self, model_name: str, backend: Backend, max_batch: int, seed: int = 0,
                  model: torch.nn.Module | None = None, reference: torch.Tensor | None = None,
-                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE, references: ReferenceCache | None = None):
-        self.backend, self.max_batch, self.references = backend, max_batch, references
+                 input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE, references: ReferenceCache | None = None,
+                 inputs: feeding.Inputs = feeding.Inputs()):
+        self.backend, self.max_batch, self.references, self.inputs = backend, max_batch, references, inputs
         self.model_name, self.seed, self.input_shape = model_name, seed, tuple(input_shape)
         self._model, self._reference = model, reference
         self._images: torch.Tensor | None = None
@@ -192,7 +198,7 @@ class Session:
         """The expected failures (cannot run here, out of memory, a runtime error of the library) become a failed
         Measurement with the reason; anything else is a bug and is raised."""
         if (plan.batch_size > self.max_batch or plan.seed != self.seed or plan.model != self.model_name
-                or tuple(plan.input_shape) != self.input_shape):
+                or tuple(plan.input_shape) != self.input_shape or plan.inputs != self.inputs):
             raise ValueError(f"plan {plan.model} batch {plan.batch_size} seed {plan.seed} input "
                              f"{shape_text(plan.input_shape)} is outside this session ({self.model_name}, batch <= "
                              f"{self.max_batch}, seed {self.seed}, input {shape_text(self.input_shape)})")
@@ -227,13 +233,13 @@ class Session:
             self._host_prepared = True
         try:
             if self._model is None:
-                self._model = models.build(self.model_name, self.seed)
+                self._model = models.build(self.model_name, self.seed, self.inputs.weights)
             if self._work is None:
                 self._work = models.check_forward(self._model, self.model_name, self.input_shape)
         except models.ModelError as error:
             self._host_error = error
         if self._images is None:
-            self._images = seeded_images(self.max_batch, self.seed, self.input_shape)
+            self._images = feeding.images(self.inputs, self.max_batch, self.seed, self.input_shape)
         if self.references and self._reference is None and self._reference_key is None and not self._host_error:
             self._reference_key = ReferenceCache.key(self._model, self.model_name, self._images, self.backend.device)
 
@@ -242,7 +248,7 @@ class Session:
         (the model, its work, the images, the reference's name): a worker measuring several libs does it once."""
         self.prepare_host()
         other = Session(self.model_name, backend, self.max_batch, self.seed, self._model, self._reference,
-                        self.input_shape, self.references)
+                        self.input_shape, self.references, self.inputs)
         other._work, other._images, other._host_error = self._work, self._images, self._host_error
         other._reference_key = self._reference_key
         other.prepare_host()
@@ -311,7 +317,8 @@ class Session:
             clock.done("timed", minus=timing.warmup_s)
             if plan.accuracy and backend.name != "null":
                 out = backend.predict(inputs)
-                result.accuracy = compare(out, self._reference_for(plan.batch_size), "fp32 eager, TF32 off, same device")
+                result.accuracy = compare(out, self._reference_for(plan.batch_size), "fp32 eager, TF32 off, same device",
+                                          feeding.describe(self.inputs, self.seed))
                 clock.done("accuracy")
             self._per_layer(plan, inputs, result)
             clock.done("per_layer")
@@ -395,7 +402,7 @@ def profile_point(plan: RunPlan, backend: Backend, model: torch.nn.Module, resul
         return
     try:
         backend.load(model, plan.batch_size)
-        inputs = backend.prepare_input(seeded_images(plan.batch_size, plan.seed, plan.input_shape))
+        inputs = backend.prepare_input(feeding.images(plan.inputs, plan.batch_size, plan.seed, plan.input_shape))
         with torch.inference_mode():
             measure.time_iterations(lambda: backend.predict(inputs), backend.device, plan.warmup, 1, 1)
         profile_loaded(backend, inputs, result)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from . import engine, models, platform_info
+from . import inputs as feeding
 from .modelnames import DEFAULT_INPUT_SHAPE
 from .backends.base import MEMORY_FORMATS
 from .backends.torch_eager import EagerBackend, EagerConfig
@@ -70,6 +71,7 @@ class Request:
     repetitions: int = 3
     input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
     min_repetition_ms: float = 0.0  # > 0: repetitions last at least this long (what an exact energy figure needs)
+    inputs: feeding.Inputs = feeding.Inputs()  # the weights and images (default: random weights, noise)
 
 
 def run(request: Request) -> tuple[dict, list[engine.Measurement]]:
@@ -80,16 +82,16 @@ def run(request: Request) -> tuple[dict, list[engine.Measurement]]:
                if p not in runnable]
     plan = engine.RunPlan(request.model, batch_size, request.warmup, request.iterations, request.repetitions,
                           per_layer=False, profile=False, input_shape=request.input_shape,
-                          min_repetition_ms=request.min_repetition_ms)
+                          min_repetition_ms=request.min_repetition_ms, inputs=request.inputs)
     modes = [Mode(p, f) for p in runnable for f in MEMORY_FORMATS]
     plans = [_plan_for(mode, plan, device) for mode in modes]
+    model, failed = _model(request)  # weights that do not fit are a BadInput before anything is drawn
+    if failed:
+        return _result(request, [], [], skipped, failed), []
     progress = Progress(1 + sum(engine.steps(p) for p in plans), f"{request.model} batch {batch_size} on {device.type}")
     progress.start("fp32 reference")
-    model, failed = _model(request)
-    if failed:
-        progress.close()
-        return _result(request, [], [], skipped, failed), []
-    reference = engine.reference_logits(model, engine.seeded_images(batch_size, plan.seed, request.input_shape), device)
+    images = feeding.images(request.inputs, batch_size, plan.seed, request.input_shape)
+    reference = engine.reference_logits(model, images, device)
     progress.done("done")
     backends = [EagerBackend(_lib(m.precision, device), EagerConfig(device.type, m.precision, memory_format=m.memory_format))
                 for m in modes]
@@ -113,7 +115,7 @@ def run(request: Request) -> tuple[dict, list[engine.Measurement]]:
 def _model(request: Request) -> tuple[torch.nn.Module | None, str | None]:
     """The model, checked by one forward pass at the input shape; or the reason it cannot be measured."""
     try:
-        model = models.build(request.model)
+        model = models.build(request.model, 0, request.inputs.weights)
         models.check_forward(model, request.model, request.input_shape)
         if isinstance(model, models.OnnxModel):
             return None, f"{request.model}: an ONNX file runs only through the onnxruntime libs (python -m ck_plugins point --lib onnxruntime)"
@@ -128,6 +130,7 @@ def _result(request: Request, rows: list[dict], measured: list, skipped: list, e
             "measured_at": measured[0].measured_at if measured else None, "warmup": request.warmup,
             "iterations": request.iterations, "repetitions": request.repetitions,
             "platform": platform_info.describe(request.device), "repo": platform_info.repo_state(),
+            "inputs": feeding.describe(request.inputs, 0), "real_weights": request.inputs.real_weights,
             "modes": rows, "skipped": skipped, "error": error}
 
 
@@ -201,15 +204,17 @@ def summary_table(result: dict) -> str:
     if result.get("error"):
         return "\n".join(lines + ["", f"not measured: {result['error']}"])
     energy = any("joules_per_image" in r for r in result["modes"])
-    lines += ["", "| Precision | Layout | Execution time (ms/batch) | Throughput (img/s) | Speed-up vs fp32 |"
+    real = result.get("real_weights", False)
+    lines += ["", "| Precision | Layout | Execution time (ms/batch) | Throughput (img/s) | Speed-up vs fp32 | "
+              + ("Top-1 agreement, logit error vs fp32 |" if real else "Logit error vs fp32 |")
               + (" Energy (mJ/img) | Power (W) |" if energy else ""),
-              "|:---|:---|---:|---:|---:|" + ("---:|---:|" if energy else "")]
+              "|:---|:---|---:|---:|---:|---:|" + ("---:|---:|" if energy else "")]
     for r in result["modes"]:
         if r["run_success"]:
             noisy = " (noisy)" if r["noisy"] else ""
             noisy += " (brief)" if any("measured briefly" in n for n in r.get("notes", [])) else ""
             line = (f"| {r['precision']} | {r['memory_format']} | {r['time_ms']:.3f}{noisy} | "
-                    f"{r['images_per_second']:.1f} | {r['speedup_vs_fp32']:.2f} |")
+                    f"{r['images_per_second']:.1f} | {r['speedup_vs_fp32']:.2f} | {_accuracy_cell(r, real)} |")
             if energy and "joules_per_image" in r:
                 coarse = " (coarse)" if r["energy_coarse"] else ""
                 line += f" {1e3 * r['joules_per_image']:.3f}{coarse} | {r['average_power_w']:.0f} |"
@@ -217,10 +222,26 @@ def summary_table(result: dict) -> str:
                 line += " - | - |"
             lines.append(line)
         else:
-            lines.append(f"| {r['precision']} | {r['memory_format']} | failed | - | - |" + (" - | - |" if energy else ""))
-    lines += ["", "Why:"] + [f"- {r['diagnosis']}" for r in result["modes"]]
+            lines.append(f"| {r['precision']} | {r['memory_format']} | failed | - | - | - |" + (" - | - |" if energy else ""))
+    lines += ["", accuracy_note(result), "", "Why:"] + [f"- {r['diagnosis']}" for r in result["modes"]]
     lines += [f"- {s['mode']}: not run ({s['reason']})" for s in result["skipped"]]
     return "\n".join(lines)
+
+
+def _accuracy_cell(row: dict, real: bool) -> str:
+    error = f"{row['relative_error']:.1e}"
+    return f"{100 * row['top1_agreement']:.1f}%, {error}" if real else error
+
+
+def accuracy_note(result: dict) -> str:
+    """What the accuracy column means for these inputs: top-1 agreement only where the weights are real."""
+    fed = result.get("inputs") or {}
+    if result.get("real_weights"):
+        return (f"Accuracy: each mode's output against fp32 (TF32 off) on {fed.get('images', 'the images')}, "
+                f"weights {fed.get('weights', 'given')}.")
+    return ("Accuracy: the logit error against fp32 only. Top-1 agreement is not shown: with random weights a network "
+            "gives nearly the same class for every input, so it would agree trivially; pass --weights FILE (a "
+            "state_dict) or CK_PRETRAINED=true, and --images DIR, for a real check.")
 
 
 def shipped_gpu_tables(root: Path | None = None) -> str:

@@ -107,15 +107,28 @@ def _add_point(p: points.Point, rows: _Rows) -> None:
     columns.update({f"{HOST}{k}": v for k, v in p.host.items()})
     energy = p.measurement.get("energy")
     joules = energy.get("joules_per_image") if isinstance(energy, dict) else None
+    accuracy = _accuracy(p.measurement.get("accuracy"))
     for rep in p.repetitions:
         rid = len(rows.runs)
         rows.runs.append({
             "rid": rid, "platform": p.platform, "model": p.model, "lib": p.lib, "batch_size": p.batch_size,
             "time_ms": rep.time_ms, "success": rep.success, "memory_mbytes": rep.memory_mbytes,
             "iqr_over_median": rep.iqr_over_median, "peak_share": rep.peak_share, "flops_per_image": p.flops_per_image,
-            "joules_per_image": joules if isinstance(joules, (int, float)) and rep.success else None, "legacy": p.legacy, "error": rep.error, "source": p.path, "run_type": p.metadata.get("run_type", ""),
+            "joules_per_image": joules if isinstance(joules, (int, float)) and rep.success else None, "legacy": p.legacy, "error": rep.error, "source": p.path, "run_type": p.metadata.get("run_type", ""), **accuracy,
             **{k: p.versions.get(k, "") for k in VERSIONS}, **columns})
         rows.layers.extend((rid, layer.name, layer.direction, layer.time_ms) for layer in rep.layers)
+
+
+def _accuracy(record) -> dict:
+    """A point's accuracy against fp32: its logit error, and its top-1 agreement only where the weights were real
+    (random weights make it trivial); nan where the point has none."""
+    record = record if isinstance(record, dict) else {}
+    weights = record.get("weights") if isinstance(record.get("weights"), str) else ""
+    real = bool(weights) and not weights.startswith("random")
+    error, top1 = record.get("relative_error"), record.get("top1_agreement")
+    number = lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan  # noqa: E731
+    return {"relative_error": number(error), "top1_agreement": number(top1) if real else np.nan,
+            "weights": weights or ("random" if record else "")}
 
 
 def identify(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -234,7 +247,8 @@ def _measured_over_best_ci(row, run_times: dict) -> tuple[float, float]:
 
 def _runs_frame(rows: list[dict]) -> pd.DataFrame:
     columns = ["rid"] + KEY + ["time_ms", "success", "memory_mbytes", "iqr_over_median", "peak_share",
-                               "flops_per_image", "joules_per_image", "legacy", "error", "source", "run_type", *VERSIONS]
+                               "flops_per_image", "joules_per_image", "legacy", "error", "source", "run_type", "relative_error",
+                               "top1_agreement", "weights", *VERSIONS]
     frame = pd.DataFrame(rows)
     return frame if len(frame) else pd.DataFrame(columns=columns)
 

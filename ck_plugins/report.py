@@ -86,12 +86,29 @@ def _tail(r: analysis.Result) -> list[str]:
     anchors = analysis.nearest_anchors(r.stats)
     if not anchors.empty:
         s.append(_table("Nearest published/anchor figures (same GPU, model and configuration)", anchors))
+    s.append(_accuracy_section(r))
     noisy = r.stats[r.stats["noisy"]][["time_ms", "spread", "iqr_over_median", "ci95_low_ms", "ci95_high_ms"]]
     s.append(_table("Noisy points (repetitions or iterations spread by more than 5%)", noisy))
     s.append(_table("Failed points", analysis.failures(r.loaded.runs)))
     skipped = "".join(f"<li class='skipped'>{html.escape(x)}</li>" for x in r.loaded.skipped) or "<li>none</li>"
     s.append(f"<h2>Skipped input ({len(r.loaded.skipped)})</h2><ul>{skipped}</ul>")
     return s
+
+
+def _accuracy_section(r: analysis.Result) -> str:
+    table = analysis.accuracy(r.loaded.runs)
+    if table.empty:
+        return ""
+    random = not table["top1_agreement"].notna().any()
+    note = ("Every point here ran with random weights, so only the logit error is shown: a network with random "
+            "weights gives nearly the same class for every input, and top-1 agreement would hold trivially. Points "
+            "measured with <code>--weights FILE</code> or <code>CK_PRETRAINED=true</code> (and <code>--images "
+            "DIR</code>) show it." if random else
+            "Top-1 agreement is shown only for points whose network held real weights (a state_dict file or the "
+            "zoo's); with random weights it would hold trivially.")
+    shown = table.drop(columns="top1_agreement") if random else table
+    return (f"<h2>Accuracy against fp32 (TF32 off, same images)</h2><p>{note}</p>"
+            + shown.to_html(float_format=lambda v: f"{v:.3g}", na_rep=""))
 
 
 def _ideal_sections(r: analysis.Result, out_dir: Path) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import modelnames
+from .. import inputs, modelnames
 from ..errors import BadInput, check_choice
 from .onnxfile import OnnxModel
 from .work import LayerWork, ModelWork, count_work, layer_work  # noqa: F401 (the package's interface)
@@ -50,17 +50,23 @@ class ModelError(RuntimeError):
     """The model could not be built, or its forward pass failed: recorded as a failed point with the reason."""
 
 
-def build(name: str, seed: int = 0) -> nn.Module:
+def build(name: str, seed: int = 0, weights: str = "") -> nn.Module:
     """The model (any name modelnames accepts) in eval mode on the CPU in fp32, its weights drawn
-    deterministically from `seed` (no weights are downloaded). A name that does not exist is a BadInput; a model
-    that fails to build is a ModelError."""
+    deterministically from `seed`, or loaded from `weights`: a state_dict file, or "pretrained" for the zoo's
+    (torchvision, timm: a download, where the machine can make one). A name that does not exist or weights that
+    do not fit are a BadInput; a model that fails to build is a ModelError."""
     model_name = modelnames.check(name)
     if model_name.source == "onnx":
+        if weights:
+            raise BadInput("weights", weights, f"none for an ONNX file ({name} holds its own weights)")
         return OnnxModel(model_name.ref)
+    if weights == inputs.PRETRAINED and model_name.source not in ("torchvision", "timm"):
+        raise BadInput("CK_PRETRAINED", "true", f"a torchvision: or timm: model ({name} has no zoo weights; give "
+                                                "a state_dict file with --weights)")
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = _builder(model_name)()
+        model = _builder(model_name, weights == inputs.PRETRAINED)()
     except BadInput:
         raise
     except Exception as error:
@@ -69,20 +75,22 @@ def build(name: str, seed: int = 0) -> nn.Module:
         torch.random.set_rng_state(state)
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name}: {model_name.ref} returned a {type(model).__name__}, not a torch.nn.Module")
+    if weights and weights != inputs.PRETRAINED:
+        inputs.load_state(model, weights, name)
     return model.eval()
 
 
-def _builder(name: modelnames.ModelName) -> Callable[[], nn.Module]:
+def _builder(name: modelnames.ModelName, pretrained: bool = False) -> Callable[[], nn.Module]:
     if name.source == "seed":
         return spec(name.text).builder
     if name.source == "torchvision":
         import torchvision
 
-        return lambda: torchvision.models.get_model(name.ref, weights=None)
+        return lambda: torchvision.models.get_model(name.ref, weights="DEFAULT" if pretrained else None)
     if name.source == "timm":
         import timm
 
-        return lambda: timm.create_model(name.ref, pretrained=False)
+        return lambda: timm.create_model(name.ref, pretrained=pretrained)
     return modelnames.py_function(name.text)
 
 
