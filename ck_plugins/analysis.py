@@ -477,11 +477,11 @@ def interval(low, high) -> list[float] | None:
 
 
 def ratio_text(ratio: float, ci: list[float] | None) -> str:
-    """'0.93x (95% CI 0.90-0.96)', with 'no significant difference' where the interval holds 1."""
+    """'0.931x (95% CI 0.904-0.962)' (three significant digits), with 'no significant difference' where the interval holds 1."""
     if ci is None:
-        return f"{ratio:.2f}x (no interval: one repetition)"
+        return f"{ratio:.3g}x (no interval: one repetition)"
     same = ci[0] <= 1 <= ci[1]
-    return f"{ratio:.2f}x (95% CI {ci[0]:.2f}-{ci[1]:.2f}{': no significant difference' if same else ''})"
+    return f"{ratio:.3g}x (95% CI {ci[0]:.3g}-{ci[1]:.3g}{': no significant difference' if same else ''})"
 
 
 def images_per_second_text(f: dict) -> str:

@@ -389,6 +389,7 @@ def _add_analyse(sub) -> None:
     p.add_argument("--ideal-versus", default="same-layers", choices=["same-layers", "timed-total"],
                    help="what the ideal adaptive solution is compared with: the best single lib's per-layer sum over "
                         "the same layers (default), or the seed notebook's: its timed total")
+    p.add_argument("--summary", metavar="FILE", help="write only the JSON summary to FILE (no report, no plots)")
     p.add_argument("--title", default="ck-precision-bench report")
     p.add_argument("--out", default=str(OUT_ROOT / "report"), help="folder for report.html, summary.json and the PNG plots")
     p.set_defaults(func=_cmd_analyse)
@@ -412,6 +413,8 @@ def _cmd_analyse(args) -> int:
         except ValueError as error:
             raise BadInput("--where", ", ".join(f"{k}={v}" for k, v in where.items()), str(error)) from None
     libs = [x for x in (args.adaptive_libs or "").split(",") if x] or None
+    if args.summary:
+        return _write_summary(report, loaded, args, libs)
     try:
         built = report.build(loaded, Path(args.out), args.baseline, args.title, libs, args.layer_statistic,
                              args.ideal_versus)
@@ -420,6 +423,36 @@ def _cmd_analyse(args) -> int:
         return 2
     _print_summary(built)
     return 0
+
+
+def _write_summary(report, loaded, args, libs) -> int:
+    from .ckrepo import write_json_atomic
+
+    try:
+        _, summary = report.summarise(loaded, args.baseline, libs, args.layer_statistic, args.ideal_versus)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"summary: {write_json_atomic(Path(args.summary), summary).resolve()}")
+    return 0
+
+
+def _add_docs(sub) -> None:
+    p = sub.add_parser("docs", help="rewrite the figures in README.md and docs/ from the committed summary.json files")
+    p.add_argument("--check", action="store_true", help="only say which documents differ (exit 1 if any)")
+    p.set_defaults(func=_cmd_docs)
+
+
+def _cmd_docs(args) -> int:
+    from . import docfigures
+    from .ckrepo import REPO_ROOT
+
+    differ = docfigures.run(REPO_ROOT, args.check)
+    for path in differ:
+        print(f"{'differs' if args.check else 'rewritten'}: {path.relative_to(REPO_ROOT)}")
+    if not differ:
+        print("every generated figure is up to date")
+    return 1 if differ and args.check else 0
 
 
 def _print_summary(built) -> None:
@@ -520,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_merge(sub)
     _add_migrate(sub)
     _add_analyse(sub)
+    _add_docs(sub)
     _add_service(sub)
     for command in sub.choices.values():  # every option's help shows its default
         command.formatter_class = argparse.ArgumentDefaultsHelpFormatter

@@ -1,0 +1,105 @@
+"""Figures in the docs, generated from the committed summary.json files: `python -m ck_plugins docs` rewrites every
+block between `<!-- figures: NAME -->` and `<!-- /figures: NAME -->` in README.md and docs/*.md; `--check` only
+says which files differ (tests/test_docs.py runs it). No torch.
+
+The summaries are the analysis's own (`analyse ... --out DIR` writes DIR/summary.json; `--summary FILE` writes only
+that file): change the data or the analysis, regenerate them (the commands are in docs/analysis.md), then run this.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+from .analysis import ratio_text
+
+GTX1080 = Path("docs/results/gtx1080-legacy")
+BLOCK = re.compile(r"(<!-- figures: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /figures: (?P=name) -->)", re.S)
+
+
+def _summary(root: Path, path: Path) -> dict:
+    return json.loads((root / path).read_text())
+
+
+def _models(summary: dict) -> dict[str, dict]:
+    return {m["model"]: m for m in summary["models"]}
+
+
+def _ci(values) -> str:
+    return f"{values[0]:,.0f}-{values[1]:,.0f}" if values else "no interval"
+
+
+def gtx1080_headline(root: Path) -> str:
+    """The GTX 1080 table: fastest lib, best time per image, speed-ups over the CPU and over cuDNN, the ideal."""
+    base, versus = _models(_summary(root, GTX1080 / "summary.json")), _models(
+        _summary(root, GTX1080 / "summary-vs-cudnn.json"))
+    names = list(base)
+    rows = [("fastest lib", lambda m: m["fastest_lib"]),
+            ("best time per image", lambda m: f"{m['time_per_image_ms']:.3f} ms (batch {m['best_batch_size']}, "
+                                              f"{m['images_per_second']:,.0f} img/s, 95% CI "
+                                              f"{_ci(m['images_per_second_ci'])}{', noisy' if m['noisy'] else ''})")]
+    for lib, what in (("nvidia-cudnn", "cuDNN"), ("libdnn-cuda", "libDNN"), ("nvidia-cuda", "cuBLAS")):
+        rows.append((f"{what} over the CPU (OpenBLAS)", lambda m, lib=lib: ratio_text(
+            m["speedup_over_baseline"][lib], m["speedup_over_baseline_ci"][lib])))
+    rows.append(("fp16 cuDNN over fp32 cuDNN", lambda m: ratio_text(
+        versus[m["model"]]["speedup_over_baseline"]["nvidia-fp16-cudnn"],
+        versus[m["model"]]["speedup_over_baseline_ci"]["nvidia-fp16-cudnn"])))
+    rows.append(("ideal adaptive solution vs cuDNN over the same layers", lambda m: ratio_text(
+        m["ideal_adaptive_ratio_to_best_single_lib"], m["ideal_adaptive_ratio_to_best_single_lib_ci"])))
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [f"| {title} | " + " | ".join(cell(base[n]) for n in names) + " |" for title, cell in rows]
+    return "\n".join(lines) + "\n"
+
+
+DEFINITIONS = (("median", "same layers (ours, the default)", "summary.json"),
+               ("min", "same layers", "summary-min-same-layers.json"),
+               ("min", "timed total (the seed notebook's)", "summary-min-timed-total.json"))
+
+
+def gtx1080_ideal_definitions(root: Path) -> str:
+    """The ideal adaptive solution of the GTX 1080 data under each definition, with its interval."""
+    summaries = [(statistic, versus, _models(_summary(root, GTX1080 / file))) for statistic, versus, file in DEFINITIONS]
+    names = list(summaries[0][2])
+    lines = ["| layer statistic | compared with | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+    for statistic, versus, models in summaries:
+        cells = [ratio_text(models[n]["ideal_adaptive_ratio_to_best_single_lib"],
+                            models[n]["ideal_adaptive_ratio_to_best_single_lib_ci"]) for n in names]
+        lines.append(f"| {statistic} | {versus} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {"gtx1080-headline": gtx1080_headline,
+                                            "gtx1080-ideal-definitions": gtx1080_ideal_definitions}
+
+
+def documents(root: Path) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def render(root: Path) -> dict[Path, str]:
+    """Every document with a figures block, as the command would write it. An unknown block name is an error."""
+    out = {}
+    for path in documents(root):
+        text = path.read_text()
+
+        def fill(found: re.Match) -> str:
+            name = found["name"]
+            if name not in BLOCKS:
+                raise ValueError(f"{path.name}: figures block {name!r}; expected one of {', '.join(BLOCKS)}")
+            return found.group(1) + BLOCKS[name](root) + found.group(4)
+
+        new = BLOCK.sub(fill, text)
+        if BLOCK.search(text):
+            out[path] = new
+    return out
+
+
+def run(root: Path, check: bool) -> list[Path]:
+    """Write (or with `check`, only compare) every generated block; the documents that differ(ed)."""
+    rendered = render(root)
+    differ = [path for path, text in rendered.items() if path.read_text() != text]
+    if not check:
+        for path in differ:
+            path.write_text(rendered[path])
+    return differ
