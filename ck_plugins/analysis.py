@@ -180,8 +180,7 @@ def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | 
     frame = (per_batch / per_batch.index.get_level_values("batch_size")).rename("time_per_image_ms").reset_index()
     frame["spread"] = ((grouped.max() - grouped.min()) / statistics.point_times_ms(grouped)).to_numpy()
     frame = frame.loc[frame.groupby(MODEL + ["label", "lib"], observed=True)["time_per_image_ms"].idxmin()]
-    raw = dict(iter(part.groupby(MODEL, observed=True))) if len(part) else {}
-    rows, picks, excluded, absent = [], [], [], {}
+    rows, picks, excluded, absent, wanted = [], [], [], {}, []
     for (platform, model), group in frame.groupby(MODEL, observed=True):
         compatible, left_out = _compatible_libs(group)
         excluded += [{"platform": platform, "model": model, "lib": lib, "reason": why} for lib, why in left_out]
@@ -189,9 +188,14 @@ def ideal_adaptive(layers: pd.DataFrame, stats: pd.DataFrame, libs: list[str] | 
             absent[platform, model] = ("not enough per-layer data: needs trustworthy per-layer times of two libs whose "
                                        f"layers match by name; has {len(compatible)} ({', '.join(compatible) or 'none'})")
             continue
-        row, pick = _ideal_of(group, raw[platform, model], compatible, stats, versus)
+        row, pick, selected = _ideal_of(group, compatible, stats, versus)
         rows.append(row)
         picks.append(pick)
+        wanted += selected
+    sums = _selected_sums(part, grouped, per_batch.index, wanted)
+    for row in rows:
+        row["ratio_to_best_single_lib_ci_low"], row["ratio_to_best_single_lib_ci_high"] = _ideal_interval(
+            row, sums, _timed_best(stats, row["platform"], row["model"], [row["best_single_lib"]]))
     summary = pd.DataFrame(rows).set_index(MODEL) if rows else pd.DataFrame()
     choices = pd.concat(picks).set_index(MODEL + ["label"]) if picks else pd.DataFrame()
     return Ideal(summary.fillna({c: 0.0 for c in summary.columns if c not in IDEAL_COLUMNS}) if rows else summary,
@@ -230,8 +234,10 @@ def _compatible_libs(group: pd.DataFrame) -> tuple[list[str], list[tuple[str, st
     return compatible, left_out
 
 
-def _ideal_of(group: pd.DataFrame, raw: pd.DataFrame, compatible: list[str], stats: pd.DataFrame,
-              versus: str) -> tuple[dict, pd.DataFrame]:
+def _ideal_of(group: pd.DataFrame, compatible: list[str], stats: pd.DataFrame,
+              versus: str) -> tuple[dict, pd.DataFrame, list[pd.DataFrame]]:
+    """The ideal's row (its interval follows once every model's repetitions are gathered), its picks, and the layers
+    whose repetitions the interval needs (role "a": the ideal's picks; "b": the best single lib's same layers)."""
     platform, model = group["platform"].iloc[0], group["model"].iloc[0]
     sets = [frozenset(group.loc[group["lib"] == lib, "label"]) for lib in compatible]
     common, every = frozenset.intersection(*sets), frozenset.union(*sets)
@@ -245,24 +251,20 @@ def _ideal_of(group: pd.DataFrame, raw: pd.DataFrame, compatible: list[str], sta
                              f"single lib it may use ({best_lib}, {single.min()} ms): the per-layer choice is broken")
     spread = float((pick["spread"].fillna(0.0) * pick["time_per_image_ms"]).sum() / total) if total > 0 else 0.0
     timed = _timed_best(stats, platform, model, compatible)
-    numerator = _repetition_sums(raw, pick)
+    selected = [pick.assign(role="a")]
     if versus == "same-layers":
-        denominator = _repetition_sums(raw, part[(part["lib"] == best_lib) & part["label"].isin(common)])
+        selected.append(part[(part["lib"] == best_lib) & part["label"].isin(common)].assign(role="b"))
         against = float(single.min())
     else:
         best_lib, against = str(timed["lib"]), float(timed["time_per_image_ms_mean"])
-        denominator = timed
-    ratio = total / against
-    low, high = _ideal_interval(numerator, denominator, ratio)
     row = {"platform": platform, "model": model, **{str(k): float(v) for k, v in per_lib.items()}, "total_ms": total,
            "best_single_lib": best_lib, "best_single_lib_layers_ms": float(single.min()),
-           "ratio_to_best_single_lib": ratio, "ratio_to_best_single_lib_ci_low": low,
-           "ratio_to_best_single_lib_ci_high": high, "versus": versus,
+           "ratio_to_best_single_lib": total / against, "versus": versus,
            "best_single_lib_timed_ms": float(timed["time_per_image_ms_mean"]) if timed is not None else np.nan,
            "spread": spread, "noisy": bool(statistics.noisy(spread, np.nan)), "layers_compared": int(part["label"].nunique()),
            "layers_not_compared": int(len(every) - part["label"].nunique())}
     return row, pick.assign(platform=platform, model=model)[MODEL + ["label", "lib", "batch_size", "time_per_image_ms",
-                                                                     "spread"]]
+                                                                     "spread"]], selected
 
 
 def _timed_best(stats: pd.DataFrame, platform, model, libs: list[str]) -> pd.Series | None:
@@ -276,42 +278,52 @@ def _timed_best(stats: pd.DataFrame, platform, model, libs: list[str]) -> pd.Ser
     return pd.concat([timed.loc[best], pd.Series({"lib": best[0]})])
 
 
-def _repetition_sums(raw: pd.DataFrame, selection: pd.DataFrame) -> pd.Series:
-    """Per (lib, batch size, repetition): the ms per image of the selected (label, lib, batch size) layers."""
-    def index(frame):
-        return pd.MultiIndex.from_arrays([frame["label"].astype(str), frame["lib"].astype(str), frame["batch_size"]])
+def _selected_sums(part: pd.DataFrame, grouped, keys: pd.MultiIndex, selected: list[pd.DataFrame]) -> pd.Series:
+    """Per (platform, model, role, lib, batch size, repetition): the ms per image of the selected layers. The rows
+    are found by their group number (`keys` is in the groups' order), an integer lookup over every model at once."""
+    if not selected:
+        return pd.Series(dtype=float)
+    wanted = pd.concat(selected, ignore_index=True)
+    wanted["code"] = keys.get_indexer(pd.MultiIndex.from_frame(wanted[MODEL + ["label", "lib", "batch_size"]]))
+    group = grouped.ngroup().to_numpy()
+    mask = np.isin(group, wanted["code"].to_numpy())
+    rows = part.loc[mask, MODEL + ["lib", "batch_size", "repetition", "time_ms"]].assign(code=group[mask])
+    rows = rows.merge(wanted[["code", "role"]], on="code")  # a layer both roles chose counts in each
+    rows["per_image"] = rows["time_ms"] / rows["batch_size"]
+    keys = [rows[c].astype(str) if c in ("platform", "model", "lib") else rows[c]
+            for c in MODEL + ["role", "lib", "batch_size", "repetition"]]
+    return rows["per_image"].groupby(keys).sum()
 
-    chosen = raw[index(raw).isin(index(selection))]
-    per_image = chosen["time_ms"] / chosen["batch_size"]
-    return per_image.groupby([chosen["lib"].astype(str), chosen["batch_size"], chosen["repetition"]]).sum()
 
-
-def _ideal_interval(numerator: pd.Series, denominator, ratio: float) -> tuple[float, float]:
+def _ideal_interval(row: dict, sums: pd.Series, timed: pd.Series | None) -> tuple[float, float]:
     """The 95% interval of the ideal's ratio. Numerator and (same-layers) denominator are sums over the groups of
     repetitions they draw from (lib, batch size); a group's repetitions are independent of another's, and inside a
     group the two sums share repetitions (their covariance counts). A timed denominator is another measurement."""
-    if isinstance(denominator, pd.Series) and denominator.index.nlevels == 3:
-        both = pd.concat({"a": numerator, "b": denominator}, axis=1).fillna(0.0)
-    else:
-        both = numerator.to_frame("a").assign(b=0.0)
+    mine = sums.xs((str(row["platform"]), str(row["model"])), level=[0, 1]) if len(sums) else sums
+    roles = set(mine.index.get_level_values(0)) if len(mine) else set()
+    numerator = mine.xs("a", level=0) if "a" in roles else pd.Series(dtype=float)
+    same = row["versus"] == "same-layers"
+    both = pd.concat({"a": numerator, "b": mine.xs("b", level=0) if same and "b" in roles else numerator * 0.0},
+                     axis=1).fillna(0.0)
     by = both.groupby(level=[0, 1])
     n = by.size().astype(float)
     centred = both - by.transform("mean")
     var_a, var_b = by["a"].var(), by["b"].var()
     cov = (centred["a"] * centred["b"]).groupby(level=[0, 1]).sum() / (n - 1)
     a, b = float(by["a"].mean().sum()), float(by["b"].mean().sum())
-    parts = [((var_a + var_b) / n).to_numpy(), (n - 1).to_numpy()]
     va, vb, c = float((var_a / n).sum()), float((var_b / n).sum()), float((cov / n).sum())
-    if not (isinstance(denominator, pd.Series) and denominator.index.nlevels == 3):
-        reps = float(denominator["repetitions"])
-        b, vb = float(denominator["time_per_image_ms_mean"]), float(denominator["time_per_image_ms_std"]) ** 2 / reps
-        parts = [np.append(parts[0], vb), np.append(parts[1], reps - 1)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        total = parts[0].sum()
-        df = np.inf if total == 0 and (parts[1] > 0).all() else total ** 2 / np.sum(parts[0] ** 2 / parts[1])
-    if not (parts[1] > 0).all():
-        df = np.nan
-    low, high = statistics.holding(*statistics.fieller(a, b, va, vb, df, c), ratio)
+    parts, dfs = ((var_a + var_b) / n).to_numpy(), (n - 1).to_numpy()
+    if not same:
+        if timed is None:
+            return np.nan, np.nan
+        reps = float(timed["repetitions"])
+        b, vb = float(timed["time_per_image_ms_mean"]), float(timed["time_per_image_ms_std"]) ** 2 / reps
+        parts, dfs = np.append(parts, vb), np.append(dfs, reps - 1)
+    if not len(dfs) or not (dfs > 0).all():
+        return np.nan, np.nan
+    total = parts.sum()
+    df = np.inf if total == 0 else total ** 2 / np.sum(parts ** 2 / dfs)
+    low, high = statistics.holding(*statistics.fieller(a, b, va, vb, df, c), row["ratio_to_best_single_lib"])
     return float(low), float(high)
 
 
