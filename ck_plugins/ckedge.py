@@ -97,7 +97,7 @@ def _read_json(path: Path) -> dict | None:
 def analyse(i: dict) -> dict:
     """`ck analyse precision-bench`: i['tags'], i['repo'] (comma-separated paths; default every registered
     repository), i['where'] (comma-separated NAME=VALUE), i['gpu'], i['report_dir'], i['baseline'],
-    i['adaptive_libs'], i['layer_statistic']."""
+    i['adaptive_libs'], i['layer_statistic'], i['ideal_versus'] (same-layers or timed-total)."""
     import warnings
 
     from . import readpoints, report
@@ -111,7 +111,8 @@ def analyse(i: dict) -> dict:
             loaded = readpoints.load(sources, tags, where)
         libs = [x for x in str(i.get("adaptive_libs", "")).split(",") if x] or None
         built = report.build(loaded, Path(i.get("report_dir") or OUT_ROOT / "report"), i.get("baseline"), adaptive_libs=libs,
-                             layer_statistic=str(i.get("layer_statistic") or "median"))
+                             layer_statistic=str(i.get("layer_statistic") or "median"),
+                             ideal_versus=str(i.get("ideal_versus") or "same-layers"))
     except (ValueError, RuntimeError) as error:
         return {"return": 1, "error": str(error)}
     if i.get("out") == "con":

@@ -66,17 +66,22 @@ class _Rows:
 def load(repos: list[Path | str], tags: list[str] | None = None, where: dict[str, str] | None = None) -> Loaded:
     """Every point of every experiment entry in `repos` (repository roots or entry folders) with all `tags`."""
     rows = _Rows()
+    metas: dict[Path, list[str] | None] = {}
     for repo in map(Path, repos):
         if not repo.is_dir():
             rows.skip(repo, "no such repository folder")
             continue
         entries = [repo] if (repo / ".cm" / "meta.json").is_file() and list(repo.glob("ckp-*")) else \
             sorted(p for p in (repo / "experiment").glob("*") if p.is_dir() and not p.name.startswith("."))
-        metas = {entry: _entry_tags(entry, rows) for entry in entries}
-        learned = legacytags.learn([t for t in metas.values() if t is not None])  # names this repository teaches
-        for entry, entry_tags in metas.items():
-            if entry_tags is not None and set(tags or []) <= set(entry_tags):
-                _read_entry(entry, entry_tags, learned, rows)
+        metas.update((entry, _entry_tags(entry, rows)) for entry in entries)
+    learned = {}  # each repository teaches its own names (an entry folder's repository is two folders up)
+    for entry, entry_tags in metas.items():
+        if entry_tags is not None:
+            learned.setdefault(entry.resolve().parent.parent, []).append(entry_tags)
+    learned = {root: legacytags.learn(lists) for root, lists in learned.items()}
+    for entry, entry_tags in metas.items():
+        if entry_tags is not None and set(tags or []) <= set(entry_tags):
+            _read_entry(entry, entry_tags, learned[entry.resolve().parent.parent], rows)
     raw_runs, raw_layers = _runs_frame(rows.runs), _layers_frame(rows.layers)
     loaded = Loaded(raw_runs, raw_layers, rows.skipped, _adaptive_frame(rows), raw=(raw_runs, raw_layers))
     return loaded.select(where or {})

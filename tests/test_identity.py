@@ -264,3 +264,10 @@ def test_any_tag_set_is_read_by_elimination_with_every_dimension_kept_apart(repo
     assert "'mystery-net' and 'mystery-lib' could each be the model or the lib" in skipped
     assert "no model tag" in skipped and "2018-05-01" in skipped
     assert len(loaded.skipped) == 2 * len(fixtures.ANY_TAGS_HOSTS) * len(fixtures.ANY_TAGS_THREADS)
+
+
+def test_entry_folders_found_by_ck_still_learn_from_their_repository(repos):
+    """`ck analyse` passes entry folders (a CK search's): names are learnt over their repository all the same."""
+    folders = sorted(p for p in (repos["any-tags"] / "experiment").iterdir() if p.is_dir() and p.name != ".cm")
+    runs = load(*folders).raw[0]
+    assert ("inception-v3", "intel-request", "int8") in set(zip(runs["model"], runs["lib"], runs["choice:precision"]))
