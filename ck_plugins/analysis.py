@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats as statistics
+from .libnames import is_harness
 from .readpoints import INDEX, KEY, Loaded
 
 CONFIG = ["platform", "model", "lib"]
@@ -22,7 +23,6 @@ MODEL = ["platform", "model"]
 GOOD_ENOUGH = 0.05  # a batch whose time per image is within 5% of the best is "good enough"
 LAYER_STATISTICS = ("median", "min", "mean")  # over repetitions: ours (the point's time), the seed notebook's, mean
 MATCHING_LAYERS = 0.9  # a lib joins the ideal solution when the layers it shares with the reference hold 90% of the time
-NOT_MEASURED = ("null",)  # libs that run no network: never the fastest
 
 
 def time_stats(runs: pd.DataFrame) -> pd.DataFrame:
@@ -40,6 +40,8 @@ def time_stats(runs: pd.DataFrame) -> pd.DataFrame:
     batch = table.index.get_level_values("batch_size").to_numpy()
     table["time_per_image_ms"] = table["time_ms"] / batch
     table["time_per_image_ms_mean"] = table["time_ms_mean"] / batch
+    table["time_per_image_ms_low"], table["time_per_image_ms_high"] = (table["ci95_low_ms"] / batch,
+                                                                       table["ci95_high_ms"] / batch)
     table["time_per_image_ms_std"] = table["time_ms_std"] / batch
     table["images_per_second"] = 1e3 / table["time_per_image_ms"]
     table["memory_mbytes"] = grouped["memory_mbytes"].mean()
@@ -130,6 +132,16 @@ def layer_time_per_image(layers: pd.DataFrame, platform: str, model: str, libs: 
     share = table / table.sum()
     keep = ((share >= lower) & (share <= upper)).any(axis=1)
     return table[keep]
+
+
+def top_layers(table: pd.DataFrame, n: int = 20) -> pd.DataFrame:
+    """The `n` layers with the most time in any column, in decreasing order, and one row "others (K layers)" with
+    the sum of the rest: every layer's time is in the table, and a plot of it stays readable."""
+    order = table.max(axis=1).sort_values(ascending=False).index
+    top = table.loc[order[:n]]
+    if len(order) > n:
+        top = pd.concat([top, table.loc[order[n:]].sum().to_frame(f"others ({len(order) - n} layers)").T])
+    return top
 
 
 def trusted_layers(layers: pd.DataFrame, runs: pd.DataFrame, max_overhead: float = 0.2,
@@ -398,6 +410,7 @@ class Result:
     per_layer_repetitions_dropped: float
     layer_statistic: str
     headline: dict
+    harness: pd.DataFrame = field(default_factory=pd.DataFrame)  # time_stats of the harness libs (null), apart
 
 
 def default_baseline(libs: list[str]) -> str:
@@ -413,13 +426,18 @@ def analyse(loaded: Loaded, baseline: str | None = None, adaptive_libs: list[str
     if loaded.runs.empty or not loaded.runs["success"].any():
         raise ValueError(no_point_message(loaded))
     stats = time_stats(loaded.runs)
+    harness = stats[stats.index.get_level_values("lib").map(is_harness).astype(bool)]
+    stats = stats.drop(harness.index)  # the harness is reported apart, never ranked beside the libs
+    if stats.empty:
+        raise ValueError(f"only harness checks ({', '.join(sorted(set(harness.index.get_level_values('lib'))))}) "
+                         "measured: no lib that runs a network to analyse")
     best = best_time_per_image(stats)
     libs = sorted(best.index.get_level_values("lib").unique())
     baseline = baseline or default_baseline(libs)
     speedups, speedups_ci = speedup(best, baseline), speedup_interval(best, baseline)
     trusted, dropped = trusted_layers(loaded.layers, loaded.runs)
     ideal = ideal_adaptive(trusted, stats, adaptive_libs, statistic=layer_statistic, versus=ideal_versus)
-    result = Result(loaded, stats, best, baseline, speedups, speedups_ci, ideal, dropped, layer_statistic, {})
+    result = Result(loaded, stats, best, baseline, speedups, speedups_ci, ideal, dropped, layer_statistic, {}, harness)
     result.headline = headline(result)
     return result
 
@@ -438,7 +456,7 @@ def headline(r: Result) -> dict:
     models = []
     for (platform, model), part in r.best.groupby(level=MODEL, observed=True):
         part = part.droplevel(MODEL)
-        measured = part[~part.index.str.split("+").str[0].isin(NOT_MEASURED)]
+        measured = part[~part.index.map(is_harness).astype(bool)]
         if measured.empty:
             continue
         fastest = measured["time_per_image_ms"].idxmin()

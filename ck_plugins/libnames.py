@@ -12,9 +12,15 @@ FAMILY_OF = {
     "adaptive": "adaptive",
     "cudnn-graph-fp16": "cudnn-graph", "cudnn-graph-bf16": "cudnn-graph", "cudnn-graph-fp8": "cudnn-graph",
 }
+HARNESS_LIBS = ("null",)  # libs that run no network: they measure the harness, never ranked beside the others
 CHANNELS_LAST_FAMILIES = ("fp16", "compile", "tensorrt", "cudnn-graph")  # where tensor cores want NHWC
 HALF_PRECISIONS = ("fp16", "bf16", "amp")  # 16-bit arithmetic (amp: autocast to fp16)
 REDUCED_PRECISIONS = HALF_PRECISIONS + ("tf32",)  # below fp32: what the diagnosis explains against fp32
+
+
+def is_harness(lib: str) -> bool:
+    """A lib (label) that measures the harness, not a network: never ranked, compared or drawn beside real libs."""
+    return lib.split("+")[0] in HARNESS_LIBS
 
 
 def default_memory_format(lib: str) -> str:

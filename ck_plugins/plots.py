@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import Collection, LineCollection  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .libnames import FAMILY_OF  # noqa: E402
+from .libnames import FAMILY_OF, is_harness  # noqa: E402
 
 
 FAMILY_COLOURS = {"cpu": "Greys", "cublas": "Oranges", "cudnn": "Greens", "fp16": "Blues", "compile": "Purples",
@@ -18,12 +22,18 @@ MAX_LIBS_PER_AXES = 10  # more than this and the bars are split into one panel p
 
 
 def _png(fig) -> bytes:
+    """The figure as PNG bytes, refused when a legend covers the data or anything drawn lies outside its axes."""
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.canvas.draw()
     overlaps = legend_overlaps(fig)
     if overlaps:
+        plt.close(fig)
         raise AssertionError(f"a legend covers the data: {'; '.join(overlaps)}")
+    outside = artists_outside(fig)
+    if outside:
+        plt.close(fig)
+        raise AssertionError(f"drawn outside its axes: {'; '.join(outside[:5])}")
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")  # the legend beside the axes included
     plt.close(fig)
     return buffer.getvalue()
@@ -40,6 +50,52 @@ def legend_overlaps(fig) -> list[str]:
             if box.overlaps(ax.get_window_extent(renderer)):
                 found.append(f"the legend of {owner.get_title()!r} over the axes {ax.get_title()!r}")
     return found
+
+
+INSIDE_TOLERANCE_PX = 8  # a marker centred on the axes' edge pokes out by half its size
+
+
+def artists_outside(fig) -> list[str]:
+    """Every bar, line, error bar or text of a drawn figure that reaches outside the data area of its axes (a bar
+    running off the axis, a point beyond the limits, a label past the edge): the reader would not see all of it."""
+    found = []
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for artist in [*ax.patches, *ax.lines, *ax.collections, *ax.texts]:
+            if not artist.get_visible():
+                continue
+            corners = _extent(artist, renderer)
+            if corners is None:
+                continue  # an empty artist (a bar of height 0, an error bar without data) draws nothing
+            extent = Bbox.from_extents(*corners)
+            if not all(map(math.isfinite, corners)) or (
+                    extent.x0 < box.x0 - INSIDE_TOLERANCE_PX or extent.x1 > box.x1 + INSIDE_TOLERANCE_PX
+                    or extent.y0 < box.y0 - INSIDE_TOLERANCE_PX or extent.y1 > box.y1 + INSIDE_TOLERANCE_PX):
+                label = str(artist.get_label())
+                label = f"Text {artist.get_text()!r}" if hasattr(artist, "get_text") else (
+                    label if label and not label.startswith("_") else type(artist).__name__)
+                found.append(f"{label} in {ax.get_title()!r}")
+    return found
+
+
+def _extent(artist, renderer) -> tuple[float, float, float, float] | None:
+    """The display-space box of what an artist draws; None where it draws nothing. A collection's own extent is
+    empty under a non-linear (log) transform, so its points are transformed here."""
+    if isinstance(artist, Collection):
+        if isinstance(artist, LineCollection):
+            segments = [s for s in artist.get_segments() if len(s)]
+            points = artist.get_transform().transform(np.concatenate(segments)) if segments else np.empty((0, 2))
+        else:
+            points = artist.get_offset_transform().transform(artist.get_offsets())
+        if not len(points):
+            return None
+        return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()),
+                float(points[:, 1].max()))
+    extent = artist.get_window_extent(renderer)
+    if extent.x0 > extent.x1 or (extent.width == 0 and extent.height == 0 and not hasattr(artist, "get_text")):
+        return None
+    return extent.x0, extent.y0, extent.x1, extent.y1
 
 
 def family(lib: str) -> str:
@@ -67,27 +123,65 @@ def lib_colours(libs) -> dict[str, tuple]:
     return colours
 
 
-def time_per_image_bars(stats: pd.DataFrame, platform: str, model: str) -> bytes:
-    """Time per image (ms) per batch size, one bar per lib coloured by family, the repetitions' std as error bars;
-    one panel per lib family when there are more than MAX_LIBS_PER_AXES libs."""
+def time_per_image(stats: pd.DataFrame, platform: str, model: str, band: str = "95% interval") -> bytes:
+    """Time per image (ms) against the batch size, one line per lib coloured by family, with the error bars of
+    `band` (columns time_per_image_ms_low/_high, where present). Both axes are numeric; the time is logarithmic, the
+    batch size too where it spans 16x (_batch_axis); one panel per lib family when there are more than MAX_LIBS_PER_AXES
+    libs, all panels on the same scales. Harness libs (libnames.is_harness) are left out: they run no network."""
     part = stats.xs((platform, model), level=("platform", "model"))
-    mean = part["time_per_image_ms"].unstack("lib")
-    std = part["time_per_image_ms_std"].unstack("lib")
-    colours = lib_colours(mean.columns)
-    groups = [list(mean.columns)]
-    if len(mean.columns) > MAX_LIBS_PER_AXES:
-        groups = [[lib for lib in mean.columns if family(lib) == name]
-                  for name in dict.fromkeys(family(lib) for lib in mean.columns)]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3.2 * len(groups) + 1.0), sharex=True, squeeze=False)
-    head = f"{model} on {platform}: execution time per image (ms, log scale)"
-    for index, (ax, libs) in enumerate(zip(axes[:, 0], groups)):
-        mean[libs].plot(kind="bar", yerr=std[libs], ax=ax, logy=True, rot=0, width=0.85, grid=True,
-                        color=[colours[lib] for lib in libs])
-        panel = f"{family(libs[0])} libs" if len(groups) > 1 else ""
-        ax.set(ylabel="ms per image", xlabel="batch size",
-               title=_text(f"{head}\n{panel}" if index == 0 and panel else panel if index else head))
-        _legend_outside(ax, libs)
+    part = part[~part.index.get_level_values("lib").map(is_harness).astype(bool)]
+    libs = list(dict.fromkeys(part.index.get_level_values("lib")))
+    colours = lib_colours(libs)
+    groups = [libs]
+    if len(libs) > MAX_LIBS_PER_AXES:
+        groups = [[lib for lib in libs if family(lib) == name] for name in dict.fromkeys(map(family, libs))]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.9 * len(groups) + 1.2), sharex=True, sharey=True,
+                             squeeze=False)
+    batches = sorted(set(part.index.get_level_values("batch_size")))
+    for index, (ax, members) in enumerate(zip(axes[:, 0], groups)):
+        for lib in members:
+            _time_line(ax, part.xs(lib, level="lib").sort_index(), lib, colours[lib])
+        _batch_axis(ax, batches)
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.4)
+        ax.set(ylabel="ms per image (log)", title=_text(f"{family(members[0])} libs" if len(groups) > 1 else ""))
+        _legend_outside(ax, members)
+    axes[0, 0].set_title(_text(f"{model} on {platform}: time per image (ms, log scale; error bars: {band})"
+                               + (f"\n{axes[0, 0].get_title()}" if len(groups) > 1 else "")))
+    axes[-1, 0].set_xlabel("batch size" + (" (log scale)" if axes[-1, 0].get_xscale() == "log" else ""))
     return _png(fig)
+
+
+def _batch_axis(ax, batches: list[int]) -> None:
+    """A numeric batch-size axis with a tick at every batch size measured: logarithmic (base 2) where they span
+    16x or more (1 to 1024: every point visible), linear otherwise (2 to 16 step 2, the seed's sweep)."""
+    if len(batches) > 1 and max(batches) >= 16 * min(batches):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, _spaced_labels(batches))
+    else:
+        ax.set_xticks(batches, [str(b) for b in batches])
+    ax.minorticks_off()
+
+
+def _spaced_labels(batches: list[int], gap: float = 0.4) -> list[str]:
+    """Tick labels for batch sizes on a log2 axis: powers of two first, then any other batch size whose label
+    clears every label already placed (8, 10, 12, 14, 16 would overlap). Every tick stays."""
+    placed = [math.log2(b) for b in batches if b & (b - 1) == 0]
+    for b in batches:
+        if b & (b - 1) and all(abs(math.log2(b) - p) >= gap for p in placed):
+            placed.append(math.log2(b))
+    return [str(b) if math.log2(b) in placed else "" for b in batches]
+
+
+def _time_line(ax, series: pd.DataFrame, lib: str, colour) -> None:
+    y = series["time_per_image_ms"].to_numpy(dtype=float)
+    error = None
+    if {"time_per_image_ms_low", "time_per_image_ms_high"} <= set(series.columns):
+        low, high = (series[c].to_numpy(dtype=float) for c in ("time_per_image_ms_low", "time_per_image_ms_high"))
+        usable = np.isfinite(low) & np.isfinite(high) & (low > 0)  # a log axis cannot show a bar reaching 0
+        error = np.vstack([np.where(usable, y - np.minimum(low, y), 0.0), np.where(usable, np.maximum(high, y) - y, 0.0)])
+    ax.errorbar(series.index.to_numpy(dtype=float), y, yerr=error, fmt="o-", color=colour, label=lib, markersize=3.5,
+                linewidth=1.2, capsize=2, elinewidth=0.8)
 
 
 def _text(label) -> str:
@@ -102,26 +196,39 @@ def _legend_outside(ax, labels) -> None:
 
 
 def layer_bars(table: pd.DataFrame, model: str) -> bytes:
-    """Per-layer time per image, one bar group per layer (columns: lib, batch size)."""
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    table.plot(kind="bar", ax=ax, width=0.85, colormap="tab10", grid=True)
-    ax.set(title=_text(f"{model}: time per image per layer (ms)"), xlabel="", ylabel="ms per image")
+    """Per-layer time per image, one horizontal bar group per layer (rows in the table's order, the slowest first;
+    columns: lib, batch size), on a linear axis from zero."""
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.28 * len(table) * max(1, len(table.columns) / 2)))
+    table.iloc[::-1].plot(kind="barh", ax=ax, width=0.85, colormap="tab10", grid=True)
+    ax.set_xlim(0, float(table.max().max()) * 1.05)
+    ax.set(title=_text(f"{model}: time per image per layer (ms)"), xlabel="ms per image", ylabel="")
+    ax.set_yticks(ax.get_yticks(), [_text(x) for x in table.index[::-1]])
     _legend_outside(ax, [f"{lib}, batch {batch}" for lib, batch in table.columns])
     return _png(fig)
 
 
 def ideal_stacked(summary: pd.DataFrame, libs: list[str]) -> bytes:
-    """Stacked bars: the ideal adaptive solution's time in each lib, next to the best single lib's."""
-    rows = {}
+    """Stacked bars: the ideal adaptive solution's time in each lib, next to the best single lib's, each adaptive
+    bar labelled with its ratio and 95% interval; the axis starts at zero and holds every bar and label."""
+    rows, notes = {}, {}
     for (platform, model), row in summary.iterrows():
-        rows[f"{model} ({platform}) adaptive"] = row[libs].astype(float)
+        name = f"{model} ({platform})"
+        rows[f"{name} adaptive"] = row[libs].astype(float)
         single = pd.Series(0.0, index=libs)
         if row["best_single_lib"] in single.index:
             single[row["best_single_lib"]] = row["best_single_lib_layers_ms"]
-        rows[f"{model} ({platform}) {row['best_single_lib']} only"] = single
+        rows[f"{name} {row['best_single_lib']} only"] = single
+        low, high = row.get("ratio_to_best_single_lib_ci_low"), row.get("ratio_to_best_single_lib_ci_high")
+        notes[f"{name} adaptive"] = f"{row['ratio_to_best_single_lib']:.3g}x" + (
+            f" ({low:.3g}-{high:.3g})" if pd.notna(low) and pd.notna(high) else "")
     frame = pd.DataFrame(rows).T
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.45 * len(frame)))
     frame.plot(kind="barh", stacked=True, ax=ax, colormap="tab20", grid=True, width=0.8)
+    totals = frame.sum(axis=1)
+    ax.set_xlim(0, float(totals.max()) * 1.45)  # room for the labels; pandas would end the axis at the longest bar
+    for position, label in enumerate(frame.index):
+        if label in notes:
+            ax.text(float(totals[label]) + 0.01 * float(totals.max()), position, notes[label], va="center", fontsize=8)
     ax.set(title="Ideal adaptive solution vs the best single lib over the same layers (ms per image)",
            xlabel="ms per image")
     ax.set_yticks(ax.get_yticks(), [_text(x) for x in frame.index])
@@ -130,22 +237,20 @@ def ideal_stacked(summary: pd.DataFrame, libs: list[str]) -> bytes:
 
 
 def memory_time_curves(stats: pd.DataFrame, platform: str, model: str, lib: str) -> bytes:
-    """Time per batch and per image, memory per batch and per image, across batch sizes."""
-    part = stats.xs((platform, model, lib), level=("platform", "model", "lib"))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(part.index, part["time_ms"], "o-", label="time per batch (ms)")
-    ax.plot(part.index, part["time_per_image_ms"], "s-", label="time per image (ms)")
-    ax.set(xlabel="batch size", ylabel="ms", title=_text(f"{model} with {lib} on {platform}"), ylim=(0, None))
-    if len(part) > 1 and part.index.max() >= 16 * part.index.min():
-        ax.set_xscale("log", base=2)  # batch sizes in powers of two: every point visible
-    ax.grid(True)
-    right = ax.twinx()
-    right.plot(part.index, part["memory_mbytes"], "^--", color="tab:green", label="memory (MB)")
-    right.plot(part.index, part["memory_per_image_mbytes"], "v--", color="tab:olive", label="memory per image (MB)")
-    right.set(ylabel="MB", ylim=(0, None))
-    lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0),
-              frameon=False)
+    """Across batch sizes: the time per image (with its 95% interval) beside the peak memory per batch, each on its
+    own axis from zero, so neither is flattened by the other's scale."""
+    part = stats.xs((platform, model, lib), level=("platform", "model", "lib")).sort_index()
+    batches = list(part.index)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    _time_line(left, part, "time per image", "tab:blue")
+    left.set(ylabel="ms per image", title="time per image (error bars: 95% interval)", ylim=(0, None))
+    right.plot(batches, part["memory_mbytes"], "^-", color="tab:green", label="memory per batch")
+    right.set(ylabel="MB (peak)", title="memory per batch", ylim=(0, None))
+    for ax in (left, right):
+        _batch_axis(ax, batches)
+        ax.set_xlabel("batch size" + (" (log scale)" if ax.get_xscale() == "log" else ""))
+        ax.grid(True, alpha=0.4)
+    fig.suptitle(_text(f"{model} with {lib} on {platform}"))
     return _png(fig)
 
 

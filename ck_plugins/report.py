@@ -20,6 +20,9 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} h2{border-bottom:2
 img{max-width:100%;border:1px solid #ddd;margin:4px 0} .skipped{color:#a00}"""
 
 
+LAYERS_SHOWN = 20  # per-layer tables and plots: the slowest layers, then the rest summed
+
+
 @dataclass
 class Report:
     html_path: Path
@@ -52,7 +55,7 @@ def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str
 def _sections(r: analysis.Result, out_dir: Path) -> list[str]:
     s = [_headline_html(r.headline)]
     for platform, model in r.best.reset_index()[analysis.MODEL].drop_duplicates().itertuples(index=False):
-        png = plots.time_per_image_bars(r.stats, platform, model)
+        png = plots.time_per_image(r.stats, platform, model)
         s.append(_img(png, out_dir / f"time-per-image-{_file(platform, model)}.png"))
     s.append(_table("Execution time per batch (ms): each point's time, the median of its repetitions",
                     analysis.time_per_batch(r.stats)))
@@ -187,13 +190,15 @@ def _per_layer(r: analysis.Result, out_dir: Path) -> list[str]:
     for (platform, model), part in r.best.groupby(level=analysis.MODEL, observed=True):
         ranked = part.droplevel(analysis.MODEL)["time_per_image_ms"].sort_values().index[:2].tolist()
         batch = int(part.droplevel(analysis.MODEL).loc[ranked[0], "best_batch_size"])
-        table = analysis.layer_time_per_image(r.loaded.layers, platform, model, ranked, [batch], lower=0.05,
+        table = analysis.layer_time_per_image(r.loaded.layers, platform, model, ranked, [batch],
                                               statistic=r.layer_statistic)
         if table.empty:
             continue
-        out.append(_table(f"{model} on {platform}: time per image per layer (ms), layers over 5% of the total, "
-                          f"batch {batch}", table))
-        out.append(_img(plots.layer_bars(table, model), out_dir / f"per-layer-{_file(platform, model)}.png"))
+        shown = analysis.top_layers(table, LAYERS_SHOWN)
+        out.append(_table(f"{model} on {platform}: time per image per layer (ms), batch {batch}: the "
+                          f"{min(LAYERS_SHOWN, len(table))} slowest of {len(table)} layers"
+                          + (", the rest summed" if len(table) > LAYERS_SHOWN else ""), shown))
+        out.append(_img(plots.layer_bars(shown, model), out_dir / f"per-layer-{_file(platform, model)}.png"))
     return out
 
 

@@ -207,7 +207,8 @@ def _throughput(row: dict) -> str:
 
 
 def _plots(rows: list[dict]) -> str:
-    """The notebook's time-per-image bars per (GPU, model), from the stored points' one time (no file reads)."""
+    """The notebook's time per image per (GPU, model), from the stored points' one time (no file reads): the
+    median of the submitted points of each configuration, and their range."""
     import pandas as pd
 
     from .. import plots
@@ -216,11 +217,11 @@ def _plots(rows: list[dict]) -> str:
         return "<p>No results yet.</p>"
     frame = pd.DataFrame(rows).rename(columns={"gpu": "platform"})
     frame["time_per_image_ms"] = 1e3 / frame["images_per_second"]
-    stats = frame.groupby(["platform", "model", "lib", "batch_size"])["time_per_image_ms"].agg(["median", "std"])
-    stats = stats.rename(columns={"median": "time_per_image_ms", "std": "time_per_image_ms_std"}).fillna(0.0)
+    stats = frame.groupby(["platform", "model", "lib", "batch_size"])["time_per_image_ms"].agg(["median", "min", "max"])
+    stats.columns = ["time_per_image_ms", "time_per_image_ms_low", "time_per_image_ms_high"]
     out = []
     for platform, model in stats.reset_index()[["platform", "model"]].drop_duplicates().itertuples(index=False):
-        png = plots.time_per_image_bars(stats, platform, model)
+        png = plots.time_per_image(stats, platform, model, band="the range of the submitted points")
         out.append(f"<img alt='{html.escape(f'{model} on {platform}')}' "
                    f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     return "".join(out)
