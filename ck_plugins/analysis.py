@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats as statistics
-from .libnames import is_harness
+from .libnames import describe, is_harness
 from .readpoints import INDEX, KEY, Loaded
 
 CONFIG = ["platform", "model", "lib"]
@@ -473,6 +473,7 @@ def headline(r: Result) -> dict:
             "noisy": bool(part.loc[fastest, "noisy"]), "spread": _f(part.loc[fastest, "spread"]),
             "speedup_over_baseline": {lib: _f(speed[lib]) for lib in shown},
             "speedup_over_baseline_ci": {lib: interval(low.get(lib), high.get(lib)) for lib in shown},
+            "fastest_configuration": describe(fastest), "fp16_versus_fp32": fp16_versus_fp32(r, platform, model),
             **_ideal_headline(r.ideal, platform, model)})
     runs = r.loaded.runs
     return {"baseline": r.baseline, "points": int(len(r.stats)), "repetitions": int(len(runs)),
@@ -480,7 +481,58 @@ def headline(r: Result) -> dict:
             "platforms": sorted(r.stats.index.get_level_values("platform").unique()),
             "dimensions": r.loaded.dimensions, "layer_statistic": r.layer_statistic,
             "per_layer_repetitions_dropped": r.per_layer_repetitions_dropped,
-            "skipped_count": len(r.loaded.skipped), "skipped": r.loaded.skipped, "models": models}
+            "skipped_count": len(r.loaded.skipped), "skipped": r.loaded.skipped, "models": models,
+            "harness": [{"platform": p, "model": m, "lib": lib, "batch_size": int(b), "time_ms": float(t)}
+                        for (p, m, lib, b), t in r.harness["time_ms"].items()] if len(r.harness) else []}
+
+
+HALF, FULL = "torch-cudnn-fp16", "torch-cudnn-fp32"  # the seed's question: is fp16 faster than fp32 here?
+LAUNCH_BOUND_GROWTH = 1.25  # time per batch grows less than this from the smallest batch to twice it: launch-bound
+
+
+def fp16_versus_fp32(r: Result, platform, model) -> list[dict]:
+    """fp16 against fp32 (cuDNN, each in its usual layout) at the smallest batch both measured and at fp16's best
+    batch: the speed-up with its interval, and the measured reason in one sentence (the points' own diagnosis
+    where they recorded one, else what the times show)."""
+    try:
+        half, full = (r.stats.xs((platform, model, lib), level=CONFIG) for lib in (HALF, FULL))
+    except KeyError:
+        return []
+    common = sorted(set(half.index) & set(full.index))
+    if not common:
+        return []
+    best = int(half["time_per_image_ms"].idxmin())
+    batches = list(dict.fromkeys([common[0], best if best in common else common[-1]]))
+    out = []
+    for batch in batches:
+        h, f = half.loc[batch], full.loc[batch]
+        ratio = float(f["time_ms"] / h["time_ms"])
+        low, high = statistics.ratio_interval(f["time_ms_mean"], f["time_ms_std"], f["repetitions"], h["time_ms_mean"],
+                                              h["time_ms_std"], h["repetitions"], ratio)
+        out.append({"batch_size": int(batch), "ratio": ratio, "ratio_ci": interval(low, high),
+                    "reason": _reason(r, platform, model, half, batch, ratio)})
+    return out
+
+
+def _reason(r: Result, platform, model, half: pd.DataFrame, batch: int, ratio: float) -> str:
+    runs = r.loaded.runs
+    if "reasons" in runs.columns:
+        key = (platform, model, HALF, batch)
+        recorded = runs.loc[key, "reasons"].dropna() if key in runs.index.droplevel("repetition") else pd.Series()
+        if len(recorded):
+            return str(recorded.iloc[0])
+    larger, smaller = [b for b in half.index if b >= 2 * batch], [b for b in half.index if 2 * b <= batch]
+    if not larger and not smaller:
+        return "one batch size measured, and no kernel profile recorded: nothing says why"
+    low, high = (batch, larger[0]) if larger else (smaller[-1], batch)
+    growth = half.loc[high, "time_ms"] / half.loc[low, "time_ms"]
+    measured = (f"a batch of {high} takes {half.loc[high, 'time_ms']:.3g} ms against {half.loc[low, 'time_ms']:.3g} ms "
+                f"at {low}")
+    if growth < LAUNCH_BOUND_GROWTH:
+        return f"launch-bound: {measured}, so the GPU waits for the host and faster kernels cannot help"
+    if ratio > 1:
+        return f"not launch-bound ({measured}): the GPU does the work, where fp16's tensor cores and halved traffic count"
+    return f"not launch-bound ({measured}), yet slower; no kernel profile recorded to say why (point --profile true)"
 
 
 def _ideal_headline(ideal: Ideal, platform: str, model: str) -> dict:
@@ -496,8 +548,22 @@ def _ideal_headline(ideal: Ideal, platform: str, model: str) -> dict:
     text = f"{ratio_text(ratio, ci)} {row['best_single_lib']} {against}"
     if row["noisy"]:  # annotated, never withheld
         text += f"; noisy: the per-layer times it chooses spread by {row['spread']:.0%} over their repetitions"
+    text += _left_out(ideal, platform, model)
     return {"ideal_adaptive_ms": float(row["total_ms"]), "ideal_adaptive_ratio_to_best_single_lib": ratio,
             "ideal_adaptive_ratio_to_best_single_lib_ci": ci, "ideal_adaptive": text}
+
+
+def _left_out(ideal: Ideal, platform: str, model: str) -> str:
+    """The libs the ideal could not use, briefly: fused engines by name, the others counted."""
+    if ideal.excluded.empty:
+        return ""
+    mine = ideal.excluded[(ideal.excluded["platform"] == platform) & (ideal.excluded["model"] == model)]
+    fused = sorted(mine.loc[mine["reason"].str.startswith("fused"), "lib"])
+    other = sorted(set(mine["lib"]) - set(fused))
+    named = lambda libs: ", ".join(libs[:3]) + (f" and {len(libs) - 3} more" if len(libs) > 3 else "")  # noqa: E731
+    parts = ([f"{named(fused)} (fused: their layers merge the model's)"] if fused else []) + (
+        [f"{named(other)} (their layers do not match the others' by name)"] if other else [])
+    return f"; left out: {'; '.join(parts)}" if parts else ""
 
 
 def interval(low, high) -> list[float] | None:

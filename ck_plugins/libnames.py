@@ -23,5 +23,21 @@ def is_harness(lib: str) -> bool:
     return lib.split("+")[0] in HARNESS_LIBS
 
 
+PRECISION_WORDS = {"fp32": "fp32", "tf32": "TF32", "fp16": "fp16", "bf16": "bf16", "fp8": "fp8", "amp": "autocast fp16"}
+
+
+def describe(label: str) -> str:
+    """A lib label in words: 'cudnn-graph-fp16+graph' -> 'fp16, channels_last, CUDA graph'; other options as
+    they are named ('freezing', 'reduce-overhead'); a legacy or unknown lib by its name alone."""
+    base, *extras = label.split("+")
+    precision = next((word for key, word in PRECISION_WORDS.items() if base.endswith(key)), None)
+    if precision is None and base not in FAMILY_OF:
+        return ", ".join(extras)
+    layout = next((x for x in extras if x in ("nchw", "channels_last")), default_memory_format(base))
+    words = [precision or "fp32", layout] + ["CUDA graph" if x == "graph" else x for x in extras
+                                              if x not in ("nchw", "channels_last")]
+    return ", ".join(words)
+
+
 def default_memory_format(lib: str) -> str:
     return "channels_last" if FAMILY_OF.get(lib) in CHANNELS_LAST_FAMILIES else "nchw"

@@ -113,6 +113,8 @@ def _add_point(p: points.Point, rows: _Rows) -> None:
     energy = p.measurement.get("energy")
     joules = energy.get("joules_per_image") if isinstance(energy, dict) else None
     accuracy = _accuracy(p.measurement.get("accuracy"))
+    diagnosis = p.measurement.get("diagnosis") if isinstance(p.measurement.get("diagnosis"), dict) else {}
+    reasons = [str(r) for r in diagnosis.get("reasons") or [] if isinstance(r, str)]
     for rep in p.repetitions:
         rid = len(rows.runs)
         rows.runs.append({
@@ -120,6 +122,7 @@ def _add_point(p: points.Point, rows: _Rows) -> None:
             "time_ms": rep.time_ms, "success": rep.success, "memory_mbytes": rep.memory_mbytes,
             "iqr_over_median": rep.iqr_over_median, "peak_share": rep.peak_share, "flops_per_image": p.flops_per_image,
             "joules_per_image": joules if isinstance(joules, (int, float)) and rep.success else None, "legacy": p.legacy, "error": rep.error, "source": p.path, "run_type": p.metadata.get("run_type", ""), **accuracy,
+            "reasons": "; ".join(reasons[:2]) if reasons else None,
             **{k: p.versions.get(k, "") for k in VERSIONS}, **columns})
         rows.layers.extend((rid, layer.name, layer.direction, layer.time_ms) for layer in rep.layers)
 
@@ -253,7 +256,7 @@ def _measured_over_best_ci(row, run_times: dict) -> tuple[float, float]:
 def _runs_frame(rows: list[dict]) -> pd.DataFrame:
     columns = ["rid"] + KEY + ["time_ms", "success", "memory_mbytes", "iqr_over_median", "peak_share",
                                "flops_per_image", "joules_per_image", "legacy", "error", "source", "run_type", "relative_error",
-                               "top1_agreement", "weights", *VERSIONS]
+                               "top1_agreement", "weights", "reasons", *VERSIONS]
     frame = pd.DataFrame(rows)
     return frame if len(frame) else pd.DataFrame(columns=columns)
 

@@ -15,11 +15,14 @@ from . import analysis, plots
 from .ckrepo import write_json_atomic
 from .readpoints import Loaded
 
-STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:12px}
+STYLE = """body{font-family:sans-serif;margin:1.5em 2em;max-width:1250px} table{border-collapse:collapse;font-size:12px}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} h2{border-bottom:2px solid #444}
-img{max-width:100%;border:1px solid #ddd;margin:4px 0} .skipped{color:#a00}"""
+img{max-width:100%;border:1px solid #ddd;margin:4px 0} .skipped{color:#a00}
+table.glance td{text-align:left;vertical-align:top;font-size:13px} table.glance th{text-align:left;background:#f3f3f3}
+.why{color:#555;font-size:11px;display:block;max-width:26em} .big{font-weight:bold}"""
 
 
+ADAPTIVE_DIMENSIONS = ("CK_ADAPTIVE_PLAN",)  # what tells adaptive points apart: shown by what each plan mixes
 LAYERS_SHOWN = 20  # per-layer tables and plots: the slowest layers, then the rest summed
 
 
@@ -53,7 +56,7 @@ def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str
 
 
 def _sections(r: analysis.Result, out_dir: Path) -> list[str]:
-    s = [_headline_html(r.headline)]
+    s = [_headline_html(r.headline), _dimensions_html(r.headline)]
     for platform, model in r.best.reset_index()[analysis.MODEL].drop_duplicates().itertuples(index=False):
         png = plots.time_per_image(r.stats, platform, model)
         s.append(_img(png, out_dir / f"time-per-image-{_file(platform, model)}.png"))
@@ -90,6 +93,7 @@ def _tail(r: analysis.Result) -> list[str]:
     if not anchors.empty:
         s.append(_table("Nearest published/anchor figures (same GPU, model and configuration)", anchors))
     s.append(_accuracy_section(r))
+    s.append(_harness_html(r))
     noisy = r.stats[r.stats["noisy"]][["time_ms", "spread", "iqr_over_median", "ci95_low_ms", "ci95_high_ms"]]
     s.append(_table("Noisy points (repetitions or iterations spread by more than 5%)", noisy))
     s.append(_table("Failed points", analysis.failures(r.loaded.runs)))
@@ -138,7 +142,8 @@ def _ideal_sections(r: analysis.Result, out_dir: Path) -> list[str]:
 def _without_adaptive(loaded: Loaded) -> Loaded:
     keep = ~loaded.runs.index.get_level_values("lib").str.startswith("adaptive")
     layers = loaded.layers[~loaded.layers["lib"].astype(str).str.startswith("adaptive")]
-    return replace(loaded, runs=loaded.runs[keep], layers=layers)
+    dimensions = {k: v for k, v in loaded.dimensions.items() if k not in ADAPTIVE_DIMENSIONS}
+    return replace(loaded, runs=loaded.runs[keep], layers=layers, dimensions=dimensions)
 
 
 def _adaptive_summary(built: pd.DataFrame) -> list[dict]:
@@ -170,19 +175,51 @@ def _adaptive_section(built: pd.DataFrame, out_dir: Path) -> str:
 
 
 def _headline_html(summary: dict) -> str:
-    rows = []
+    """The first screen: per platform, one row per model saying what is fastest, how fp16 compares with fp32 and
+    why, and what a per-layer mix would give; every ratio with its interval."""
+    by_platform: dict[str, list[dict]] = {}
     for f in summary["models"]:
-        rows.append(f"<li><b>{html.escape(f['model'])}</b> on {html.escape(f['platform'])}: fastest lib "
-                    f"<b>{html.escape(f['fastest_lib'])}</b>, {f['time_per_image_ms']:.3f} ms per image at batch "
-                    f"{f['best_batch_size']} ({html.escape(analysis.images_per_second_text(f))}); "
-                    f"ideal adaptive solution: {html.escape(f['ideal_adaptive'])}</li>")
-    dims = "".join(f"<li>{html.escape(name)}: {html.escape(', '.join(values))} (select one with "
-                   f"<code>--where {html.escape(name)}=VALUE</code>)</li>" for name, values in summary["dimensions"].items())
-    return (f"<h2>Headline</h2><p>Platforms: {html.escape(', '.join(summary['platforms']))}. {summary['repetitions']} "
-            f"repetitions of {summary['points']} points read; baseline {html.escape(summary['baseline'])}; "
-            f"{summary['skipped_count']} files skipped.</p>"
-            + (f"<p>Dimensions that vary beside platform, model, lib and batch size (each value is its own lib or "
-               f"platform label):</p><ul>{dims}</ul>" if dims else "") + f"<ul>{''.join(rows)}</ul>")
+        by_platform.setdefault(f["platform"], []).append(f)
+    head = (f"<p>{summary['points']} points ({summary['repetitions']} repetitions) on "
+            f"{html.escape(', '.join(summary['platforms']))}; ratios with their 95% interval (\"no significant "
+            f"difference\" where it holds 1); speed-ups in the tables below are over "
+            f"{html.escape(summary['baseline'])}. {len(summary['harness'])} harness checks apart, "
+            f"{summary['failed_repetitions']} failed repetitions, {summary['skipped_count']} files skipped (listed at "
+            "the end).</p>")
+    tables = "".join(f"<h3>{html.escape(platform)}</h3><table class='glance'><tr><th>model</th><th>fastest "
+                     "configuration</th><th>fp16 against fp32 (cuDNN), and why</th><th>ideal per-layer mix of libs"
+                     "</th></tr>" + "".join(_glance_row(f) for f in rows) + "</table>"
+                     for platform, rows in by_platform.items())
+    return f"<h2>At a glance</h2>{head}{tables}"
+
+
+def _glance_row(f: dict) -> str:
+    fastest = (f"<span class='big'>{html.escape(analysis.images_per_second_text(f))}</span><br>"
+               f"{html.escape(f['fastest_lib'])} at batch {f['best_batch_size']}"
+               + (f"<span class='why'>{html.escape(f['fastest_configuration'])}</span>"
+                  if f.get("fastest_configuration") else ""))
+    versus = "<br>".join(
+        f"batch {v['batch_size']}: <b>{html.escape(analysis.ratio_text(v['ratio'], v['ratio_ci']))}</b>"
+        f"<span class='why'>{html.escape(v['reason'])}</span>" for v in f.get("fp16_versus_fp32", [])) or \
+        "not measured (needs torch-cudnn-fp16 and torch-cudnn-fp32 at a common batch size)"
+    return (f"<tr><td><b>{html.escape(f['model'])}</b></td><td>{fastest}</td><td>{versus}</td>"
+            f"<td>{html.escape(f['ideal_adaptive'])}</td></tr>")
+
+
+def _dimensions_html(summary: dict) -> str:
+    if not summary["dimensions"]:
+        return ""
+    items = "".join(f"<li>{html.escape(name)}: {html.escape(', '.join(values))} (select one with "
+                    f"<code>--where {html.escape(name)}=VALUE</code>)</li>" for name, values in summary["dimensions"].items())
+    return (f"<h2>Dimensions beside platform, model, lib and batch size</h2><p>Each value is its own lib or platform "
+            f"label; nothing is pooled.</p><ul>{items}</ul>")
+
+
+def _harness_html(r: analysis.Result) -> str:
+    if r.harness.empty:
+        return ""
+    return _table("Harness checks (the null lib runs no network: what the harness itself costs, never ranked)",
+                  r.harness[["repetitions", "time_ms", "spread", "noisy"]])
 
 
 def _per_layer(r: analysis.Result, out_dir: Path) -> list[str]:

@@ -53,5 +53,30 @@ def test_every_plot_in_the_page_is_an_image_with_content(built, tmp_path):
     models = {(m["platform"], m["model"]) for m in built.summary["models"]}
     assert len(images) >= 2 * len(models) + 1  # per-model bars and curves, per-layer bars, the ideal solution
     assert all(pixels_vary(base64.b64decode(data)) > 0.02 for data in images)
-    assert "Ideal adaptive solution" in dom and "Headline" in dom
+    assert "Ideal adaptive solution" in dom and "At a glance" in dom
 
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results" / "nvidia-h200" / "report" / "report.html"
+MEASURE = ("<script>document.querySelectorAll('tr').forEach(row => row.setAttribute('data-bottom', "
+           "Math.round(row.getBoundingClientRect().bottom)));</script></body>")
+
+
+def test_the_first_screen_of_the_committed_h200_report_answers_for_resnet50(tmp_path):
+    """In a 1280x1000 window the first screen shows ResNet-50's fastest configuration and why fp16 is (not) faster
+    than fp32, and no hex id; the screenshot is kept beside the test's files."""
+    page = tmp_path / "report.html"
+    page.write_text(COMMITTED.read_text().replace("</body>", MEASURE, 1))
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1000",
+              "--virtual-time-budget=3000"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    rows = re.findall(r"<tr data-bottom=\"(\d+)\">(.*?)</tr>", dom, re.S)
+    first_screen = [re.sub(r"<[^>]+>", " ", body) for bottom, body in rows if int(bottom) <= 1000]
+    resnet = next((text for text in first_screen if re.search(r"\bresnet50\b", text)), None)
+    assert resnet is not None, "ResNet-50's row is not on the first screen"
+    assert "img/s" in resnet and "at batch" in resnet and "fp16, channels_last" in resnet
+    assert "launch-bound" in resnet  # the measured reason, in the console's words
+    assert not re.search(r"\b[0-9a-f]{16}\b", " ".join(first_screen)), "a hex id on the first screen"
+    shot = tmp_path / "first-screen.png"
+    subprocess.run([*common, f"--screenshot={shot}", COMMITTED.as_uri()], capture_output=True, timeout=180)
+    assert shot.exists() and pixels_vary(shot.read_bytes()) > 0.05
