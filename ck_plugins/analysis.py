@@ -491,13 +491,18 @@ LAUNCH_BOUND_GROWTH = 1.25  # time per batch grows less than this from the small
 
 
 def fp16_versus_fp32(r: Result, platform, model) -> list[dict]:
-    """fp16 against fp32 (cuDNN, each in its usual layout) at the smallest batch both measured and at fp16's best
+    """fp16 against fp32 (cuDNN; each lib's plainest label, its usual layout where measured) at the smallest batch
+    both measured and at fp16's best
     batch: the speed-up with its interval, and the measured reason in one sentence (the points' own diagnosis
     where they recorded one, else what the times show)."""
     try:
-        half, full = (r.stats.xs((platform, model, lib), level=CONFIG) for lib in (HALF, FULL))
+        labels = set(r.stats.xs((platform, model), level=MODEL).index.get_level_values("lib"))
     except KeyError:
         return []
+    chosen = [min((x for x in labels if x.split("+")[0] == lib), key=len, default=None) for lib in (HALF, FULL)]
+    if None in chosen:
+        return []
+    half, full = (r.stats.xs((platform, model, lib), level=CONFIG) for lib in chosen)
     common = sorted(set(half.index) & set(full.index))
     if not common:
         return []
@@ -509,15 +514,15 @@ def fp16_versus_fp32(r: Result, platform, model) -> list[dict]:
         ratio = float(f["time_ms"] / h["time_ms"])
         low, high = statistics.ratio_interval(f["time_ms_mean"], f["time_ms_std"], f["repetitions"], h["time_ms_mean"],
                                               h["time_ms_std"], h["repetitions"], ratio)
-        out.append({"batch_size": int(batch), "ratio": ratio, "ratio_ci": interval(low, high),
-                    "reason": _reason(r, platform, model, half, batch, ratio)})
+        out.append({"batch_size": int(batch), "fp16_lib": chosen[0], "fp32_lib": chosen[1], "ratio": ratio,
+                    "ratio_ci": interval(low, high), "reason": _reason(r, platform, model, chosen[0], half, batch, ratio)})
     return out
 
 
-def _reason(r: Result, platform, model, half: pd.DataFrame, batch: int, ratio: float) -> str:
+def _reason(r: Result, platform, model, lib: str, half: pd.DataFrame, batch: int, ratio: float) -> str:
     runs = r.loaded.runs
     if "reasons" in runs.columns:
-        key = (platform, model, HALF, batch)
+        key = (platform, model, lib, batch)
         recorded = runs.loc[key, "reasons"].dropna() if key in runs.index.droplevel("repetition") else pd.Series()
         if len(recorded):
             return str(recorded.iloc[0])
