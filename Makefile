@@ -26,9 +26,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	@ck find repo:ck-precision-bench >/dev/null 2>&1 || ck add repo --import --path=$(CURDIR) --quiet >/dev/null
 	@touch $@
 
+# `ck run program:resnet-fp16`, with CK's own output kept in out/ck-run-resnet-fp16.log (VERBOSE=1: all of it here).
 run: setup
-	ck run program:resnet-fp16 --env.CK_BATCH_SIZE=$(BATCH) --treat_return_code_as_exit_code=yes
-	@echo "The result is in $(CURDIR)/program/resnet-fp16/tmp/result.json (CK's characteristics: tmp-ck-timer.json beside it); the last complete one per batch size stays in $(CURDIR)/out/resnet-fp16/."
+	@$(PY) -m ck_plugins.ckconsole $(if $(VERBOSE),--verbose) run program:resnet-fp16 --env.CK_BATCH_SIZE=$(BATCH) --treat_return_code_as_exit_code=yes
 
 test: setup browser postgres
 	$(PY) -m pytest -q -n 2 --dist worksteal  # two workers (pytest-xdist) that take over each other's queued tests when idle

@@ -53,7 +53,7 @@ def _mode_summary(mode: dict) -> dict:
 def preprocess(i: dict) -> dict:
     """CK's ck_preprocess(i), in CK's own process before the program starts. CK waits for the program in Python, so a
     Ctrl-C would end CK with a traceback: CK's process ignores SIGINT from here on, the program (which restores the
-    default handler) stops with "interrupted; run it again to resume" and exit code 130, and CK ends with that."""
+    default handler) stops with "interrupted; ..." and exit code 130, and CK ends with that."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)

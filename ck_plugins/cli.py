@@ -218,7 +218,7 @@ def _add_explore(sub) -> None:
     p.add_argument("--fresh", action="store_true", help="start a new sweep even if the last one is incomplete")
     p.add_argument("--via-ck", action="store_true", help="use CK's autotune pipeline (one CK run per point)")
     p.add_argument("--dry-run", action="store_true", help="list the (model, lib) tasks and stop")
-    p.set_defaults(func=_cmd_explore)
+    p.set_defaults(func=_cmd_explore, resumable=True)
     w = sub.add_parser("explore-worker", help=argparse.SUPPRESS)
     for name in ("--tasks", "--config-json", "--sweep", "--repo"):
         w.add_argument(name, required=True)
@@ -330,7 +330,7 @@ def _cmd_adaptive(args) -> int:
 
 def _add_merge(sub) -> None:
     p = sub.add_parser("merge", help="copy the experiment points of one CK repository into another")
-    p.add_argument("source")
+    p.add_argument("source", help="the CK repository whose experiment points are copied")
     p.add_argument("--into", default="", help="target repository (default: this checkout)")
     p.set_defaults(func=_cmd_merge)
 
@@ -385,10 +385,10 @@ def _add_analyse(sub) -> None:
     p.add_argument("--baseline", help="lib every speed-up is computed over (default: the CPU lib if any)")
     p.add_argument("--adaptive-libs", help="comma-separated libs the ideal adaptive solution may use (default all)")
     p.add_argument("--layer-statistic", default="median", choices=["median", "min", "mean"],
-                   help="per-layer time over repetitions: median (default), min (the seed notebook's) or mean")
+                   help="per-layer time over repetitions: median (as a point's time), min (the seed notebook's) or mean")
     p.add_argument("--ideal-versus", default="same-layers", choices=["same-layers", "timed-total"],
                    help="what the ideal adaptive solution is compared with: the best single lib's per-layer sum over "
-                        "the same layers (default), or the seed notebook's: its timed total")
+                        "the same layers, or the seed notebook's: its timed total")
     p.add_argument("--summary", metavar="FILE", help="write only the JSON summary to FILE (no report, no plots)")
     p.add_argument("--title", default="ck-precision-bench report")
     p.add_argument("--out", default=str(OUT_ROOT / "report"), help="folder for report.html, summary.json and the PNG plots")
@@ -510,7 +510,11 @@ def _cmd_serve(args) -> int:
                          args.alias or None)
     except ValueError as error:
         raise BadInput("CKPB_ADMIN_TOKEN / CKPB_TOKENS", "(hidden)", str(error)) from None
-    uvicorn.run(app, host=args.host, port=check_positive_int("port", args.port), log_level="warning")
+    port = check_positive_int("port", args.port)
+    print(f"serving on http://{args.host}:{port}/ (dashboard; API under /api/, results at /results.git); data in "
+          f"{Path(args.data).resolve()}" + (f", database {args.db_url.split('@')[-1]}" if args.db_url else "")
+          + "; Ctrl-C stops it", flush=True)
+    uvicorn.run(app, host=args.host, port=port, log_level="warning")
     return 0
 
 
@@ -541,10 +545,45 @@ def _cmd_submit(args) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default shown once: not where its help already says it, nor an empty one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, "", False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .ckrepo import REPO_ROOT
+
+    try:
+        number = version("ck-plugins")
+    except PackageNotFoundError:
+        number = "unknown"
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                          text=True, timeout=30)
+    return f"ck-precision-bench {number} (commit {done.stdout.strip() or 'unknown: not a git checkout'})"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and the commit, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m ck_plugins", description=__doc__, formatter_class=_Help)
     parser.add_argument("--status", help=argparse.SUPPRESS)  # CK programs: where the exit code and error go
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_precision_bench(sub)
     _add_point(sub)
@@ -555,8 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_analyse(sub)
     _add_docs(sub)
     _add_service(sub)
-    for command in sub.choices.values():  # every option's help shows its default
-        command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    described = {a.dest: a.help for a in sub._choices_actions}
+    for name, command in sub.choices.items():  # every option's help shows its default, once
+        command.formatter_class = _Help
+        command.description = command.description or described.get(name)
         for action in command._actions:
             action.help = action.dest.replace("_", " ") if action.help is None else action.help
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "explore-worker"]  # internal: not listed
@@ -586,8 +627,9 @@ def _run(args) -> tuple[int, str | None]:
     except BadInput as error:
         message = f"error: {error}"
         code = 2
-    except KeyboardInterrupt:
-        message = "interrupted; run it again to resume"
+    except KeyboardInterrupt:  # only a sweep resumes where it stopped; every other command starts over
+        message = ("interrupted; run it again to resume" if getattr(args, "resumable", False)
+                   else "interrupted; run it again to start over")
         code = 130
     print(message, file=sys.stderr)
     return code, message.removeprefix("error: ")

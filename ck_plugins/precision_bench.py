@@ -253,16 +253,25 @@ def shipped_gpu_tables(root: Path | None = None) -> str:
 
     root = root or REPO_ROOT
     lines = []
-    for path in sorted((root / "docs" / "results").glob("*/resnet-fp16-bs*.json")):
+    for path in sorted((root / "docs" / "results").glob("*/resnet-fp16-bs*.json"), key=_by_batch):
         result = json.loads(path.read_text())
-        lines.append(f"\n{result['platform'].get('gpu')} (shipped in {path.relative_to(root)}), batch "
-                     f"{result['batch_size']}:")
-        lines += [f"  {m['precision']:>4} {m['memory_format']:<13} {m['images_per_second']:>9.1f} img/s  "
-                  f"{m['speedup_vs_fp32']:.2f}x fp32" for m in result["modes"] if m["run_success"]]
+        modes = [m for m in result["modes"] if m["run_success"]]
+        if not modes:
+            continue
+        best = max(modes, key=lambda m: m["images_per_second"])
+        half = next((m for m in modes if m["precision"] == "fp16" and m["memory_format"] == "channels_last"), None)
+        lines.append(f"  {result['platform'].get('gpu')}, batch {result['batch_size']}: fastest {best['precision']} "
+                     f"{best['memory_format']} {best['images_per_second']:.1f} img/s ({best['speedup_vs_fp32']:.2f}x fp32)"
+                     + (f"; fp16 channels_last {half['speedup_vs_fp32']:.2f}x fp32" if half and half is not best else ""))
     if not lines:
         return ""
-    return "\nNo GPU here. The same benchmark on the GPU machines this repository has results from:" + "".join(
-        "\n" + line for line in lines)
+    return ("\nNo GPU here. The same benchmark on the GPUs this repository has results from "
+            "(docs/results/<gpu>/resnet-fp16-bs*.json):" + "".join("\n" + line for line in lines))
+
+
+def _by_batch(path: Path):
+    digits = "".join(c for c in path.stem.rsplit("bs", 1)[-1] if c.isdigit())
+    return path.parent.name, int(digits or 0)
 
 
 def record(measured: list[engine.Measurement], repo: Path) -> list[Path]:

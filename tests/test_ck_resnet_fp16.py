@@ -30,7 +30,7 @@ def test_ck_run_resnet_fp16_prints_table_and_merges_characteristics(ck, tmp_path
     assert '"best_mode"' in done.stdout  # CK printed the merged characteristics
     from ck_plugins import precision_bench
 
-    assert ("The same benchmark on the GPU machines" in done.stdout) == bool(precision_bench.shipped_gpu_tables())
+    assert ("The same benchmark on the GPUs" in done.stdout) == bool(precision_bench.shipped_gpu_tables())
 
 
 def _ends_cleanly(done, code: int, message: str) -> None:
@@ -100,13 +100,13 @@ def test_ctrl_c_ends_with_a_message_and_code_130(ck_env, tmp_path):
     done = _interrupt([sys.executable, "-m", "ck_plugins", "precision-bench", "--model", "squeezenet-1.1", "--device",
                        "cpu", "--batch-size", "1", "--iterations", "100000", "--precisions", "fp32"], ck_env, "fp32 nchw")
     assert done.returncode == 130 and "Traceback" not in done.stdout, done.stdout[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "interrupted; run it again to resume"
+    assert done.stdout.strip().splitlines()[-1] == "interrupted; run it again to start over"  # nothing resumes
     through_ck = _interrupt([_ck_bin(), "run", "program:precision-bench", "--env.CK_MODEL=squeezenet-1.1",
                              "--env.CK_DEVICE=cpu", "--env.CK_BATCH_SIZE=1",
                              "--env.CK_ITERATIONS=100000", "--env.CK_PRECISIONS=fp32", f"--tmp_dir={tmp_path}",
                              "--treat_return_code_as_exit_code=yes"], ck_env, "fp32 nchw")
     assert through_ck.returncode == 130 and "Traceback" not in through_ck.stdout, through_ck.stdout[-2000:]
-    assert through_ck.stdout.strip().splitlines()[-1] == "CK error: [program] interrupted; run it again to resume!"
+    assert through_ck.stdout.strip().splitlines()[-1] == "CK error: [program] interrupted; run it again to start over!"
 
 
 def test_ctrl_c_stops_a_sweep_cleanly_and_it_resumes(ck_env, tmp_path):
@@ -125,4 +125,28 @@ def test_ctrl_c_stops_the_adaptive_run_cleanly(ck_env, tmp_path):
                        "--batch-sizes", "1", "--repo", str(tmp_path)], ck_env, "candidates: torch-cpu")
     # the first candidate's start is always drawn (its stages may not be: tqdm draws at most every 0.5 s)
     assert done.returncode == 130 and "Traceback" not in done.stdout, done.stdout[-2000:]
-    assert done.stdout.strip().splitlines()[-1].endswith("interrupted; run it again to resume")
+    assert done.stdout.strip().splitlines()[-1].endswith("interrupted; run it again to start over")
+
+
+def _quiet(ck_env, tmp_path, *env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ck_plugins.ckconsole", f"--log={tmp_path / 'ck.log'}", "run",
+                           "program:resnet-fp16", *env, f"--tmp_dir={tmp_path}", "--treat_return_code_as_exit_code=yes"],
+                          env=ck_env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def test_make_runs_console_shows_the_programs_lines_and_keeps_cks_in_a_log(ck_env, tmp_path):
+    done = _quiet(ck_env, tmp_path, "--env.CK_BATCH_SIZE=1", "--env.CK_ITERATIONS=2", "--env.CK_REPETITIONS=1",
+                  "--env.CK_WARMUP=1", "--env.CK_PRECISIONS=fp32")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines() + done.stderr.replace("\r", "\n").splitlines()[-1:]  # the progress line once
+    assert len(lines) <= 40, done.stdout
+    assert "| fp32 | channels_last |" in done.stdout and "Why:" in done.stdout
+    assert "Execution time:" not in done.stdout and "Prepared script" not in done.stdout and "best_mode" not in done.stdout
+    log = (tmp_path / "ck.log").read_text()
+    assert "Prepared script" in log and '"best_mode"' in log and f"(CK's own output: {tmp_path / 'ck.log'})" in done.stdout
+
+
+def test_a_bad_value_is_said_once_on_the_quiet_console(ck_env, tmp_path):
+    done = _quiet(ck_env, tmp_path, "--env.CK_BATCH_SIZE=0")
+    said = "batch size '0' is not valid; expected a positive integer"
+    assert done.returncode == 2 and (done.stdout + done.stderr).count(said) == 1, done.stdout + done.stderr

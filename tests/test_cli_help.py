@@ -1,5 +1,6 @@
 """What a newcomer reads: --help with defaults and choices, and errors that name the field."""
 import json
+import re
 import subprocess
 import sys
 
@@ -17,11 +18,24 @@ def test_help_lists_commands_but_not_the_internal_worker():
     assert "explore-worker" not in done.stdout and "SUPPRESS" not in done.stdout
 
 
+def test_help_says_each_default_once_describes_each_command_and_gives_the_version():
+    for command in ("point", "precision-bench", "explore", "adaptive", "merge", "migrate", "analyse", "docs", "serve",
+                    "submit"):
+        text = run(command, "--help").stdout
+        flat = " ".join(text.split())
+        assert "(default: None)" not in flat and "(default: )" not in flat, command
+        assert not re.search(r"\(default: [^)]*\) \(default:", flat), f"{command}: a default said twice"
+        assert text.split("\n\n")[1].strip() and not text.split("\n\n")[1].startswith("positional"), command
+    assert "source  source" not in run("merge", "--help").stdout
+    version = run("--version")
+    assert version.returncode == 0 and re.fullmatch(r"ck-precision-bench \S+ \(commit \S+.*\)\n", version.stdout)
+
+
 def test_help_shows_defaults_and_valid_choices():
     text = run("point", "--help").stdout
     assert "(default: 8)" in text and "squeezenet-1.1" in text and "torch-cudnn-fp16" in text
     assert "(default: torch-cpu)" in text
-    analyse = run("analyse", "--help").stdout
+    analyse = " ".join(run("analyse", "--help").stdout.split())  # as read, whatever the wrapping
     assert "{median,min,mean}" in analyse and "(default: median)" in analyse
 
 

@@ -57,7 +57,7 @@ def test_cpu_run_measures_fp32_and_bf16_and_says_what_was_not_run(tmp_path):
     fp32 = result["modes"][0]
     assert fp32["speedup_vs_fp32"] == 1.0 and fp32["relative_error"] < 1e-5
     assert "not run (fp16 needs a CUDA GPU" in done.stdout
-    assert "The same benchmark on the GPU machines" not in done.stdout  # the shipped tables are ResNet-50's
+    assert "The same benchmark on the GPUs" not in done.stdout  # the shipped tables are ResNet-50's
 
 
 def test_without_a_gpu_the_shipped_gpu_tables_are_shown(tmp_path):
@@ -70,9 +70,14 @@ def test_without_a_gpu_the_shipped_gpu_tables_are_shown(tmp_path):
     result = {"platform": {"gpu": "NVIDIA H100 80GB HBM3"}, "batch_size": 256, "modes": modes}
     (tmp_path / "docs" / "results" / "nvidia-h100").mkdir(parents=True)
     (tmp_path / "docs" / "results" / "nvidia-h100" / "resnet-fp16-bs256.json").write_text(json.dumps(result))
+    (tmp_path / "docs" / "results" / "nvidia-h100" / "resnet-fp16-bs16.json").write_text(json.dumps(
+        dict(result, batch_size=16, modes=[dict(modes[0], images_per_second=900.0), dict(modes[1], speedup_vs_fp32=0.8,
+                                                                                         images_per_second=720.0)])))
     lines = precision_bench.shipped_gpu_tables(tmp_path).strip().splitlines()
-    assert lines[0].startswith("No GPU here") and "NVIDIA H100 80GB HBM3" in lines[2] and "batch 256" in lines[2]
-    assert "4500.0 img/s" in lines[4] and "4.50x fp32" in lines[4] and len(lines) == 5  # the failed mode left out
+    assert lines[0].startswith("No GPU here") and len(lines) == 3  # one line per GPU and batch, in batch order
+    assert lines[1].strip() == ("NVIDIA H100 80GB HBM3, batch 16: fastest fp32 nchw 900.0 img/s (1.00x fp32); fp16 "
+                                "channels_last 0.80x fp32")
+    assert lines[2].strip() == "NVIDIA H100 80GB HBM3, batch 256: fastest fp16 channels_last 4500.0 img/s (4.50x fp32)"
 
 
 def test_a_killed_attempt_is_recorded_as_a_failed_point(tmp_path):

@@ -104,15 +104,16 @@ class Server:
         env = dict(os.environ, CKPB_TOKENS=f"alice:{TOKEN}", CKPB_ADMIN_TOKEN=ADMIN)
         self.proc = subprocess.Popen([sys.executable, "-m", "ck_plugins", "serve", "--data", str(self.data),
                                       "--port", str(self.port), *(["--db-url", self.db_url] if self.db_url else [])],
-                                     env=env, stderr=subprocess.PIPE)
+                                     env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
                 urllib.request.urlopen(self.url + "/api/leaderboard", timeout=2)
+                self.banner = self.proc.stdout.readline()  # what `serve` says first: its URL and its data
                 return self
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError(self.proc.stderr.read().decode()[-2000:] if self.proc.poll() is not None else "no answer")
+        raise RuntimeError(self.proc.stderr.read()[-2000:] if self.proc.poll() is not None else "no answer")
 
     def post(self, points, token=TOKEN):
         request = urllib.request.Request(self.url + "/api/submissions", data=json.dumps({"points": points}).encode(),
@@ -156,6 +157,7 @@ def published(data: Path) -> tuple[int, int]:
 
 def test_the_whole_loop_submit_dashboard_and_ck_pull_from_another_installation(tmp_path, ck_env):
     server = Server(tmp_path / "service").start()
+    assert server.banner.startswith(f"serving on {server.url}/ (dashboard") and str(tmp_path / "service") in server.banner
     try:
         repo = tmp_path / "mine"
         folder = fixtures.entry(repo, "alexnet-torch-cudnn-fp16", [readpoints.TAG, "alexnet", "torch-cudnn-fp16"])
