@@ -514,7 +514,9 @@ def fp16_versus_fp32(r: Result, platform, model) -> list[dict]:
         ratio = float(f["time_ms"] / h["time_ms"])
         low, high = statistics.ratio_interval(f["time_ms_mean"], f["time_ms_std"], f["repetitions"], h["time_ms_mean"],
                                               h["time_ms_std"], h["repetitions"], ratio)
-        out.append({"batch_size": int(batch), "fp16_lib": chosen[0], "fp32_lib": chosen[1], "ratio": ratio,
+        out.append({"batch_size": int(batch), "fp16_lib": chosen[0], "fp32_lib": chosen[1],
+                    "fp16_images_per_second": float(1e3 * batch / h["time_ms"]),
+                    "fp32_images_per_second": float(1e3 * batch / f["time_ms"]), "ratio": ratio,
                     "ratio_ci": interval(low, high), "reason": _reason(r, platform, model, chosen[0], half, batch, ratio)})
     return out
 

@@ -15,7 +15,9 @@ from typing import Callable
 from .analysis import ratio_text
 
 GTX1080 = Path("docs/results/gtx1080-legacy")
-BLOCK = re.compile(r"(<!-- figures: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /figures: (?P=name) -->)", re.S)
+H200 = Path("docs/results/nvidia-h200")
+# a block on lines of its own (tables), or inline in a sentence (a figure)
+BLOCK = re.compile(r"(<!-- figures: (?P<name>[a-z0-9-]+) -->\n?)(?P<body>.*?)(<!-- /figures: (?P=name) -->)", re.S)
 
 
 def _summary(root: Path, path: Path) -> dict:
@@ -69,12 +71,43 @@ def gtx1080_ideal_definitions(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS: dict[str, Callable[[Path], str]] = {"gtx1080-headline": gtx1080_headline,
-                                            "gtx1080-ideal-definitions": gtx1080_ideal_definitions}
+def h200_points(root: Path) -> str:
+    """Inline: how many configurations and repetitions the committed H200 report reads."""
+    summary = _summary(root, H200 / "report" / "summary.json")
+    return f"{summary['points']:,} configurations ({summary['repetitions']:,} repetitions)"
+
+
+def _precision_bench(root: Path, batch: int) -> list[dict]:
+    return [m for m in _summary(root, H200 / f"resnet-fp16-bs{batch}.json")["modes"] if m["run_success"]]
+
+
+def h200_fp16_batch1(root: Path) -> str:
+    """Inline: fp16 against fp32 at batch 1 in `resnet-fp16` on the H200, the range over both layouts."""
+    ratios = [m["speedup_vs_fp32"] for m in _precision_bench(root, 1) if m["precision"] == "fp16"]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+
+def h200_fp16_batch256(root: Path) -> str:
+    """Inline: fp16 channels_last against fp32 at batch 256 in `resnet-fp16` on the H200."""
+    return f"{next(m['speedup_vs_fp32'] for m in _precision_bench(root, 256) if m['precision'] == 'fp16' and m['memory_format'] == 'channels_last'):.1f}x"
+
+
+def h200_sweep_resnet50_batch1(root: Path) -> str:
+    """Inline: ResNet-50 at batch 1 in the H200 sweep, fp16 against fp32, with the interval."""
+    model = _models(_summary(root, H200 / "report" / "summary.json"))["resnet50"]
+    at = next(v for v in model["fp16_versus_fp32"] if v["batch_size"] == 1)
+    return (f"{at['fp16_images_per_second']:,.0f} img/s in fp16 against {at['fp32_images_per_second']:,.0f} in fp32, "
+            f"{ratio_text(at['ratio'], at['ratio_ci'])}")
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "gtx1080-headline": gtx1080_headline, "gtx1080-ideal-definitions": gtx1080_ideal_definitions,
+    "h200-points": h200_points, "h200-fp16-batch1": h200_fp16_batch1, "h200-fp16-batch256": h200_fp16_batch256,
+    "h200-sweep-resnet50-batch1": h200_sweep_resnet50_batch1}
 
 
 def documents(root: Path) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "docs").glob("results/*/*.md"))]
 
 
 def render(root: Path) -> dict[Path, str]:
