@@ -134,17 +134,21 @@ def search_experiments(tags: list[str]) -> list[Path]:
 
 
 def submit(i: dict) -> dict:
-    """`ck submit precision-bench --url=... --token=... --repo=PATH [--check=yes]`: every problem is returned."""
+    """`ck submit precision-bench --url=... --token=... --repo=PATH [--entries=A,B] [--check=yes]`: every problem is
+    returned, and what was not meant to be sent is counted."""
     import os
 
     from .submit import client
 
-    points, problems, _skipped = client.collect(Path(i.get("repo") or "."))
+    entries = [e for e in str(i.get("entries") or "").split(",") if e] or None
+    points, problems, skipped = client.collect(Path(i.get("repo") or "."), entries)
+    if skipped and i.get("out") == "con":
+        print(client.skipped_summary(skipped) + " (not meant to be sent)")
     if problems:
         return {"return": 1, "error": f"{len(problems)} problems, nothing sent: " + "; ".join(problems[:5]),
                 "problems": problems}
     if i.get("check") == "yes" or not points:
-        return {"return": 0, "valid_points": len(points)}
+        return {"return": 0, "valid_points": len(points), "skipped": [line for _, line in skipped]}
     token = i.get("token") or os.environ.get("CKPB_TOKEN", "")
     if not i.get("url") or not token:
         return {"return": 1, "error": "--url and --token (or CKPB_TOKEN) are required to send"}
@@ -152,7 +156,7 @@ def submit(i: dict) -> dict:
         answers = client.send(i["url"], token, points)
     except (RuntimeError, OSError) as error:
         return {"return": 1, "error": f"the service refused or could not be reached: {str(error)[:500]}"}
-    return {"return": 0, "answers": answers}
+    return {"return": 0, "answers": answers, "skipped": [line for _, line in skipped]}
 
 
 def autotune_batch_sizes(program: str, env: dict, sizes: list[int]) -> None:

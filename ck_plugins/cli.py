@@ -523,7 +523,11 @@ def _cmd_submit(args) -> int:
 
     points, problems, skipped = client.collect(Path(args.repo), [e for e in (args.entries or "").split(",") if e] or None)
     if skipped:
-        print(f"{len(skipped)} points not sent (first: {skipped[0]})", file=sys.stderr)
+        print(client.skipped_summary(skipped) + " (not meant to be sent):", file=sys.stderr)
+        for _, line in skipped[:10]:
+            print(f"  {line}", file=sys.stderr)
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more", file=sys.stderr)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     if problems:
@@ -540,7 +544,7 @@ def _cmd_submit(args) -> int:
         print(f"error: the service refused or could not be reached: {str(error)[:500]}", file=sys.stderr)
         return 3
     accepted = sum(a["accepted"] for a in answers)
-    print(f"{accepted} points accepted, {sum(a['duplicates'] for a in answers)} already there; "
+    print(f"sent {len(points)}: {accepted} points accepted, {sum(a['duplicates'] for a in answers)} already there; "
           f"submissions {', '.join(a['submission'] for a in answers if a['submission'])}")
     return 0
 

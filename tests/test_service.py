@@ -411,3 +411,29 @@ def test_dashboard_in_chromium_shows_the_leaderboard_without_console_errors(tmp_
         assert not [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     finally:
         server.stop()
+
+
+def test_the_dashboard_says_what_is_pending_and_names_the_platform_by_kind(tmp_path):
+    from ck_plugins.submit.store import Store
+
+    store = Store(tmp_path / "data")
+    try:
+        answer = store.accept("alice", [valid_point("-pending")])
+        dashboard = Dashboard(store)
+        assert "Pending" not in dashboard.wait()
+        store._mark(answer["submission"], published=False)  # as between the answer and the publisher's commit
+        page = dashboard.page()
+        assert "Pending (1)" in page and answer["submission"] in page and "being published" in page
+        row = store.leaderboard()[0]
+        assert row["platform"] == "GPU NVIDIA H200"
+        cpu = valid_point("-cpu")
+        cpu["choices"]["settings"]["device"] = "cpu"
+        cpu["features"]["platform"]["gpu"] = None
+        assert all(not r["platform"].startswith("GPU") for r in best_cpu(store, cpu))
+    finally:
+        store.close()
+
+
+def best_cpu(store, item):
+    store.accept("bob", [item])
+    return [r for r in store.leaderboard() if r["platform"].startswith("CPU")]

@@ -160,9 +160,9 @@ class Dashboard:
             if stale and not self.rendering:
                 self.rendering = True
                 threading.Thread(target=self._render, args=(version,), daemon=True).start()
-        if current is not None:
-            return current[1]
-        return _page(self.store.leaderboard(), "<p>Plots are being drawn; reload in a moment.</p>")
+        page = current[1] if current is not None else _page(self.store.leaderboard(),
+                                                            "<p>Plots are being drawn; reload in a moment.</p>")
+        return page.replace(PENDING, _pending(self.store.pending()), 1)
 
     def _render(self, version: int) -> None:
         try:
@@ -188,15 +188,30 @@ class Dashboard:
             time.sleep(0.05)
 
 
+PENDING = "<!-- pending -->"  # filled on every request: what is stored but not yet published
+
+
+def _pending(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    items = "".join(f"<li>submission <code>{html.escape(str(r['id']))}</code>: {int(r['points'])} points</li>"
+                    for r in rows[:20])
+    more = f"<li>... and {len(rows) - 20} more</li>" if len(rows) > 20 else ""
+    return (f"<div id='pending'><h2>Pending ({len(rows)})</h2><p>Accepted and stored; being published to results.git "
+            f"(seconds to a minute): they join the leaderboard then.</p><ul>{items}{more}</ul></div>")
+
+
 def _page(board: list[dict], plots: str) -> str:
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r[k]))}</td>" for k in ("model", "precision", "gpu", "lib", "batch_size"))
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(k, r.get('gpu'))))}</td>"
+                         for k in ("model", "precision", "platform", "lib", "batch_size"))
         + f"<td>{_throughput(r)}</td><td>{html.escape(str(r['submitter']))}</td></tr>" for r in board)
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ck-precision-bench results</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:2px 8px}"
             "table{border-collapse:collapse}img{max-width:100%}</style></head><body>"
-            "<h1>ck-precision-bench: the crowd's results</h1><h2>Leaderboard (best images per second, per GPU)</h2>"
-            "<table id='leaderboard'><tr><th>model</th><th>precision</th><th>GPU</th><th>lib</th><th>batch</th>"
+            f"<h1>ck-precision-bench: the crowd's results</h1>{PENDING}"
+            "<h2>Leaderboard (best images per second, per platform)</h2>"
+            "<table id='leaderboard'><tr><th>model</th><th>precision</th><th>platform</th><th>lib</th><th>batch</th>"
             f"<th>img/s (95% interval)</th><th>submitter</th></tr>{rows}</table><h2>Time per image</h2>{plots}"
             "<p>Results repository: <code>ck pull repo --url=http://HOST:PORT/results.git</code></p></body></html>")
 

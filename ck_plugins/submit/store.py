@@ -129,6 +129,14 @@ class Store:
                 self._push()
             return True
 
+    def pending(self) -> list[dict]:
+        """Submissions stored (answered) but not yet in results.git: the dashboard says so until they are."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(SUBMISSIONS.c.id, SUBMISSIONS.c.points, SUBMISSIONS.c.created)
+                              .where(SUBMISSIONS.c.published.is_(False), SUBMISSIONS.c.withdrawn.is_(False))
+                              .order_by(SUBMISSIONS.c.created)).mappings().all()
+        return [dict(r) for r in rows]
+
     def status(self, sid: str) -> dict | None:
         with self.engine.connect() as db:
             row = db.execute(sa.select(SUBMISSIONS.c.id, SUBMISSIONS.c.points, SUBMISSIONS.c.published,
@@ -234,8 +242,8 @@ class Store:
         with self.engine.connect() as db:
             bodies = dict(db.execute(sa.select(POINTS.c.hash, POINTS.c.body).where(
                 POINTS.c.hash.in_([r["hash"] for r in board]))).all()) if board else {}
-        return [dict(r, images_per_second_ci=_throughput_ci(bodies.get(r["hash"]), r["images_per_second"]))
-                for r in board]
+        return [dict(r, images_per_second_ci=_throughput_ci(bodies.get(r["hash"]), r["images_per_second"]),
+                     platform=_platform(bodies.get(r["hash"]), r["gpu"])) for r in board]
 
 
 def best_per_gpu(rows: list[dict]) -> list[dict]:
@@ -247,6 +255,18 @@ def best_per_gpu(rows: list[dict]) -> list[dict]:
         if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
             best[key] = row
     return sorted(best.values(), key=lambda r: (str(r["model"]), str(r["precision"]), str(r["gpu"])))
+
+
+def _platform(body: str | None, name: str) -> str:
+    """'GPU NVIDIA H200' or 'CPU AMD EPYC 9454': what ran the point, by kind and name."""
+    try:
+        item = json.loads(body) if body else {}
+        device = (item.get("choices", {}).get("settings") or {}).get("device")
+        gpu = (item.get("features", {}).get("platform") or {}).get("gpu")
+    except (ValueError, AttributeError):
+        device, gpu = None, None
+    kind = "GPU" if device == "cuda" or (device is None and gpu) else "CPU"
+    return f"{kind} {name}"
 
 
 def _throughput_ci(body: str | None, shown: float) -> list[float] | None:
