@@ -66,7 +66,7 @@ def _inputs(args):
 
 
 def _cmd_precision_bench(args) -> int:
-    from .modelnames import check, parse_input_shape
+    from .modelnames import check, entry_model, parse_input_shape
 
     request_args = dict(batch_size=check_positive_int("batch size", args.batch_size),
                         iterations=check_positive_int("iterations", args.iterations),
@@ -86,15 +86,19 @@ def _cmd_precision_bench(args) -> int:
     result, measured = precision_bench.run(request)
     write_json_atomic(args.out, result)
     device = request.device.type
-    kept = write_json_atomic(OUT_ROOT / args.program / f"last-{device}-bs{request.batch_size}.json", result)
+    complete = not result.get("error") and all(r["run_success"] for r in result["modes"])
+    last = OUT_ROOT / args.program / f"last-{entry_model(model)}-{device}-bs{request.batch_size}.json"
+    if complete:  # a failed run never replaces the last complete result (of this model, device and batch size)
+        write_json_atomic(last, result)
     print(precision_bench.summary_table(result))
     if device == "cpu" and model == "resnet50":
         print(precision_bench.shipped_gpu_tables())
     if record:
         paths = precision_bench.record(measured, Path(args.repo or REPO_ROOT).resolve())
         print(f"\n{len(paths)} points recorded in {Path(args.repo or REPO_ROOT).resolve()}/experiment")
-    print(f"\nresult written to {os.path.abspath(args.out)}; the last complete result at this batch size is kept in "
-          f"{kept} (CK clears its tmp folder when a run starts)")
+    print(f"\nresult written to {os.path.abspath(args.out)}; " + (
+        f"the last complete result of this model at this batch size is kept in {last} (CK clears its tmp folder "
+        "when a run starts)" if complete else f"not complete: the last complete result stays in {last}"))
     if result.get("error"):
         return 3
     return 0 if all(r["run_success"] for r in result["modes"]) else 3

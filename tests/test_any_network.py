@@ -255,6 +255,15 @@ def test_an_onnx_file_on_a_torch_lib_is_a_failed_point_saying_why(tmp_path, onnx
     assert "runs only through the onnxruntime libs" in point.read(json.loads(path.read_text())).error
 
 
+def test_a_failed_precision_bench_never_replaces_the_last_complete_result(tmp_path, onnx_file, nets):
+    done = cli("precision-bench", "--model", f"onnx:{onnx_file}", "--input-shape", "3x16x16", "--device", "cpu",
+               "--batch-size", "2", "--out", "r.json", cwd=tmp_path, pythonpath=nets)
+    assert done.returncode == 3 and "runs only through the onnxruntime libs" in done.stdout
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("result written")]
+    kept = Path(line.split("stays in ")[1])
+    assert "not complete" in line and kept.name.startswith("last-onnx-tiny-") and not kept.exists()
+
+
 # ---------------------------------------------------------------------------------------- torchvision, timm
 def _importable(name: str) -> str | None:
     try:
