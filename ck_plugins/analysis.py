@@ -474,6 +474,7 @@ def headline(r: Result) -> dict:
             "speedup_over_baseline": {lib: _f(speed[lib]) for lib in shown},
             "speedup_over_baseline_ci": {lib: interval(low.get(lib), high.get(lib)) for lib in shown},
             "fastest_configuration": describe(fastest), "fp16_versus_fp32": fp16_versus_fp32(r, platform, model),
+            "images_per_second_by_lib": _rates(r.stats, platform, model),
             **_ideal_headline(r.ideal, platform, model)})
     runs = r.loaded.runs
     return {"baseline": r.baseline, "points": int(len(r.stats)), "repetitions": int(len(runs)),
@@ -558,6 +559,15 @@ def _ideal_headline(ideal: Ideal, platform: str, model: str) -> dict:
     text += _left_out(ideal, platform, model)
     return {"ideal_adaptive_ms": float(row["total_ms"]), "ideal_adaptive_ratio_to_best_single_lib": ratio,
             "ideal_adaptive_ratio_to_best_single_lib_ci": ci, "ideal_adaptive": text}
+
+
+def _rates(stats: pd.DataFrame, platform, model) -> dict[str, dict[str, float]]:
+    """{lib: {batch size: images per second}} of one model on one platform (every point's one time), for the docs."""
+    part = stats.xs((platform, model), level=MODEL)["images_per_second"]
+    out: dict[str, dict[str, float]] = {}
+    for (lib, batch), value in part.items():
+        out.setdefault(str(lib), {})[str(int(batch))] = round(float(value), 1)
+    return out
 
 
 def _left_out(ideal: Ideal, platform: str, model: str) -> str:

@@ -100,10 +100,31 @@ def h200_sweep_resnet50_batch1(root: Path) -> str:
             f"{ratio_text(at['ratio'], at['ratio_ci'])}")
 
 
+RESNET50_ROWS = (("torch-cublas-fp32", "torch-cublas-fp32 (cuDNN off)"), ("torch-cublas-fp16", "torch-cublas-fp16 (cuDNN off)"),
+                 ("torch-cudnn-fp32", "torch-cudnn-fp32 (TF32 off)"), ("torch-cudnn-tf32", "torch-cudnn-tf32"),
+                 ("torch-amp", "torch-amp (channels_last)"), ("torch-cudnn-bf16", "torch-cudnn-bf16 (channels_last)"),
+                 ("torch-cudnn-fp16", "torch-cudnn-fp16 (channels_last)"),
+                 ("torch-cudnn-fp16+graph", "torch-cudnn-fp16 + CUDA graph"),
+                 ("torch-compile-fp16+freezing", "torch-compile-fp16 + freezing"),
+                 ("torch-compile-fp16+reduce-overhead+freezing", "torch-compile-fp16 reduce-overhead + freezing"),
+                 ("cudnn-graph-fp16+graph", "cudnn-graph-fp16 + CUDA graph (fused)"))
+RESNET50_BATCHES = ("1", "16", "64", "256", "1024")
+
+
+def h200_resnet50_rates(root: Path) -> str:
+    """The H200 sweep's ResNet-50 images per second per lib and batch size (blank: not measured)."""
+    rates = _models(_summary(root, H200 / "report" / "summary.json"))["resnet50"]["images_per_second_by_lib"]
+    lines = ["| lib | batch " + " | ".join(RESNET50_BATCHES) + " |", "|---|" + "---:|" * len(RESNET50_BATCHES)]
+    for lib, title in RESNET50_ROWS:
+        cells = [f"{rates.get(lib, {})[b]:,.0f}" if b in rates.get(lib, {}) else "" for b in RESNET50_BATCHES]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "gtx1080-headline": gtx1080_headline, "gtx1080-ideal-definitions": gtx1080_ideal_definitions,
     "h200-points": h200_points, "h200-fp16-batch1": h200_fp16_batch1, "h200-fp16-batch256": h200_fp16_batch256,
-    "h200-sweep-resnet50-batch1": h200_sweep_resnet50_batch1}
+    "h200-sweep-resnet50-batch1": h200_sweep_resnet50_batch1, "h200-resnet50-rates": h200_resnet50_rates}
 
 
 def documents(root: Path) -> list[Path]:
