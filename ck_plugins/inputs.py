@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,10 @@ def images(inputs: Inputs, count: int, seed: int, input_shape=DEFAULT_INPUT_SHAP
     return batch.repeat((count + len(batch) - 1) // len(batch), 1, 1, 1)[:count]
 
 
+@lru_cache(maxsize=16)
 def describe(inputs: Inputs, seed: int) -> dict[str, str]:
-    """What a point records of its inputs: the weights and the images it was measured with."""
+    """What a point records of its inputs: the weights and the images it was measured with (files hashed once per
+    process: every point of a session shares them). Callers must not change the dict."""
     if inputs.weights == PRETRAINED:
         weights = "pretrained (the model zoo's default weights)"
     elif inputs.weights:

@@ -57,3 +57,10 @@ def test_a_local_onnx_path_is_published_as_the_files_name_only(tmp_path):
     assert item["choices"]["env"]["CK_MODEL"] == "onnx:/tmp/pytest-7/mine/tiny.onnx"  # the local point keeps it
     assert "/tmp/" not in json.dumps(sent)
     assert client.published(fixtures.valid_point_data("d" * 40)) == fixtures.valid_point_data("d" * 40)
+
+
+def test_a_point_file_that_is_not_an_object_is_a_problem_naming_its_path(tmp_path):
+    folder = fixtures.entry(tmp_path, "alexnet-torch-cudnn-fp16", [fixtures.TAG, "alexnet", "torch-cudnn-fp16"])
+    (folder / "ckp-0000000000000001.0001.json").write_text("[1, 2]")
+    points, problems, skipped = client.collect(tmp_path)
+    assert points == [] and skipped == [] and len(problems) == 1 and "ckp-0000000000000001.0001.json" in problems[0]

@@ -48,7 +48,9 @@ def skipped_summary(skipped: list[tuple[str, str]]) -> str:
 def published(item: dict) -> dict:
     """The point as the service publishes it: an ONNX model named by its file's name (its digest is in
     features/model/sha256), never by a local path; the point on disk keeps the full path."""
-    env = (item.get("choices") or {}).get("env") if isinstance(item.get("choices"), dict) else None
+    if not isinstance(item, dict) or not isinstance(item.get("choices"), dict):
+        return item  # malformed: check_point names the field
+    env = item["choices"].get("env")
     model = env.get("CK_MODEL") if isinstance(env, dict) else None
     if isinstance(model, str) and model.startswith("onnx:") and ("/" in model or "\\" in model):
         item = copy.deepcopy(item)
