@@ -1,8 +1,10 @@
 """The notebook's plots, headless (matplotlib Agg), as PNG bytes. No torch."""
 from __future__ import annotations
 
+import functools
 import io
 import math
+import threading
 
 import matplotlib
 
@@ -14,6 +16,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .libnames import FAMILY_OF, is_harness  # noqa: E402
+
+
+_DRAWING = threading.RLock()  # matplotlib is not thread-safe (the service draws in threads): one figure at a time
+
+
+def _one_at_a_time(function):
+    """A plot function run under the drawing lock: its figure is built, checked and saved by one thread at once."""
+    @functools.wraps(function)
+    def drawn(*args, **kwargs):
+        with _DRAWING:
+            return function(*args, **kwargs)
+    return drawn
 
 
 FAMILY_COLOURS = {"cpu": "Greys", "cublas": "Oranges", "cudnn": "Greens", "fp16": "Blues", "compile": "Purples",
@@ -123,6 +137,7 @@ def lib_colours(libs) -> dict[str, tuple]:
     return colours
 
 
+@_one_at_a_time
 def time_per_image(stats: pd.DataFrame, platform: str, model: str, band: str = "95% interval") -> bytes:
     """Time per image (ms) against the batch size, one line per lib coloured by family, with the error bars of
     `band` (columns time_per_image_ms_low/_high, where present). Both axes are numeric; the time is logarithmic, the
@@ -195,6 +210,7 @@ def _legend_outside(ax, labels) -> None:
               ncol=1 + len(labels) // 18, frameon=False)
 
 
+@_one_at_a_time
 def layer_bars(table: pd.DataFrame, model: str) -> bytes:
     """Per-layer time per image, one horizontal bar group per layer (rows in the table's order, the slowest first;
     columns: lib, batch size), on a linear axis from zero."""
@@ -207,6 +223,7 @@ def layer_bars(table: pd.DataFrame, model: str) -> bytes:
     return _png(fig)
 
 
+@_one_at_a_time
 def ideal_stacked(summary: pd.DataFrame, libs: list[str]) -> bytes:
     """Stacked bars: the ideal adaptive solution's time in each lib, next to the best single lib's, each adaptive
     bar labelled with its ratio and 95% interval; the axis starts at zero and holds every bar and label."""
@@ -236,6 +253,7 @@ def ideal_stacked(summary: pd.DataFrame, libs: list[str]) -> bytes:
     return _png(fig)
 
 
+@_one_at_a_time
 def memory_time_curves(stats: pd.DataFrame, platform: str, model: str, lib: str) -> bytes:
     """Across batch sizes: the time per image (with its 95% interval) beside the peak memory per batch, each on its
     own axis from zero, so neither is flattened by the other's scale."""
@@ -254,6 +272,7 @@ def memory_time_curves(stats: pd.DataFrame, platform: str, model: str, lib: str)
     return _png(fig)
 
 
+@_one_at_a_time
 def adaptive_built(built: pd.DataFrame) -> bytes:
     """Per run (model, batch, graph, per-layer method): predicted, planned and measured adaptive time, each over
     the best single lib of the same run (1.0 = as fast; below 1 = faster)."""

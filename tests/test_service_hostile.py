@@ -1,6 +1,7 @@
 """Each case found by attacking the result service, kept as a test: every one failed before its fix."""
 import concurrent.futures
 import json
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -84,7 +85,7 @@ def test_every_stored_point_renders_and_labels_are_never_mathtext(client):
     assert http.get("/api/leaderboard").status_code == 200
     store.flush()
     page = service.Dashboard(store).wait()
-    assert "data:image/png;base64," in page and "Plots unavailable" not in page
+    assert "data:image/png;base64," in page and "Plots unavailable" not in page, re.findall(r"Plots unavailable[^<]*", page)
 
 
 def test_simultaneous_dashboard_loads_all_succeed(client):
