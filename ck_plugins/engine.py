@@ -144,6 +144,14 @@ class ReferenceCache:
         return digest.hexdigest()[:32]
 
 
+def fed_with(model: torch.nn.Module, inputs: feeding.Inputs, seed: int) -> dict[str, str]:
+    """What the network held and was fed (inputs.describe); an ONNX file holds its own weights."""
+    described = dict(feeding.describe(inputs, seed))
+    if isinstance(model, models.OnnxModel):
+        described["weights"] = f"the ONNX file's own ({model.path.name} sha256:{model.sha256[:16]})"
+    return described
+
+
 def compare(out: torch.Tensor, ref: torch.Tensor, reference: str, fed: dict | None = None) -> Accuracy:
     """`out` against the fp32 reference; `fed`: what the network held and was fed (inputs.describe)."""
     out, fed = out.float().cpu(), fed or {}
@@ -318,7 +326,7 @@ class Session:
             if plan.accuracy and backend.name != "null":
                 out = backend.predict(inputs)
                 result.accuracy = compare(out, self._reference_for(plan.batch_size), "fp32 eager, TF32 off, same device",
-                                          feeding.describe(self.inputs, self.seed))
+                                          fed_with(self._model, self.inputs, self.seed))
                 clock.done("accuracy")
             self._per_layer(plan, inputs, result)
             clock.done("per_layer")

@@ -17,6 +17,7 @@ from . import engine, models, platform_info
 from . import inputs as feeding
 from .modelnames import DEFAULT_INPUT_SHAPE
 from .backends.base import MEMORY_FORMATS
+from .backends.onnxrt import OnnxRuntimeBackend
 from .backends.torch_eager import EagerBackend, EagerConfig
 from .diagnose import Facts, conv_share, depthwise_share, diagnose, unaligned_convs
 from .errors import BadInput, check_choice
@@ -83,17 +84,23 @@ def run(request: Request) -> tuple[dict, list[engine.Measurement]]:
     plan = engine.RunPlan(request.model, batch_size, request.warmup, request.iterations, request.repetitions,
                           per_layer=False, profile=False, input_shape=request.input_shape,
                           min_repetition_ms=request.min_repetition_ms, inputs=request.inputs)
-    modes = [Mode(p, f) for p in runnable for f in MEMORY_FORMATS]
-    plans = [_plan_for(mode, plan, device) for mode in modes]
     model, failed = _model(request)  # weights that do not fit are a BadInput before anything is drawn
     if failed:
         return _result(request, [], [], skipped, failed), []
+    onnx = isinstance(model, models.OnnxModel)
+    if onnx:  # the file runs as it is, in ONNX Runtime: one mode
+        runnable, skipped = ["fp32"], skipped + [
+            {"mode": p, "reason": f"{p}: an ONNX file runs as it is in ONNX Runtime (fp32 here); export or convert "
+                                  "the file in that precision to measure it"} for p in runnable if p != "fp32"]
+    modes = [Mode(p, f) for p in runnable for f in (("as exported",) if onnx else MEMORY_FORMATS)]
+    plans = [_plan_for(mode, plan, device) for mode in modes]
     progress = Progress(1 + sum(engine.steps(p) for p in plans), f"{request.model} batch {batch_size} on {device.type}")
     progress.start("fp32 reference")
     images = feeding.images(request.inputs, batch_size, plan.seed, request.input_shape)
     reference = engine.reference_logits(model, images, device)
     progress.done("done")
-    backends = [EagerBackend(_lib(m.precision, device), EagerConfig(device.type, m.precision, memory_format=m.memory_format))
+    backends = [OnnxRuntimeBackend(device=device.type) if onnx else
+                EagerBackend(_lib(m.precision, device), EagerConfig(device.type, m.precision, memory_format=m.memory_format))
                 for m in modes]
     measured = []
     for mode, mode_plan, backend in zip(modes, plans, backends):  # every timed pass first,
@@ -109,7 +116,7 @@ def run(request: Request) -> tuple[dict, list[engine.Measurement]]:
             row["notes"] = row.get("notes", []) + [f"measured briefly ({mode_plan.repetitions}x{mode_plan.iterations} "
                                                    "iterations): this CPU has no bf16 instructions and emulates it"]
     _add_speedups_and_reasons(rows, measured, device, batch_size)
-    return _result(request, rows, measured, skipped), measured
+    return _result(request, rows, measured, skipped, model=model), measured
 
 
 def _model(request: Request) -> tuple[torch.nn.Module | None, str | None]:
@@ -118,19 +125,21 @@ def _model(request: Request) -> tuple[torch.nn.Module | None, str | None]:
         model = models.build(request.model, 0, request.inputs.weights)
         models.check_forward(model, request.model, request.input_shape)
         if isinstance(model, models.OnnxModel):
-            return None, f"{request.model}: an ONNX file runs only through the onnxruntime libs (python -m ck_plugins point --lib onnxruntime)"
+            model.check_batch(request.batch_size)
         return model, None
     except models.ModelError as error:
         return None, str(error)
 
 
-def _result(request: Request, rows: list[dict], measured: list, skipped: list, error: str | None = None) -> dict:
+def _result(request: Request, rows: list[dict], measured: list, skipped: list, error: str | None = None,
+            model: torch.nn.Module | None = None) -> dict:
     return {"program": "precision-bench", "model": request.model, "input_shape": list(request.input_shape),
             "batch_size": request.batch_size, "device": request.device.type,
             "measured_at": measured[0].measured_at if measured else None, "warmup": request.warmup,
             "iterations": request.iterations, "repetitions": request.repetitions,
             "platform": platform_info.describe(request.device), "repo": platform_info.repo_state(),
-            "inputs": feeding.describe(request.inputs, 0), "real_weights": request.inputs.real_weights,
+            "inputs": engine.fed_with(model, request.inputs, 0),
+            "real_weights": request.inputs.real_weights or isinstance(model, models.OnnxModel),
             "modes": rows, "skipped": skipped, "error": error}
 
 
@@ -174,7 +183,8 @@ def _add_speedups_and_reasons(rows: list[dict], measured: list, device: torch.de
                 return r["time_ms"]
         return None
 
-    baseline = time_of("fp32", "nchw")
+    baseline = time_of("fp32", "nchw") or next((r["time_ms"] for r in rows if r["precision"] == "fp32"
+                                                and r["run_success"]), None)  # an ONNX file: fp32 as exported
     unaligned = unaligned_convs(measured[0].layer_work) if measured else []
     has_bf16 = platform_info.cpu_has_bf16()
     depthwise = depthwise_share(measured[0].layer_work) if measured else 0.0
@@ -190,7 +200,8 @@ def _add_speedups_and_reasons(rows: list[dict], measured: list, device: torch.de
                       gpu_busy_share=r.get("gpu_busy_share"), tensor_core_share=r.get("tensor_core_share"),
                       layout_share=r.get("layout_share"), elementwise_share=r.get("elementwise_share"),
                       unaligned_convs=unaligned, cpu_has_bf16=has_bf16, depthwise_share=depthwise,
-                      conv_share=conv_share(m.model_info.get("flops_by_kind", {})))
+                      conv_share=conv_share(m.model_info.get("flops_by_kind", {})),
+                      fused=m.settings.get("lib") == "onnxruntime")
         m.diagnosis = diagnose(facts)
         r["diagnosis"], r["reasons"] = m.diagnosis.sentence, m.diagnosis.reasons
 

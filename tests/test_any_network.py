@@ -255,13 +255,42 @@ def test_an_onnx_file_on_a_torch_lib_is_a_failed_point_saying_why(tmp_path, onnx
     assert "runs only through the onnxruntime libs" in point.read(json.loads(path.read_text())).error
 
 
-def test_a_failed_precision_bench_never_replaces_the_last_complete_result(tmp_path, onnx_file, nets):
+def test_precision_bench_runs_an_onnx_file_as_exported_in_onnx_runtime(tmp_path, onnx_file):
     done = cli("precision-bench", "--model", f"onnx:{onnx_file}", "--input-shape", "3x16x16", "--device", "cpu",
+               "--batch-size", "2", "--iterations", "2", "--repetitions", "1", "--warmup", "1", "--out", "r.json",
+               cwd=tmp_path, pythonpath=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    [mode] = result["modes"]
+    assert mode["lib"] == "onnxruntime" and mode["memory_format"] == "as exported" and mode["relative_error"] < 1e-5
+    assert result["inputs"]["weights"].startswith("the ONNX file's own (tiny.onnx sha256:")
+    assert "bf16: not run (bf16: an ONNX file runs as it is in ONNX Runtime" in done.stdout
+
+
+def test_an_onnx_file_with_a_fixed_batch_at_another_batch_is_one_line_naming_both(tmp_path, nets):
+    import mynets
+
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(mynets.tiny().eval(), (torch.randn(1, 3, 16, 16),), str(path), input_names=["x"],
+                      output_names=["y"], dynamo=False, opset_version=17)
+    done = cli("precision-bench", "--model", f"onnx:{path}", "--input-shape", "3x16x16", "--device", "cpu",
+               "--batch-size", "8", "--out", "r.json", cwd=tmp_path, pythonpath=nets)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "batch size '8' is not valid; expected 1: input 'x' of fixed.onnx has a fixed batch of 1" in done.stderr
+    point_run = cli("point", "--model", f"onnx:{path}", "--lib", "onnxruntime", "--batch-size", "8", "--input-shape",
+                    "3x16x16", "--repo", str(tmp_path / "repo"), "--out", "p.json", cwd=tmp_path, pythonpath=nets)
+    assert point_run.returncode == 3
+    [file] = (tmp_path / "repo" / "experiment").glob("*/ckp-*.json")
+    assert "has a fixed batch of 1" in point.read(json.loads(file.read_text())).error
+
+
+def test_a_failed_precision_bench_never_replaces_the_last_complete_result(tmp_path, nets):
+    done = cli("precision-bench", "--model", "py:mynets:flat_only", "--input-shape", "3x32x32", "--device", "cpu",
                "--batch-size", "2", "--out", "r.json", cwd=tmp_path, pythonpath=nets)
-    assert done.returncode == 3 and "runs only through the onnxruntime libs" in done.stdout
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
     [line] = [x for x in done.stdout.splitlines() if x.startswith("result written")]
     kept = Path(line.split("stays in ")[1])
-    assert "not complete" in line and kept.name.startswith("last-onnx-tiny-") and not kept.exists()
+    assert "not complete" in line and kept.name.startswith("last-py-mynets_flat_only-") and not kept.exists()
 
 
 # ---------------------------------------------------------------------------------------- torchvision, timm

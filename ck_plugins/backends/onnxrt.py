@@ -7,7 +7,7 @@ import io
 import numpy as np
 import torch
 
-from ..errors import Unsupported
+from ..errors import BadInput, Unsupported
 from .base import Backend
 
 
@@ -37,6 +37,10 @@ class OnnxRuntimeBackend(Backend):
         from ..models import OnnxModel
 
         if isinstance(model, OnnxModel):  # an ONNX file: run as it is
+            try:
+                model.check_batch(batch_size)
+            except BadInput as error:
+                raise Unsupported(f"{self.name}: {error}") from None
             data = model.data
         else:
             buffer = io.BytesIO()

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import BadInput
 from .work import LayerWork, ModelWork
 
 
@@ -31,6 +32,22 @@ class OnnxModel(nn.Module):
         except Exception as error:  # ONNX Runtime's errors derive from Exception only
             raise RuntimeError(f"onnxruntime: {type(error).__name__}: {error}") from error
         return torch.from_numpy(out).to(images.device)
+
+    def fixed_batch(self) -> tuple[str, int] | None:
+        """(input name, batch) where the file's first input has a fixed batch dimension; None where it is dynamic."""
+        import onnx
+
+        first = onnx.load_from_string(self.data).graph.input[0]
+        dims = first.type.tensor_type.shape.dim
+        return (first.name, dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
+
+    def check_batch(self, batch_size: int) -> None:
+        """A one-line BadInput where the file cannot run `batch_size` images at once."""
+        fixed = self.fixed_batch()
+        if fixed and fixed[1] != batch_size:
+            raise BadInput("batch size", str(batch_size),
+                           f"{fixed[1]}: input {fixed[0]!r} of {self.path.name} has a fixed batch of {fixed[1]} "
+                           "(export it with a dynamic batch axis: dynamic_axes={NAME: {0: 'batch'}})")
 
     def work(self, input_shape) -> ModelWork:
         """Convolutions, Gemm and MatMul nodes of the graph, shapes inferred for one image."""
