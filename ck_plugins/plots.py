@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import Collection, LineCollection  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -133,7 +134,7 @@ def lib_colours(libs) -> dict[str, tuple]:
     for name, members in by_family.items():
         cmap = matplotlib.colormaps[FAMILY_COLOURS.get(name, "copper")]
         for index, lib in enumerate(members):
-            colours[lib] = cmap(0.45 + 0.5 * index / max(1, len(members) - 1)) if len(members) > 1 else cmap(0.7)
+            colours[lib] = cmap(0.35 + 0.6 * index / max(1, len(members) - 1)) if len(members) > 1 else cmap(0.7)
     return colours
 
 
@@ -153,16 +154,17 @@ def time_per_image(stats: pd.DataFrame, platform: str, model: str, band: str = "
     fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.9 * len(groups) + 1.2), sharex=True, sharey=True,
                              squeeze=False)
     batches = sorted(set(part.index.get_level_values("batch_size")))
-    for index, (ax, members) in enumerate(zip(axes[:, 0], groups)):
-        for lib in members:
-            _time_line(ax, part.xs(lib, level="lib").sort_index(), lib, colours[lib])
+    head = f"{model} on {platform}: time per image (ms, log scale; error bars: {band})"
+    for panel, (ax, members) in enumerate(zip(axes[:, 0], groups)):
+        for index, lib in enumerate(members):
+            _time_line(ax, part.xs(lib, level="lib").sort_index(), lib, colours[lib], MARKERS[index % len(MARKERS)])
         _batch_axis(ax, batches)
-        ax.set_yscale("log")
+        _log_times(ax)
         ax.grid(True, alpha=0.4)
-        ax.set(ylabel="ms per image (log)", title=_text(f"{family(members[0])} libs" if len(groups) > 1 else ""))
+        title = f"{family(members[0])} libs" if len(groups) > 1 else ""
+        ax.set(ylabel="ms per image (log)", title=_text(f"{head}\n{title}" if panel == 0 and title else
+                                                        title if panel else head))
         _legend_outside(ax, members)
-    axes[0, 0].set_title(_text(f"{model} on {platform}: time per image (ms, log scale; error bars: {band})"
-                               + (f"\n{axes[0, 0].get_title()}" if len(groups) > 1 else "")))
     axes[-1, 0].set_xlabel("batch size" + (" (log scale)" if axes[-1, 0].get_xscale() == "log" else ""))
     return _png(fig)
 
@@ -188,15 +190,28 @@ def _spaced_labels(batches: list[int], gap: float = 0.4) -> list[str]:
     return [str(b) if math.log2(b) in placed else "" for b in batches]
 
 
-def _time_line(ax, series: pd.DataFrame, lib: str, colour) -> None:
+def _log_times(ax) -> None:
+    """A logarithmic time axis labelled in plain numbers (0.02, 0.05, 0.1, ...), at 1, 2 and 5 of each decade: no
+    '3.3 x 10^1' labels where the times span less than a decade."""
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(plain)
+
+
+MARKERS = "os^Dv<>PX*"  # libs of one family differ in shade and in marker
+
+
+def _time_line(ax, series: pd.DataFrame, lib: str, colour, marker: str = "o") -> None:
     y = series["time_per_image_ms"].to_numpy(dtype=float)
     error = None
     if {"time_per_image_ms_low", "time_per_image_ms_high"} <= set(series.columns):
         low, high = (series[c].to_numpy(dtype=float) for c in ("time_per_image_ms_low", "time_per_image_ms_high"))
         usable = np.isfinite(low) & np.isfinite(high) & (low > 0)  # a log axis cannot show a bar reaching 0
         error = np.vstack([np.where(usable, y - np.minimum(low, y), 0.0), np.where(usable, np.maximum(high, y) - y, 0.0)])
-    ax.errorbar(series.index.to_numpy(dtype=float), y, yerr=error, fmt="o-", color=colour, label=lib, markersize=3.5,
-                linewidth=1.2, capsize=2, elinewidth=0.8)
+    ax.errorbar(series.index.to_numpy(dtype=float), y, yerr=error, fmt=f"{marker}-", color=colour, label=lib,
+                markersize=4, linewidth=1.2, capsize=2, elinewidth=0.8)
 
 
 def _text(label) -> str:
