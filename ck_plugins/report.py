@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import re
@@ -263,8 +264,15 @@ def _with_interval(ratio: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame) -
     return pd.DataFrame(cells, index=ratio.index, columns=ratio.columns)
 
 
+MAX_FILE_SLUG = 80  # a name from the data (a 4,096-character CPU name) never becomes a file name as it is
+
+
 def _file(platform: str, model: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", f"{model}-{platform}").strip("-").lower()
+    """A plot's file name from its model and platform: a short slug, with a hash where the names are long."""
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{model}-{platform}").strip("-").lower()
+    if len(slug) <= MAX_FILE_SLUG:
+        return slug
+    return f"{slug[:MAX_FILE_SLUG - 9].rstrip('-.')}-{hashlib.sha256(f'{model}|{platform}'.encode()).hexdigest()[:8]}"
 
 
 def _table(title: str, frame: pd.DataFrame) -> str:

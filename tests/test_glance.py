@@ -53,3 +53,15 @@ def test_a_lib_label_in_words():
     assert libnames.describe("cudnn-graph-fp16+graph") == "fp16, channels_last, CUDA graph"
     assert libnames.describe("torch-amp+nchw") == "autocast fp16, nchw"
     assert libnames.describe("nvidia-cudnn") == ""
+
+
+def test_a_hostile_platform_name_never_becomes_a_file_name_as_it_is(tmp_path):
+    from ck_plugins import report
+
+    folder = fixtures.entry(tmp_path, "resnet50-torch-cudnn-fp16", [TAG, "resnet50", "torch-cudnn-fp16"])
+    data = fixtures.our_point_data("x" * 4096, 16, [[1.0] * 4, [1.01] * 4, [0.99] * 4])
+    (folder / "ckp-0000000000000001.0001.json").write_text(json.dumps(data))
+    built = report.build(readpoints.load([tmp_path]), tmp_path / "report")
+    names = [p.name for p in (tmp_path / "report").glob("*.png")]
+    assert names and all(len(n) <= 120 for n in names), names  # file systems allow 255 bytes
+    assert built.summary["models"][0]["platform"] == "x" * 4096  # the data keeps the name

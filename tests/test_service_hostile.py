@@ -49,6 +49,15 @@ def with_value(tag, path, value):
     (("features", "statistical_repetitions"), 99, "statistical_repetitions"),
     (("features", "model", "flops_per_image"), 1.0e6, "flops_per_image"),
     (("characteristics_list", 0, "run", "time_fw_ms"), 0.25, "time_fw_ms"),
+    (("choices", "env", "CK_MODEL"), "onnx: ", "CK_MODEL"),  # passed the schema, then stopped the publisher
+    (("choices", "env", "CK_MODEL"), "onnx:\t", "CK_MODEL"),
+    (("choices", "env", "CK_MODEL"), "timm:resnet18\n", "CK_MODEL"),
+    (("choices", "env", "CK_BATCH_SIZE"), 1e19, "CK_BATCH_SIZE"),  # a float the schema took for an integer: a 500
+    (("choices", "env", "CK_BATCH_SIZE"), 2**31, "CK_BATCH_SIZE"),  # past PostgreSQL's integer: a 500
+    (("choices", "env", "CK_SEED"), 1e300, "CK_SEED"),
+    (("features", "repo", "commit"), "unknown\n", "repo/commit"),
+    (("features", "platform", "gpu"), "NVIDIA H200\u202e", "platform/gpu"),  # a bidi control
+    (("features", "platform", "cpu"), " ", "platform/cpu"),
 ])
 def test_what_once_broke_or_fooled_the_service_is_a_4xx_naming_the_field(client, path, value, named):
     http, store = client
@@ -178,3 +187,39 @@ def test_validation_and_git_run_off_the_event_loop(client, monkeypatch):
     monkeypatch.setattr(service, "check_bundle", spy)
     assert post(http, valid_point("-off-loop")).status_code == 200
     assert seen == ["worker thread"]
+
+
+def test_a_submission_that_cannot_be_published_is_set_aside_and_publishing_goes_on(tmp_path, db_url, monkeypatch):
+    from ck_plugins import ckrepo
+
+    store = Store(tmp_path / "service", db_url)
+    original = ckrepo.write_point
+    try:
+        monkeypatch.setattr(ckrepo, "write_point", lambda *a, **k: (_ for _ in ()).throw(ValueError("unwritable")))
+        first = store.accept("alice", [valid_point("-set-aside")])  # answered: stored, then set aside
+        assert first["accepted"] == 1 and first["submission"] in store.quarantined
+        monkeypatch.setattr(ckrepo, "write_point", original)
+        second = store.accept("alice", [valid_point("-goes-on")])
+        assert store.status(second["submission"])["published"] is True
+        assert store.status(first["submission"])["published"] is False
+    finally:
+        store.close()
+    again = Store(tmp_path / "service", db_url)  # the next start tries it again
+    try:
+        again.reconcile()
+        assert again.status(first["submission"])["published"] is True and not again.quarantined
+    finally:
+        again.close()
+
+
+def test_a_stale_maintenance_lock_is_removed_at_start(tmp_path, db_url):
+    store = Store(tmp_path / "service", db_url)
+    store.close()
+    lock = tmp_path / "service" / "work" / ".git" / "objects" / "maintenance.lock"
+    lock.write_text("")
+    again = Store(tmp_path / "service", db_url)
+    try:
+        again.reconcile()
+        assert not lock.exists()
+    finally:
+        again.close()

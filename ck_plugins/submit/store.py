@@ -61,6 +61,7 @@ class Store:
         META.create_all(self.engine)
         self.lock = threading.Lock()  # the git work tree has one writer at a time
         self.version = 0  # changes whenever what is published changes (the dashboard's cache key)
+        self.quarantined: dict[str, str] = {}  # submission id -> why it could not be published (this process)
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._publisher = threading.Thread(target=self._publish_loop, daemon=True) if background else None
         self._init_git()
@@ -160,7 +161,8 @@ class Store:
         uncommitted changes, then make git and the database agree: a publish commit the database did not record
         is recorded with its files, a recorded withdrawal is committed, and unpublished submissions are published."""
         with self.lock:
-            for lock in [self.work / ".git" / "index.lock", *self.work.glob(".git/refs/**/*.lock"),
+            for lock in [self.work / ".git" / "index.lock", self.work / ".git" / "packed-refs.lock",
+                         self.work / ".git" / "objects" / "maintenance.lock", *self.work.glob(".git/refs/**/*.lock"),
                          *self.bare.glob("refs/**/*.lock"), *self.bare.glob("*.lock")]:
                 lock.unlink(missing_ok=True)
             _git(self.work, "reset", "-q", "--hard")
@@ -189,10 +191,24 @@ class Store:
         for row in rows:
             if self._stopping.is_set() and self._publisher:
                 break  # shutting down: the rest is published at the next start
-            self._commit_submission(row)
+            if row["id"] in self.quarantined:
+                continue
+            try:
+                self._commit_submission(row)
+            except Exception as error:  # noqa: BLE001 - one submission never stops publishing the others
+                self._quarantine(row["id"], error)
+                continue
             done += 1
         if done:
             self._push()
+
+    def _quarantine(self, sid: str, error: Exception) -> None:
+        """A submission that cannot be published is set aside (until the next start, which tries it again), said
+        once on stderr; what it half-wrote in the work tree is undone."""
+        self.quarantined[sid] = f"{type(error).__name__}: {str(error)[:300]}"
+        print(f"submission {sid} could not be published and is set aside: {self.quarantined[sid]}", file=sys.stderr)
+        _git(self.work, "reset", "-q", "--hard")
+        _git(self.work, "clean", "-q", "-fdx")
 
     def _push(self) -> None:
         _git(self.work, "push", "-q", "origin", "main")

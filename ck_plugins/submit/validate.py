@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 
+from .. import modelnames
 from .. import point as point_schema
+from ..errors import BadInput
 from ..roofline import PRECISIONS, cpu_ceiling_tflops, known_gpus, peak_tflops
 from ..stats import repetition_time_ms
 
@@ -84,6 +87,42 @@ def _bad_text(text: str) -> str | None:
     return None
 
 
+NAME_FIELDS = (("choices", "env"), ("choices", "settings"), ("features", "platform"), ("features", "repo"))
+MAX_DATABASE_INTEGER = 2**31 - 1  # the points table's integer columns (PostgreSQL's integer)
+
+
+def _names(item: dict, where: str) -> list[str]:
+    """Names (the env, the settings, the platform) hold no control or format characters (newlines, bidi controls)
+    and no surrounding whitespace: `timm:resnet18\\n` and `" "` are not names a reader can tell apart."""
+    found = []
+    for section, name in NAME_FIELDS:
+        for key, value in ((item.get(section) or {}).get(name) or {}).items():
+            if not isinstance(value, str):
+                continue
+            bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf")), None)
+            if bad is not None:
+                found.append(f"{where}/{section}/{name}/{key}: the control or format character U+{ord(bad):04X}; "
+                             "names hold printable characters only")
+            elif value != value.strip() or (value == "" and key in ("CK_MODEL", "CK_LIB", "gpu", "cpu")):
+                found.append(f"{where}/{section}/{name}/{key}: {value!r} has surrounding or only whitespace")
+    return found
+
+
+def _integers(item: dict, where: str) -> list[str]:
+    """The batch size and the counts the database stores are integers (not floats such as 1e19) in its range."""
+    env, found = item["choices"]["env"], []
+    for key in ("CK_BATCH_SIZE", "CK_ITERATIONS", "CK_REPETITIONS", "CK_WARMUP", "CK_SEED"):
+        value = env.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            found.append(f"{where}/choices/env/{key}: {value!r} is not an integer")
+        elif not 0 <= value <= (MAX_INTEGER if key == "CK_SEED" else MAX_DATABASE_INTEGER):
+            found.append(f"{where}/choices/env/{key}: {value} is outside 0.."
+                         f"{MAX_INTEGER if key == 'CK_SEED' else MAX_DATABASE_INTEGER}")
+    return found
+
+
 def _printable(key: str) -> str:
     return key if _bad_text(key) is None else key.encode("utf-8", "backslashreplace").decode("ascii", "replace")
 
@@ -96,6 +135,13 @@ def check_point(item, where: str) -> list[str]:
     env = item["choices"]["env"]
     if ".." in env["CK_LIB"]:
         return [f"{where}/choices/env/CK_LIB: {env['CK_LIB']!r} may not contain '..'"]
+    found = _names(item, where) + _integers(item, where)
+    if found:
+        return found
+    try:
+        modelnames.parse(env["CK_MODEL"])  # what publishing names the entry by: a point it cannot name is refused
+    except BadInput as error:
+        return [f"{where}/choices/env/CK_MODEL: {error}"]
     try:
         read = point_schema.read(item)
     except point_schema.PointError as error:
