@@ -58,6 +58,8 @@ def with_value(tag, path, value):
     (("features", "repo", "commit"), "unknown\n", "repo/commit"),
     (("features", "platform", "gpu"), "NVIDIA H200\u202e", "platform/gpu"),  # a bidi control
     (("features", "platform", "cpu"), " ", "platform/cpu"),
+    (("features", "platform", "gpu"), "Totally Fake GPU (not an H200)", "platform/gpu"),  # matched as a substring
+    (("features", "platform", "gpu"), "NVIDIA RTX A1000", "platform/gpu"),  # was taken for an A100
 ])
 def test_what_once_broke_or_fooled_the_service_is_a_4xx_naming_the_field(client, path, value, named):
     http, store = client
