@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from ck_plugins.submit import server as service
 from ck_plugins.submit.server import create_app
-from ck_plugins.submit.store import Store
+from ck_plugins.submit.store import POINTS, Store
+from fixtures import build as fixtures
 from test_service import ADMIN, AUTH, TOKEN, git, valid_point
 
 
@@ -225,3 +226,42 @@ def test_a_stale_maintenance_lock_is_removed_at_start(tmp_path, db_url):
         assert not lock.exists()
     finally:
         again.close()
+
+
+def _scaled(item: dict, factor: float) -> dict:
+    """The point made `factor` times faster, every derived figure kept consistent."""
+    for c in item["characteristics_list"]:
+        run = c["run"]
+        run["time_fw_ms_all"] = [t / factor for t in run["time_fw_ms_all"]]
+        run["time_fw_ms"], run["images_per_second"] = run["time_fw_ms"] / factor, run["images_per_second"] * factor
+        run.pop("flops_per_second", None)
+    return item
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda p: (p["choices"]["env"].update(CK_INPUT_SHAPE="3x224x224"),  # the default spelled out skipped the check
+                p["features"]["model"].update(flops_per_image=1.0)), "flops_per_image"),
+    (lambda p: (p["choices"]["env"].update(CK_INPUT_SHAPE="3x112x112"),
+                p["features"]["model"].update(flops_per_image=1.0)), "flops_per_image"),
+    (lambda p: (p["choices"]["env"].update(CK_MODEL="timm:resnet18"), p["features"]["model"].update(
+        flops_per_image=1e-300), _scaled(p, 1e290)), "images_per_second"),  # any work claimed: 1e295 img/s
+    (lambda p: [c["run"].update(flops_per_second=1.0) for c in p["characteristics_list"]], "flops_per_second"),
+])
+def test_figures_the_submitter_could_steer_are_checked_against_what_they_derive_from(client, change, named):
+    http, store = client
+    item = valid_point(f"-steer-{named}")
+    change(item)
+    response = post(http, item)
+    assert response.status_code == 422, response.text[:300]
+    assert named in " ".join(response.json()["problems"]) and store.rows() == []
+
+
+def test_an_older_schema_version_is_stored_migrated(client):
+    http, store = client
+    item = fixtures.our_point_data("NVIDIA H200", 16, [[0.30 + 0.001 * (i % 7) + 0.002 * r for i in range(20)]
+                                                       for r in range(3)], "torch-cudnn-fp16", "alexnet", version=1)
+    item["features"]["repo"]["commit"] = "0" * 40 + "-v1"
+    assert post(http, item).status_code == 200
+    with store.engine.connect() as db:
+        [body] = [json.loads(r[0]) for r in db.execute(sa.select(POINTS.c.body))]
+    assert body["features"]["schema_version"] == 2

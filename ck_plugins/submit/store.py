@@ -7,6 +7,7 @@ git already has, and publishes the rest.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -73,6 +74,7 @@ class Store:
         """Store the new points (duplicates by content hash are skipped), then publish whatever is unpublished:
         a submitter waiting for the git lock usually finds its submission published by the one before (group
         commit), so latency does not grow with the number of submitters or with history."""
+        points = [point.migrate(copy.deepcopy(p)) for p in points]  # stored in the current schema version
         hashes = [content_hash(p) for p in points]
         for attempt in range(3):  # a concurrent submitter may insert the same point first (PostgreSQL: a conflict)
             try:

@@ -2,6 +2,7 @@
 with its path (nothing stops at the first). Used by the client before sending and by the server again. No torch."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import unicodedata
@@ -123,6 +124,41 @@ def _integers(item: dict, where: str) -> list[str]:
     return found
 
 
+MAX_MEMORY_BYTES_PER_S = 20e12  # above any device's memory bandwidth: every image is read at least once
+SHAPE_TOLERANCE = 0.5  # at another input shape a seed model does at least half its work scaled by the pixels
+
+
+def _input_bytes(env: dict) -> float:
+    """The least bytes of one input (one byte per element): what any run must at least read per image."""
+    try:
+        shape = modelnames.parse_input_shape(env.get("CK_INPUT_SHAPE") or "3x224x224")
+    except BadInput:
+        shape = modelnames.DEFAULT_INPUT_SHAPE
+    return float(math.prod(shape))
+
+
+def _work_problem(env: dict, flops: float, where: str) -> str | None:
+    """A seed model's work is known: exactly at the default shape (spelled out or not), and bounded below at
+    another shape (its work scales with the pixels); other models are bounded by the input they must read."""
+    known = MODEL_FLOPS.get(env["CK_MODEL"])
+    if known is None:
+        return None
+    try:
+        shape = modelnames.parse_input_shape(env.get("CK_INPUT_SHAPE") or "3x224x224")
+    except BadInput as error:
+        return f"{where}/choices/env/CK_INPUT_SHAPE: {error}"
+    default = modelnames.DEFAULT_INPUT_SHAPE
+    if tuple(shape) == tuple(default):
+        if not math.isclose(flops, known, rel_tol=0.01):
+            return f"{where}/features/model/flops_per_image: {flops:.6g} but {env['CK_MODEL']} does {known:.6g}"
+        return None
+    least = SHAPE_TOLERANCE * known * math.prod(shape[1:]) / math.prod(default[1:])
+    if flops < least:
+        return (f"{where}/features/model/flops_per_image: {flops:.6g} but {env['CK_MODEL']} at "
+                f"{'x'.join(map(str, shape))} does at least {least:.6g}")
+    return None
+
+
 def _printable(key: str) -> str:
     return key if _bad_text(key) is None else key.encode("utf-8", "backslashreplace").decode("ascii", "replace")
 
@@ -130,6 +166,15 @@ def _printable(key: str) -> str:
 def check_point(item, where: str) -> list[str]:
     """Schema, then plausibility: repetitions, finite positive times, below the roofline, provenance present."""
     found = [f"{where}/{p}" for p in point_schema.problems(item)]
+    if found:
+        return found
+    try:  # stored in the current version: an older body must migrate to a valid current one
+        current = point_schema.migrate(copy.deepcopy(item))
+    except (point_schema.PointError, KeyError, TypeError, ValueError, AttributeError) as error:
+        return [f"{where}/features/schema_version: cannot be brought to version {point_schema.SCHEMA_VERSION} "
+                f"({type(error).__name__}: {str(error)[:200]})"]
+    found = [f"{where}/{p} (after migrating to version {point_schema.SCHEMA_VERSION})"
+             for p in point_schema.problems(current)]
     if found:
         return found
     env = item["choices"]["env"]
@@ -160,10 +205,9 @@ def check_point(item, where: str) -> list[str]:
     if not isinstance(flops, (int, float)) or flops <= 0:
         found.append(f"{where}/features/model/flops_per_image: a positive number is required")
         return found
-    known = None if env.get("CK_INPUT_SHAPE") else MODEL_FLOPS.get(env["CK_MODEL"])  # seed models at 3x224x224
-    if known and not math.isclose(flops, known, rel_tol=0.01):  # less work claimed would pass the roofline
-        found.append(f"{where}/features/model/flops_per_image: {flops:.6g} but {env['CK_MODEL']} does {known:.6g}")
-        return found
+    work = _work_problem(env, flops, where)  # less work claimed would pass the roofline
+    if work:
+        return found + [work]
     gpu = features["platform"].get("gpu")
     precision = item["choices"].get("settings", {}).get("precision", "fp32")
     if precision.casefold() not in PRECISIONS:
@@ -185,6 +229,13 @@ def check_point(item, where: str) -> list[str]:
         expected = 1e3 * env["CK_BATCH_SIZE"] / run["time_fw_ms"]
         if not math.isclose(run["images_per_second"], expected, rel_tol=1e-3):
             found.append(f"{path}/images_per_second: {run['images_per_second']} but batch / time gives {expected:.6g}")
+        rate = run.get("flops_per_second")
+        if rate is not None and not math.isclose(rate, run["images_per_second"] * flops, rel_tol=1e-3):
+            found.append(f"{path}/flops_per_second: {rate:.6g} but images_per_second x flops_per_image gives "
+                         f"{run['images_per_second'] * flops:.6g}")
+        if run["images_per_second"] * _input_bytes(env) > MAX_MEMORY_BYTES_PER_S:
+            found.append(f"{path}/images_per_second: {run['images_per_second']:.6g} img/s would read the input "
+                         f"faster than any memory ({MAX_MEMORY_BYTES_PER_S / 1e12:.0f} TB/s), whatever the work")
         if run["images_per_second"] * flops > peak * 1e12:
             found.append(f"{path}/images_per_second: {run['images_per_second']:.6g} img/s x features/model/"
                          f"flops_per_image {flops:.4g} FLOP is above the {peak} TFLOP/s peak of {gpu or 'any CPU'}")
