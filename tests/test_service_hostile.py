@@ -265,3 +265,30 @@ def test_an_older_schema_version_is_stored_migrated(client):
     with store.engine.connect() as db:
         [body] = [json.loads(r[0]) for r in db.execute(sa.select(POINTS.c.body))]
     assert body["features"]["schema_version"] == 2
+
+
+def test_a_point_without_a_gpu_ranks_on_a_cpu_row_whatever_its_cpu_is_called(client):
+    http, store = client
+    honest = valid_point("-h200-row")
+    assert post(http, honest).status_code == 200
+    disguised = valid_point("-disguised")
+    disguised["features"]["platform"].update(gpu=None, cpu="NVIDIA H200")
+    disguised["choices"]["settings"]["device"] = "cpu"
+    assert post(http, disguised).status_code == 200
+    store.flush()
+    rows = {r["gpu"]: r for r in http.get("/api/leaderboard").json()}
+    assert set(rows) == {"NVIDIA H200", "CPU: NVIDIA H200"}
+    assert rows["CPU: NVIDIA H200"]["platform"] == "CPU NVIDIA H200" and rows["NVIDIA H200"]["platform"].startswith("GPU")
+
+
+def test_real_long_names_are_stored_and_longer_ones_refused_naming_the_field(client):
+    http, store = client
+    timm = valid_point("-long-timm")
+    timm["choices"]["env"]["CK_MODEL"] = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k"  # 47: over a 40 column
+    response = post(http, timm)
+    assert response.status_code == 200, response.text[:300]
+    huge = valid_point("-huge-cpu")
+    huge["features"]["platform"]["cpu"] = "x" * 201
+    response = post(http, huge)
+    assert response.status_code == 422 and "platform/cpu: a name of 201 characters" in " ".join(
+        response.json()["problems"])

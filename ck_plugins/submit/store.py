@@ -21,8 +21,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from .. import ckrepo, point, stats
+from .validate import NAME_LENGTH
 
 META = sa.MetaData()
+CPU_ROW = "CPU: "  # a point without a GPU ranks on a row of its own, whatever its CPU is called
 SUBMISSIONS = sa.Table(
     "submissions", META,
     sa.Column("id", sa.String(36), primary_key=True), sa.Column("submitter", sa.String(100), nullable=False),
@@ -34,7 +36,8 @@ POINTS = sa.Table(
     "points", META,
     sa.Column("hash", sa.String(64), primary_key=True),
     sa.Column("submission_id", sa.String(36), sa.ForeignKey("submissions.id"), nullable=False, index=True),
-    sa.Column("model", sa.String(40)), sa.Column("lib", sa.String(80)), sa.Column("gpu", sa.String(200)),
+    sa.Column("model", sa.String(NAME_LENGTH)), sa.Column("lib", sa.String(NAME_LENGTH)),
+    sa.Column("gpu", sa.String(NAME_LENGTH + len(CPU_ROW))),
     sa.Column("precision", sa.String(20)), sa.Column("batch_size", sa.Integer),
     sa.Column("images_per_second", sa.Float), sa.Column("body", sa.Text, nullable=False))
 GIT_ID = ["-c", "user.name=ck-precision-bench service", "-c", "user.email=service@localhost"]
@@ -283,8 +286,8 @@ def _platform(body: str | None, name: str) -> str:
         gpu = (item.get("features", {}).get("platform") or {}).get("gpu")
     except (ValueError, AttributeError):
         device, gpu = None, None
-    kind = "GPU" if device == "cuda" or (device is None and gpu) else "CPU"
-    return f"{kind} {name}"
+    kind = "GPU" if (device == "cuda" or device is None) and gpu else "CPU"
+    return f"{kind} {name.removeprefix(CPU_ROW)}"
 
 
 def _throughput_ci(body: str | None, shown: float) -> list[float] | None:
@@ -305,7 +308,9 @@ def _row(digest: str, sid: str, item: dict) -> dict:
     read = point.read(item)
     time_ms = read.time_ms
     precision = item["choices"].get("settings", {}).get("precision")
-    return {"hash": digest, "submission_id": sid, "model": read.model, "lib": read.lib, "gpu": read.platform,
+    gpu = (item.get("features", {}).get("platform") or {}).get("gpu")
+    return {"hash": digest, "submission_id": sid, "model": read.model, "lib": read.lib,
+            "gpu": read.platform if gpu else CPU_ROW + read.platform,
             "precision": precision.casefold() if isinstance(precision, str) else "fp32",
             "batch_size": read.batch_size, "images_per_second": 1e3 * read.batch_size / time_ms if time_ms else 0.0,
             "body": json.dumps(item, sort_keys=True)}

@@ -88,6 +88,7 @@ def _bad_text(text: str) -> str | None:
     return None
 
 
+NAME_LENGTH = 200  # the longest model, lib, GPU or CPU name stored (the database's columns hold it)
 NAME_FIELDS = (("choices", "env"), ("choices", "settings"), ("features", "platform"), ("features", "repo"))
 MAX_DATABASE_INTEGER = 2**31 - 1  # the points table's integer columns (PostgreSQL's integer)
 
@@ -106,6 +107,9 @@ def _names(item: dict, where: str) -> list[str]:
                              "names hold printable characters only")
             elif value != value.strip() or (value == "" and key in ("CK_MODEL", "CK_LIB", "gpu", "cpu")):
                 found.append(f"{where}/{section}/{name}/{key}: {value!r} has surrounding or only whitespace")
+            elif key in ("CK_MODEL", "CK_LIB", "gpu", "cpu") and len(value) > NAME_LENGTH:
+                found.append(f"{where}/{section}/{name}/{key}: a name of {len(value)} characters; at most "
+                             f"{NAME_LENGTH}")
     return found
 
 
