@@ -406,7 +406,8 @@ def test_dashboard_in_chromium_shows_the_leaderboard_without_console_errors(tmp_
                  f"--user-data-dir={tmp_path / 'profile'}"]
         dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", server.url + "/"], capture_output=True, text=True,
                              timeout=180)
-        assert "<table id=\"leaderboard\">" in dom.stdout and "<td>alice</td>" in dom.stdout
+        assert "<table id=\"unconfirmed\">" in dom.stdout and "<td>alice</td>" in dom.stdout  # one submitter
+        assert "<td>unconfirmed</td>" in dom.stdout
         assert "data:image/png;base64," in dom.stdout
         assert not [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     finally:

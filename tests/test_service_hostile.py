@@ -292,3 +292,54 @@ def test_real_long_names_are_stored_and_longer_ones_refused_naming_the_field(cli
     response = post(http, huge)
     assert response.status_code == 422 and "platform/cpu: a name of 201 characters" in " ".join(
         response.json()["problems"])
+
+
+BOB = "bob-token-0123456789abc"
+
+
+@pytest.fixture()
+def two(tmp_path, db_url):
+    app = create_app(tmp_path / "service", {TOKEN: "alice", BOB: "bob"}, ADMIN, db_url)
+    yield TestClient(app), app.state.store
+    app.state.store.close()
+
+
+def _status(http) -> list[tuple[str, str]]:
+    return [(r["submitter"], r["status"]) for r in http.get("/api/leaderboard").json()]
+
+
+def test_a_result_ranks_once_another_contributor_reproduces_it(two):
+    http, store = two
+    assert post(http, valid_point("-alice-1")).status_code == 200
+    assert post(http, valid_point("-alice-2")).status_code == 200  # the same submitter again confirms nothing
+    store.flush()
+    assert _status(http) == [("alice", "unconfirmed")]
+    assert post(http, valid_point("-bob-1"), {"Authorization": f"Bearer {BOB}"}).status_code == 200
+    store.flush()
+    board = http.get("/api/leaderboard").json()
+    assert [r["status"] for r in board] == ["confirmed"] and board[0]["ratio_to_confirmed_best"] == 1.0
+
+
+def test_a_fabricated_result_far_above_the_confirmed_best_is_held_never_ranked(two):
+    http, store = two
+    assert post(http, valid_point("-alice")).status_code == 200
+    assert post(http, valid_point("-bob"), {"Authorization": f"Bearer {BOB}"}).status_code == 200
+    fake = _scaled(valid_point("-fake"), 2.0)  # twice the real rate: under the roofline, above everyone
+    assert post(http, fake, {"Authorization": f"Bearer {BOB}"}).status_code == 200
+    store.flush()
+    board = http.get("/api/leaderboard").json()
+    assert [r["status"] for r in board] == ["confirmed", "held for review"]
+    assert board[1]["ratio_to_confirmed_best"] == pytest.approx(2.0, rel=0.01)
+    page = service.Dashboard(store).wait()
+    assert page.index("held for review") > page.index("Not yet confirmed")  # shown apart, below the ranking
+
+
+def test_an_admin_approval_confirms_a_result(two):
+    http, store = two
+    assert post(http, valid_point("-approve")).status_code == 200
+    store.flush()
+    [row] = http.get("/api/leaderboard").json()
+    assert http.post(f"/api/points/{row['hash']}/approve", headers=AUTH).status_code == 403
+    assert http.post("/api/points/nope/approve", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 404
+    done = http.post(f"/api/points/{row['hash']}/approve", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert done.status_code == 200 and _status(http) == [("alice", "confirmed")]

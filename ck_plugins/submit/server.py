@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .store import Store
+from .store import HELD_FACTOR, Store
 from .validate import MAX_BODY_BYTES, Rejected, check_bundle, parse
 
 MIN_TOKEN = 16
@@ -128,6 +128,14 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
             return _error(404, f"submission {sid[:40]!r}: no such submission")
         return {"withdrawn": sid}
 
+    @app.post("/api/points/{digest}/approve")
+    def approve(digest: str, request: Request):
+        if not hmac.compare_digest((bearer(request) or "").encode(), admin_token.encode()):
+            return _error(403, "authorization: the admin token is required to approve")
+        if len(digest) > 64 or not store.approve(digest):
+            return _error(404, f"point {digest[:70]!r}: no such point")
+        return {"approved": digest}
+
     @app.get("/api/leaderboard")
     def leaderboard():
         return store.leaderboard()
@@ -202,18 +210,40 @@ def _pending(rows: list[dict]) -> str:
 
 
 def _page(board: list[dict], plots: str) -> str:
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(k, r.get('gpu'))))}</td>"
-                         for k in ("model", "precision", "platform", "lib", "batch_size"))
-        + f"<td>{_throughput(r)}</td><td>{html.escape(str(r['submitter']))}</td></tr>" for r in board)
+    ranked = [r for r in board if r.get("status", "confirmed") == "confirmed"]
+    apart = [r for r in board if r.get("status", "confirmed") != "confirmed"]
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ck-precision-bench results</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:2px 8px}"
-            "table{border-collapse:collapse}img{max-width:100%}</style></head><body>"
+            "table{border-collapse:collapse}img{max-width:100%}.held{color:#a00}</style></head><body>"
             f"<h1>ck-precision-bench: the crowd's results</h1>{PENDING}"
-            "<h2>Leaderboard (best images per second, per platform)</h2>"
-            "<table id='leaderboard'><tr><th>model</th><th>precision</th><th>platform</th><th>lib</th><th>batch</th>"
-            f"<th>img/s (95% interval)</th><th>submitter</th></tr>{rows}</table><h2>Time per image</h2>{plots}"
+            "<h2>Leaderboard (confirmed results: best images per second, per platform)</h2>"
+            "<p>A result is confirmed once another contributor reproduces it (the same model, precision, platform, "
+            "lib and batch size, within its interval) or an admin approves it.</p>"
+            + _board_table("leaderboard", ranked) +
+            "<h2>Not yet confirmed</h2><p>Shown apart, never ranked, with their ratio to the confirmed best of "
+            f"their row; over {HELD_FACTOR}x that best a result is held for review.</p>"
+            + _board_table("unconfirmed", apart) +
+            f"<h2>Time per image</h2>{plots}"
             "<p>Results repository: <code>ck pull repo --url=http://HOST:PORT/results.git</code></p></body></html>")
+
+
+def _board_table(name: str, board: list[dict]) -> str:
+    if not board:
+        return f"<p id='{name}'>none</p>"
+    rows = "".join(
+        f"<tr class='{'held' if r.get('status') == 'held for review' else ''}'>"
+        + "".join(f"<td>{html.escape(str(r.get(k, r.get('gpu'))))}</td>"
+                  for k in ("model", "precision", "platform", "lib", "batch_size"))
+        + f"<td>{_throughput(r)}</td><td>{html.escape(str(r['submitter']))}</td>"
+        + f"<td>{html.escape(_standing(r))}</td></tr>" for r in board)
+    return (f"<table id='{name}'><tr><th>model</th><th>precision</th><th>platform</th><th>lib</th><th>batch</th>"
+            f"<th>img/s (95% interval)</th><th>submitter</th><th>status</th></tr>{rows}</table>")
+
+
+def _standing(row: dict) -> str:
+    ratio = row.get("ratio_to_confirmed_best")
+    status = row.get("status", "confirmed")
+    return status + (f" ({ratio:.2f}x the confirmed best)" if ratio is not None and status != "confirmed" else "")
 
 
 def _throughput(row: dict) -> str:

@@ -40,6 +40,13 @@ POINTS = sa.Table(
     sa.Column("gpu", sa.String(NAME_LENGTH + len(CPU_ROW))),
     sa.Column("precision", sa.String(20)), sa.Column("batch_size", sa.Integer),
     sa.Column("images_per_second", sa.Float), sa.Column("body", sa.Text, nullable=False))
+INTERVALS = sa.Table(  # each point's 95% interval of images/s, kept at acceptance (a newer table: old databases gain it)
+    "point_intervals", META, sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("low", sa.Float), sa.Column("high", sa.Float))
+APPROVALS = sa.Table(  # points an admin confirmed by hand
+    "approvals", META, sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("created", sa.Float, nullable=False))
+HELD_FACTOR = 1.5  # an unconfirmed result this far beyond its row's confirmed best is held for review
 GIT_ID = ["-c", "user.name=ck-precision-bench service", "-c", "user.email=service@localhost"]
 
 
@@ -91,6 +98,7 @@ class Store:
                                                            points=len(fresh), published=False, withdrawn=False,
                                                            files="[]"))
                     db.execute(POINTS.insert(), [_row(h, sid, p) for h, p in fresh.items()])
+                    db.execute(INTERVALS.insert(), [_interval_row(h, p) for h, p in fresh.items()])
                 break
             except sa.exc.IntegrityError:
                 if attempt == 2:
@@ -249,17 +257,31 @@ class Store:
 
     # ---------------------------------------------------------------------------------------------- read
     def rows(self) -> list[dict]:
-        """Every accepted, not withdrawn point's leaderboard columns (no bodies)."""
+        """Every accepted, not withdrawn point's leaderboard columns (no bodies), its interval and approval."""
         query = (sa.select(POINTS.c.hash, POINTS.c.model, POINTS.c.precision, POINTS.c.gpu, POINTS.c.lib,
-                           POINTS.c.batch_size, POINTS.c.images_per_second, SUBMISSIONS.c.submitter)
+                           POINTS.c.batch_size, POINTS.c.images_per_second, SUBMISSIONS.c.submitter,
+                           INTERVALS.c.low, INTERVALS.c.high, APPROVALS.c.created.label("approved"))
                  .join(SUBMISSIONS, POINTS.c.submission_id == SUBMISSIONS.c.id)
+                 .outerjoin(INTERVALS, INTERVALS.c.hash == POINTS.c.hash)
+                 .outerjoin(APPROVALS, APPROVALS.c.hash == POINTS.c.hash)
                  .where(SUBMISSIONS.c.withdrawn.is_(False)))
         with self.engine.connect() as db:
             return [dict(row) for row in db.execute(query).mappings()]
 
+    def approve(self, digest: str) -> bool:
+        """An admin confirms a point by hand (idempotent); False where no such point is stored."""
+        with self.engine.begin() as db:
+            if db.execute(sa.select(POINTS.c.hash).where(POINTS.c.hash == digest)).first() is None:
+                return False
+            if db.execute(sa.select(APPROVALS.c.hash).where(APPROVALS.c.hash == digest)).first() is None:
+                db.execute(APPROVALS.insert().values(hash=digest, created=time.time()))
+        return True
+
     def leaderboard(self) -> list[dict]:
-        """best_per_gpu, each row with the 95% interval of its images per second (from its stored repetitions)."""
-        board = best_per_gpu(self.rows())
+        """Per (model, precision, platform): the best confirmed result, ranked, and the best unconfirmed one apart
+        (status "unconfirmed", or "held for review" when it is over HELD_FACTOR times the confirmed best), each with
+        its ratio to the confirmed best, the 95% interval of its images per second, and its platform in words."""
+        board = ranked(self.rows())
         with self.engine.connect() as db:
             bodies = dict(db.execute(sa.select(POINTS.c.hash, POINTS.c.body).where(
                 POINTS.c.hash.in_([r["hash"] for r in board]))).all()) if board else {}
@@ -267,15 +289,48 @@ class Store:
                      platform=_platform(bodies.get(r["hash"]), r["gpu"])) for r in board]
 
 
-def best_per_gpu(rows: list[dict]) -> list[dict]:
-    """Per (model, precision, GPU): the fastest accepted point, with its lib, batch size and submitter. GPUs are
-    never mixed: a submission from one GPU never changes another GPU's row."""
-    best: dict[tuple, dict] = {}
+def confirmed(rows: list[dict]) -> set[str]:
+    """The points another submitter reproduced (a point of the same model, precision, platform, lib and batch size
+    whose interval of images/s overlaps this one's), or an admin approved."""
+    groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        key = (row["model"], row["precision"], row["gpu"])
-        if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
-            best[key] = row
-    return sorted(best.values(), key=lambda r: (str(r["model"]), str(r["precision"]), str(r["gpu"])))
+        groups.setdefault((row["model"], row["precision"], row["gpu"], row["lib"], row["batch_size"]), []).append(row)
+    found = {r["hash"] for r in rows if r.get("approved")}
+    for members in groups.values():
+        if len({m["submitter"] for m in members}) < 2:
+            continue
+        low = np.array([m["low"] if m.get("low") is not None else m["images_per_second"] for m in members])
+        high = np.array([m["high"] if m.get("high") is not None else m["images_per_second"] for m in members])
+        who = np.unique([m["submitter"] for m in members], return_inverse=True)[1]
+        for start in range(0, len(members), 1000):  # bounded memory for a crowd of one configuration
+            part = slice(start, start + 1000)
+            overlap = (low[part, None] <= high[None, :]) & (low[None, :] <= high[part, None])
+            overlap &= who[part, None] != who[None, :]
+            found.update(members[start + i]["hash"] for i in np.flatnonzero(overlap.any(axis=1)))
+    return found
+
+
+def ranked(rows: list[dict]) -> list[dict]:
+    """Per (model, precision, platform) the best confirmed row and, where faster or alone, the best unconfirmed."""
+    sure = confirmed(rows)
+    best: dict[tuple, dict[bool, dict]] = {}
+    for row in rows:
+        slot = best.setdefault((row["model"], row["precision"], row["gpu"]), {})
+        kind = row["hash"] in sure
+        if kind not in slot or row["images_per_second"] > slot[kind]["images_per_second"]:
+            slot[kind] = row
+    out = []
+    for key in sorted(best, key=lambda k: tuple(map(str, k))):
+        top = best[key].get(True)
+        for kind in (True, False):
+            row = best[key].get(kind)
+            if row is None or (not kind and top is not None and row["images_per_second"] <= top["images_per_second"]):
+                continue
+            ratio = row["images_per_second"] / top["images_per_second"] if top else None
+            status = "confirmed" if kind else ("held for review" if ratio and ratio > HELD_FACTOR else "unconfirmed")
+            out.append({k: v for k, v in row.items() if k not in ("low", "high", "approved")}
+                       | {"status": status, "ratio_to_confirmed_best": ratio})
+    return out
 
 
 def _platform(body: str | None, name: str) -> str:
@@ -288,6 +343,12 @@ def _platform(body: str | None, name: str) -> str:
         device, gpu = None, None
     kind = "GPU" if (device == "cuda" or device is None) and gpu else "CPU"
     return f"{kind} {name.removeprefix(CPU_ROW)}"
+
+
+def _interval_row(digest: str, item: dict) -> dict:
+    images = _row(digest, "", item)["images_per_second"]
+    ci = _throughput_ci(json.dumps(item), images)
+    return {"hash": digest, "low": ci[0] if ci else images, "high": ci[1] if ci else images}
 
 
 def _throughput_ci(body: str | None, shown: float) -> list[float] | None:
