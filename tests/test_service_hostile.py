@@ -343,3 +343,36 @@ def test_an_admin_approval_confirms_a_result(two):
     assert http.post("/api/points/nope/approve", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 404
     done = http.post(f"/api/points/{row['hash']}/approve", headers={"Authorization": f"Bearer {ADMIN}"})
     assert done.status_code == 200 and _status(http) == [("alice", "confirmed")]
+
+
+def test_a_moved_data_folder_publishes_to_its_own_results(tmp_path, db_url):
+    import shutil
+
+    store = Store(tmp_path / "old", db_url)
+    store.accept("alice", [valid_point("-before-move")])
+    store.close()
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    shutil.rmtree(tmp_path / "old")  # the old place is gone: publishing there would fail
+    moved = Store(tmp_path / "new", db_url)
+    try:
+        moved.accept("alice", [valid_point("-after-move")])
+        assert git(tmp_path / "new" / "results.git", "log", "--format=%s", "main").count("publish ") == 2
+    finally:
+        moved.close()
+
+
+def test_the_service_answers_before_its_backlog_is_published(tmp_path, db_url, monkeypatch):
+    store = Store(tmp_path / "service", db_url)
+    answer = store.accept("alice", [valid_point("-backlog")])
+    store._mark(answer["submission"], published=False)  # as if killed before publishing
+    store.close()
+    import threading
+
+    calls = []
+    monkeypatch.setattr(Store, "_publish_unpublished", lambda self: calls.append(threading.current_thread()))
+    background = Store(tmp_path / "service", db_url, background=True)
+    try:
+        assert threading.current_thread() not in calls  # never inside the start: only the publisher thread
+        assert background._publisher.is_alive()
+    finally:
+        background.close()

@@ -47,6 +47,7 @@ APPROVALS = sa.Table(  # points an admin confirmed by hand
     "approvals", META, sa.Column("hash", sa.String(64), primary_key=True),
     sa.Column("created", sa.Float, nullable=False))
 HELD_FACTOR = 1.5  # an unconfirmed result this far beyond its row's confirmed best is held for review
+RELATIVE_REMOTE = "../results.git"  # the work repository's remote, beside it in the data folder
 GIT_ID = ["-c", "user.name=ck-precision-bench service", "-c", "user.email=service@localhost"]
 
 
@@ -78,6 +79,7 @@ class Store:
         self._init_git()
         if self._publisher:
             self._publisher.start()
+            self._wake.set()  # the backlog left by the last run, published while the service answers
 
     # ------------------------------------------------------------------------------------------- accept
     def accept(self, submitter: str, points: list[dict]) -> dict:
@@ -166,8 +168,9 @@ class Store:
             ckrepo.init_repo(self.work, self.alias)
             _git(self.work, "add", "-A")
             _git(self.work, *GIT_ID, "commit", "-q", "-m", "results repository")
-            _git(self.work, "remote", "add", "origin", str(self.bare))
-        self.reconcile()
+            _git(self.work, "remote", "add", "origin", RELATIVE_REMOTE)
+        _git(self.work, "remote", "set-url", "origin", RELATIVE_REMOTE)  # a copied or moved data folder publishes
+        self.reconcile()  # to its own results.git (older folders held an absolute path)
 
     def reconcile(self) -> None:
         """At start-up, after any crash: remove the locks a killed git left (no git of ours runs now), drop
@@ -192,7 +195,8 @@ class Store:
                     self._mark(row["id"], published=True, files=files)
                 if row["withdrawn"] and row["id"] in published and row["id"] not in withdrawn:
                     self._commit_withdrawal(row["id"])
-            self._publish_unpublished()
+            if self._publisher is None:  # the service listens first: its publisher takes the backlog
+                self._publish_unpublished()
             self._push()
 
     def _publish_unpublished(self) -> None:
