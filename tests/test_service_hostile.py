@@ -21,6 +21,16 @@ def client(tmp_path, db_url):
     app.state.store.close()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def rejecting(request, tmp_path_factory):
+    """One service per database for the cases that must be refused: nothing they send is ever stored, so they
+    share it (each asserts that the store stays empty)."""
+    db_url = None if request.param == "sqlite" else request.getfixturevalue("postgres_server")()
+    app = create_app(tmp_path_factory.mktemp("rejecting"), {TOKEN: "alice"}, ADMIN, db_url)
+    yield TestClient(app), app.state.store
+    app.state.store.close()
+
+
 def post(client, item, headers=AUTH):
     return client.post("/api/submissions", content=json.dumps({"points": [item]}), headers=headers)
 
@@ -62,8 +72,8 @@ def with_value(tag, path, value):
     (("features", "platform", "gpu"), "Totally Fake GPU (not an H200)", "platform/gpu"),  # matched as a substring
     (("features", "platform", "gpu"), "NVIDIA RTX A1000", "platform/gpu"),  # was taken for an A100
 ])
-def test_what_once_broke_or_fooled_the_service_is_a_4xx_naming_the_field(client, path, value, named):
-    http, store = client
+def test_what_once_broke_or_fooled_the_service_is_a_4xx_naming_the_field(rejecting, path, value, named):
+    http, store = rejecting
     item = with_value(f"-{named}-{value!r}"[:40], path, value)
     body = json.dumps({"points": [item]}, ensure_ascii=True)  # a lone surrogate travels as \\udfff
     response = http.post("/api/submissions", content=body, headers=AUTH)
@@ -247,8 +257,8 @@ def _scaled(item: dict, factor: float) -> dict:
         flops_per_image=1e-300), _scaled(p, 1e290)), "images_per_second"),  # any work claimed: 1e295 img/s
     (lambda p: [c["run"].update(flops_per_second=1.0) for c in p["characteristics_list"]], "flops_per_second"),
 ])
-def test_figures_the_submitter_could_steer_are_checked_against_what_they_derive_from(client, change, named):
-    http, store = client
+def test_figures_the_submitter_could_steer_are_checked_against_what_they_derive_from(rejecting, change, named):
+    http, store = rejecting
     item = valid_point(f"-steer-{named}")
     change(item)
     response = post(http, item)
