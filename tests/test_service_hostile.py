@@ -350,7 +350,8 @@ def test_an_admin_approval_confirms_a_result(two):
     store.flush()
     [row] = http.get("/api/leaderboard").json()
     assert http.post(f"/api/points/{row['hash']}/approve", headers=AUTH).status_code == 403
-    assert http.post("/api/points/nope/approve", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 404
+    for wrong in ("nope", "a%00b", "0" * 65):
+        assert http.post(f"/api/points/{wrong}/approve", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 404
     done = http.post(f"/api/points/{row['hash']}/approve", headers={"Authorization": f"Bearer {ADMIN}"})
     assert done.status_code == 200 and _status(http) == [("alice", "confirmed")]
 

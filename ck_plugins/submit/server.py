@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import html
+import re
 import threading
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     def approve(digest: str, request: Request):
         if not hmac.compare_digest((bearer(request) or "").encode(), admin_token.encode()):
             return _error(403, "authorization: the admin token is required to approve")
-        if len(digest) > 64 or not store.approve(digest):
+        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not store.approve(digest):
             return _error(404, f"point {digest[:70]!r}: no such point")
         return {"approved": digest}
 

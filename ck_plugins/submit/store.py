@@ -274,11 +274,14 @@ class Store:
 
     def approve(self, digest: str) -> bool:
         """An admin confirms a point by hand (idempotent); False where no such point is stored."""
-        with self.engine.begin() as db:
-            if db.execute(sa.select(POINTS.c.hash).where(POINTS.c.hash == digest)).first() is None:
-                return False
-            if db.execute(sa.select(APPROVALS.c.hash).where(APPROVALS.c.hash == digest)).first() is None:
-                db.execute(APPROVALS.insert().values(hash=digest, created=time.time()))
+        try:
+            with self.engine.begin() as db:
+                if db.execute(sa.select(POINTS.c.hash).where(POINTS.c.hash == digest)).first() is None:
+                    return False
+                if db.execute(sa.select(APPROVALS.c.hash).where(APPROVALS.c.hash == digest)).first() is None:
+                    db.execute(APPROVALS.insert().values(hash=digest, created=time.time()))
+        except sa.exc.IntegrityError:
+            pass  # approved at the same moment by another request
         return True
 
     def leaderboard(self) -> list[dict]:
