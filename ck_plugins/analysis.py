@@ -536,6 +536,9 @@ def _reason(r: Result, platform, model, lib: str, half: pd.DataFrame, batch: int
     growth = half.loc[high, "time_ms"] / half.loc[low, "time_ms"]
     measured = (f"a batch of {high} takes {half.loc[high, 'time_ms']:.3g} ms against {half.loc[low, 'time_ms']:.3g} ms "
                 f"at {low}")
+    if growth < LAUNCH_BOUND_GROWTH and ratio > 1 + statistics.NOISY * 3:
+        return (f"launch-bound in fp16 ({measured}): its kernels are fast enough that the host sets the pace, while "
+                "fp32's slower ones still keep the GPU busy")
     if growth < LAUNCH_BOUND_GROWTH:
         return f"launch-bound: {measured}, so the GPU waits for the host and faster kernels cannot help"
     if ratio > 1:

@@ -65,3 +65,10 @@ def test_a_hostile_platform_name_never_becomes_a_file_name_as_it_is(tmp_path):
     names = [p.name for p in (tmp_path / "report").glob("*.png")]
     assert names and all(len(n) <= 120 for n in names), names  # file systems allow 255 bytes
     assert built.summary["models"][0]["platform"] == "x" * 4096  # the data keeps the name
+
+
+def test_fp16_launch_bound_yet_faster_says_so(tmp_path):
+    times = {"torch-cudnn-fp16": {1: 1.0, 2: 1.05}, "torch-cudnn-fp32": {1: 3.0, 2: 5.0}}
+    [small, best] = analysis.analyse(_curve(tmp_path, times)).headline["models"][0]["fp16_versus_fp32"]
+    assert small["ratio"] == pytest.approx(3.0) and small["reason"].startswith("launch-bound in fp16 (a batch of 2")
+    assert "fp32's slower ones still keep the GPU busy" in best["reason"]
