@@ -109,7 +109,11 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
     for job in run_order(jobs(tasks)):
         pending.put(job)
 
+    stopping = threading.Event()  # Ctrl-C: no further worker starts (the running ones were interrupted with us)
+
     def take() -> Job | None:
+        if stopping.is_set():
+            return None
         try:
             return pending.get_nowait()
         except queue.Empty:
@@ -148,9 +152,14 @@ def run(tasks: list[Task], config: SweepConfig, sweep: dict, repo: Path, workers
             on_progress(total)
 
     threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in _gpus(workers)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    bar.close()
+    try:
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    except KeyboardInterrupt:
+        stopping.set()
+        raise
+    finally:
+        bar.close()  # before the caller's last line ("interrupted; ..."), never at exit after it
     return total
 
 
