@@ -387,3 +387,13 @@ def test_the_service_answers_before_its_backlog_is_published(tmp_path, db_url, m
         assert background._publisher.is_alive()
     finally:
         background.close()
+
+
+def test_the_dashboard_draws_a_bounded_number_of_plots_however_many_names_arrive():
+    rows = [{"gpu": f"CPU: invented {n}", "model": "alexnet", "lib": "torch-cpu", "batch_size": 2,
+             "images_per_second": 100.0 + n} for n in range(service.MAX_PLOTS + 5)]
+    rows += [{"gpu": "NVIDIA H200", "model": "alexnet", "lib": "torch-cudnn-fp16", "batch_size": b,
+              "images_per_second": 1000.0 * b} for b in (1, 2, 4)]
+    page = service._plots(rows)
+    assert page.count("<img ") == service.MAX_PLOTS and "alexnet on NVIDIA H200" in page  # the busiest first
+    assert "6 more (platform, model) pairs are not drawn" in page

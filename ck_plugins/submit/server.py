@@ -197,6 +197,7 @@ class Dashboard:
             time.sleep(0.05)
 
 
+MAX_PLOTS = 12  # the dashboard draws the (platform, model) pairs with the most points, never one per name sent
 PENDING = "<!-- pending -->"  # filled on every request: what is stored but not yet published
 
 
@@ -265,9 +266,13 @@ def _plots(rows: list[dict]) -> str:
     frame["time_per_image_ms"] = 1e3 / frame["images_per_second"]
     stats = frame.groupby(["platform", "model", "lib", "batch_size"])["time_per_image_ms"].agg(["median", "min", "max"])
     stats.columns = ["time_per_image_ms", "time_per_image_ms_low", "time_per_image_ms_high"]
+    pairs = frame.groupby(["platform", "model"]).size().sort_values(ascending=False, kind="stable")
     out = []
-    for platform, model in stats.reset_index()[["platform", "model"]].drop_duplicates().itertuples(index=False):
+    for platform, model in pairs.index[:MAX_PLOTS]:  # however many names arrive, the page stays bounded
         png = plots.time_per_image(stats, platform, model, band="the range of the submitted points")
         out.append(f"<img alt='{html.escape(f'{model} on {platform}')}' "
                    f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    if len(pairs) > MAX_PLOTS:
+        out.append(f"<p>{len(pairs) - MAX_PLOTS} more (platform, model) pairs are not drawn: the {MAX_PLOTS} with "
+                   "the most points are; <code>ck pull repo</code> and <code>analyse</code> draw them all.</p>")
     return "".join(out)
