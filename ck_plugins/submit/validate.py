@@ -154,11 +154,12 @@ def _work_problem(env: dict, flops: float, where: str) -> str | None:
     default = modelnames.DEFAULT_INPUT_SHAPE
     if tuple(shape) == tuple(default):
         if not math.isclose(flops, known, rel_tol=0.01):
-            return f"{where}/features/model/flops_per_image: {flops:.6g} but {env['CK_MODEL']} does {known:.6g}"
+            return (f"{where}/features/model/flops_per_image: {flops:.6g} but choices/env/CK_MODEL "
+                    f"{env['CK_MODEL']} does {known:.6g}")  # either field may be the wrong one: both are named
         return None
     least = SHAPE_TOLERANCE * known * math.prod(shape[1:]) / math.prod(default[1:])
     if flops < least:
-        return (f"{where}/features/model/flops_per_image: {flops:.6g} but {env['CK_MODEL']} at "
+        return (f"{where}/features/model/flops_per_image: {flops:.6g} but choices/env/CK_MODEL {env['CK_MODEL']} at "
                 f"{'x'.join(map(str, shape))} does at least {least:.6g}")
     return None
 
