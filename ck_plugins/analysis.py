@@ -331,10 +331,9 @@ def _ideal_interval(row: dict, sums: pd.Series, timed: pd.Series | None) -> tupl
         reps = float(timed["repetitions"])
         b, vb = float(timed["time_per_image_ms_mean"]), float(timed["time_per_image_ms_std"]) ** 2 / reps
         parts, dfs = np.append(parts, vb), np.append(dfs, reps - 1)
-    if not len(dfs) or not (dfs > 0).all():
+    if not len(dfs):
         return np.nan, np.nan
-    total = parts.sum()
-    df = np.inf if total == 0 else total ** 2 / np.sum(parts ** 2 / dfs)
+    df = float(statistics.satterthwaite_df(parts, dfs))
     low, high = statistics.holding(*statistics.fieller(a, b, va, vb, df, c), row["ratio_to_best_single_lib"])
     return float(low), float(high)
 

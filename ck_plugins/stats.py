@@ -104,15 +104,23 @@ def t_quantile(df, level: float = LEVEL):
         return np.where(df > 0, t.ppf(0.5 + level / 2, np.where(df > 0, df, 1.0)), np.nan)
 
 
+def satterthwaite_df(variances, dfs):
+    """Welch-Satterthwaite degrees of freedom of a sum of independent estimates, from each one's variance (of the
+    estimate) and degrees of freedom (stacked along the first axis; arrays broadcast): inf where nothing varies,
+    nan where an estimate has no degree of freedom (one repetition)."""
+    v, d = np.asarray(variances, dtype=float), np.asarray(dfs, dtype=float)
+    total = v.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = total ** 2 / (v ** 2 / d).sum(axis=0)
+    # identical repetitions everywhere: no spread, the interval is the ratio itself
+    return np.where(~(d > 0).all(axis=0), np.nan, np.where(total == 0, np.inf, df))
+
+
 def welch_df(var_a, n_a, var_b, n_b):
     """Welch-Satterthwaite degrees of freedom of a sum of two means' variances (var: of the samples)."""
-    var_a, var_b = np.asarray(var_a, dtype=float), np.asarray(var_b, dtype=float)
     n_a, n_b = np.asarray(n_a, dtype=float), np.asarray(n_b, dtype=float)
-    va, vb = var_a / n_a, var_b / n_b
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
-    # identical repetitions on both sides: no spread, the interval is the ratio itself
-    return np.where((va + vb) == 0, np.where((n_a > 1) & (n_b > 1), np.inf, np.nan), df)
+    return satterthwaite_df([np.asarray(var_a, dtype=float) / n_a, np.asarray(var_b, dtype=float) / n_b],
+                            [n_a - 1, n_b - 1])
 
 
 def fieller(a, b, var_a, var_b, df, cov=0.0, level: float = LEVEL):
