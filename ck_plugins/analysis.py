@@ -486,8 +486,10 @@ def headline(r: Result) -> dict:
                         for (p, m, lib, b), t in r.harness["time_ms"].items()] if len(r.harness) else []}
 
 
-HALF, FULL = "torch-cudnn-fp16", "torch-cudnn-fp32"  # the seed's question: is fp16 faster than fp32 here?
+# the seed's question, is fp16 faster than fp32 here: cuDNN in fp16 and fp32, ours first, then CK-Caffe's
+FP16_FP32_PAIRS = (("torch-cudnn-fp16", "torch-cudnn-fp32"), ("nvidia-fp16-cudnn", "nvidia-cudnn"))
 LAUNCH_BOUND_GROWTH = 1.25  # time per batch grows less than this from the smallest batch to twice it: launch-bound
+LAUNCH_BOUND_MS = 20.0  # ... and a batch takes less than this: kernel launches (microseconds each) can set the pace
 
 
 def fp16_versus_fp32(r: Result, platform, model) -> list[dict]:
@@ -499,8 +501,9 @@ def fp16_versus_fp32(r: Result, platform, model) -> list[dict]:
         labels = set(r.stats.xs((platform, model), level=MODEL).index.get_level_values("lib"))
     except KeyError:
         return []
-    chosen = [min((x for x in labels if x.split("+")[0] == lib), key=len, default=None) for lib in (HALF, FULL)]
-    if None in chosen:
+    plainest = lambda lib: min((x for x in labels if x.split("+")[0] == lib), key=len, default=None)  # noqa: E731
+    chosen = next(([plainest(h), plainest(f)] for h, f in FP16_FP32_PAIRS if plainest(h) and plainest(f)), None)
+    if chosen is None:
         return []
     half, full = (r.stats.xs((platform, model, lib), level=CONFIG) for lib in chosen)
     common = sorted(set(half.index) & set(full.index))
@@ -533,6 +536,8 @@ def _reason(r: Result, platform, model, lib: str, half: pd.DataFrame, batch: int
         return "one batch size measured, and no kernel profile recorded: nothing says why"
     low, high = (batch, larger[0]) if larger else (smaller[-1], batch)
     growth = half.loc[high, "time_ms"] / half.loc[low, "time_ms"]
+    if half.loc[low, "time_ms"] >= LAUNCH_BOUND_MS:
+        growth = max(growth, LAUNCH_BOUND_GROWTH)  # tens of milliseconds a batch: the launches cannot be the pace
     measured = (f"a batch of {high} takes {half.loc[high, 'time_ms']:.3g} ms against {half.loc[low, 'time_ms']:.3g} ms "
                 f"at {low}")
     if growth < LAUNCH_BOUND_GROWTH and ratio > 1 + statistics.NOISY * 3:
@@ -542,7 +547,8 @@ def _reason(r: Result, platform, model, lib: str, half: pd.DataFrame, batch: int
         return f"launch-bound: {measured}, so the GPU waits for the host and faster kernels cannot help"
     if ratio > 1:
         return f"not launch-bound ({measured}): the GPU does the work, where fp16's tensor cores and halved traffic count"
-    return f"not launch-bound ({measured}), yet slower; no kernel profile recorded to say why (point --profile true)"
+    return (f"not launch-bound ({measured}), yet slower: its kernels themselves are slower here (no kernel profile was "
+            "recorded to say which)")
 
 
 def _ideal_headline(ideal: Ideal, platform: str, model: str) -> dict:

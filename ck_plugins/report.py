@@ -202,7 +202,7 @@ def _glance_row(f: dict) -> str:
     versus = "<br>".join(
         f"batch {v['batch_size']}: <b>{html.escape(analysis.ratio_text(v['ratio'], v['ratio_ci']))}</b>"
         f"<span class='why'>{html.escape(v['reason'])}</span>" for v in f.get("fp16_versus_fp32", [])) or \
-        "not measured (needs torch-cudnn-fp16 and torch-cudnn-fp32 at a common batch size)"
+        "not measured (needs cuDNN in fp16 and fp32 at a common batch size)"
     return (f"<tr><td><b>{html.escape(f['model'])}</b></td><td>{fastest}</td><td>{versus}</td>"
             f"<td>{html.escape(f['ideal_adaptive'])}</td></tr>")
 

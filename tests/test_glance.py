@@ -72,3 +72,19 @@ def test_fp16_launch_bound_yet_faster_says_so(tmp_path):
     [small, best] = analysis.analyse(_curve(tmp_path, times)).headline["models"][0]["fp16_versus_fp32"]
     assert small["ratio"] == pytest.approx(3.0) and small["reason"].startswith("launch-bound in fp16 (a batch of 2")
     assert "fp32's slower ones still keep the GPU busy" in best["reason"]
+
+
+def test_legacy_caffe_libs_answer_fp16_against_fp32_too(tmp_path):
+    for n, (lib, ms) in enumerate((("nvidia-fp16-cudnn", 40.0), ("nvidia-cudnn", 2.0))):
+        folder = fixtures.entry(tmp_path, f"bvlc-alexnet-{lib}", [TAG, "time_gpu", "bvlc-alexnet", lib])
+        for batch in (2, 4):
+            fixtures.legacy_point(folder, f"9{n}{batch:014d}", {"CK_CAFFE_BATCH_SIZE": batch},
+                                  [fixtures.legacy_run(ms * batch / 2 * f) for f in (0.99, 1.0, 1.01)])
+    [small, *_] = analysis.analyse(readpoints.load([tmp_path])).headline["models"][0]["fp16_versus_fp32"]
+    assert small["fp16_lib"] == "nvidia-fp16-cudnn" and small["ratio"] == pytest.approx(2.0 / 40.0)
+
+
+def test_tens_of_milliseconds_a_batch_are_never_called_launch_bound(tmp_path):
+    times = {"torch-cudnn-fp16": {2: 60.0, 4: 70.0}, "torch-cudnn-fp32": {2: 3.0, 4: 5.0}}
+    [small, *_] = analysis.analyse(_curve(tmp_path, times)).headline["models"][0]["fp16_versus_fp32"]
+    assert small["reason"].startswith("not launch-bound (a batch of 4 takes 70 ms against 60 ms at 2), yet slower")
