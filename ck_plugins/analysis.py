@@ -14,6 +14,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from . import latency
 from . import stats as statistics
 from .libnames import describe, is_harness
 from .readpoints import INDEX, KEY, Loaded
@@ -410,6 +411,7 @@ class Result:
     layer_statistic: str
     headline: dict
     harness: pd.DataFrame = field(default_factory=pd.DataFrame)  # time_stats of the harness libs (null), apart
+    latency: pd.DataFrame = field(default_factory=pd.DataFrame)  # latency.table of the libs (harness apart)
 
 
 def default_baseline(libs: list[str]) -> str:
@@ -436,7 +438,10 @@ def analyse(loaded: Loaded, baseline: str | None = None, adaptive_libs: list[str
     speedups, speedups_ci = speedup(best, baseline), speedup_interval(best, baseline)
     trusted, dropped = trusted_layers(loaded.layers, loaded.runs)
     ideal = ideal_adaptive(trusted, stats, adaptive_libs, statistic=layer_statistic, versus=ideal_versus)
-    result = Result(loaded, stats, best, baseline, speedups, speedups_ci, ideal, dropped, layer_statistic, {}, harness)
+    delays = latency.table(loaded)
+    delays = delays[~delays.index.get_level_values("lib").map(is_harness).astype(bool)]
+    result = Result(loaded, stats, best, baseline, speedups, speedups_ci, ideal, dropped, layer_statistic, {}, harness,
+                    delays)
     result.headline = headline(result)
     return result
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ from .ckrepo import OUT_ROOT
 from .libnames import FAMILY_OF
 from .modelnames import SEED_MODELS
 from .point import TAG
-from .errors import BadInput, check_positive_int
+from .errors import BadInput, check_positive_float, check_positive_int
 
 
 MODEL_HELP = (f"a seed model ({', '.join(SEED_MODELS)}), torchvision:<name>, timm:<name>, onnx:<path> or "
@@ -393,6 +394,9 @@ def _add_analyse(sub) -> None:
     p.add_argument("--ideal-versus", default="same-layers", choices=["same-layers", "timed-total"],
                    help="what the ideal adaptive solution is compared with: the best single lib's per-layer sum over "
                         "the same layers, or the seed notebook's: its timed total")
+    p.add_argument("--latency-budget-ms", metavar="MS",
+                   help="per (GPU, model), the configuration with the most images/s whose p99 latency per batch is "
+                        "within MS (steady-state timings, not a queueing simulation)")
     p.add_argument("--summary", metavar="FILE", help="write only the JSON summary to FILE (no report, no plots)")
     p.add_argument("--title", default="ck-precision-bench report")
     p.add_argument("--out", default=str(OUT_ROOT / "report"), help="folder for report.html, summary.json and the PNG plots")
@@ -417,11 +421,13 @@ def _cmd_analyse(args) -> int:
         except ValueError as error:
             raise BadInput("--where", ", ".join(f"{k}={v}" for k, v in where.items()), str(error)) from None
     libs = [x for x in (args.adaptive_libs or "").split(",") if x] or None
+    budget = None if args.latency_budget_ms is None else check_positive_float("--latency-budget-ms",
+                                                                               args.latency_budget_ms)
     if args.summary:
-        return _write_summary(report, loaded, args, libs)
+        return _write_summary(report, loaded, args, libs, budget)
     try:
         built = report.build(loaded, Path(args.out), args.baseline, args.title, libs, args.layer_statistic,
-                             args.ideal_versus)
+                             args.ideal_versus, budget)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -429,16 +435,68 @@ def _cmd_analyse(args) -> int:
     return 0
 
 
-def _write_summary(report, loaded, args, libs) -> int:
+def _write_summary(report, loaded, args, libs, budget) -> int:
     from .ckrepo import write_json_atomic
 
     try:
-        _, summary = report.summarise(loaded, args.baseline, libs, args.layer_statistic, args.ideal_versus)
+        _, summary = report.summarise(loaded, args.baseline, libs, args.layer_statistic, args.ideal_versus, budget)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"summary: {write_json_atomic(Path(args.summary), summary).resolve()}")
     return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="NEW over OLD for every configuration both have: the ratio with its interval, a "
+                                       "Mann-Whitney test, a verdict; exit code 1 when anything is slower")
+    p.add_argument("old", help="a CK repository or entry folder: the reference")
+    p.add_argument("new", help="a CK repository or entry folder (the same one, with --old-where/--new-where)")
+    for side in ("old", "new"):
+        p.add_argument(f"--{side}-where", action="append", default=[], metavar="NAME=VALUE",
+                       help=f"keep only {side.upper()}'s points whose dimension NAME has VALUE (repeatable; e.g. "
+                            "sweep=ID, torch=2.11.0+cu130)")
+    p.add_argument("--where", action="append", default=[], metavar="NAME=VALUE", help="on both sides (repeatable)")
+    p.add_argument("--tags", default=TAG, help="comma-separated tags the entries need")
+    p.add_argument("--threshold", default="0.05", help="the smallest relative change called slower or faster")
+    p.add_argument("--alpha", default="0.01", help="Mann-Whitney's p under which a difference is significant")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout instead of the table")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    import warnings
+
+    from . import compare, readpoints
+
+    threshold, alpha = (check_positive_float(f"--{n}", v) for n, v in (("threshold", args.threshold),
+                                                                         ("alpha", args.alpha)))
+    if alpha >= 1:
+        raise BadInput("--alpha", args.alpha, "a probability between 0 and 1")
+    sides = []
+    for name, path, where in (("OLD", args.old, args.old_where), ("NEW", args.new, args.new_where)):
+        if not Path(path).is_dir():
+            raise BadInput(name, path, "a CK repository or experiment entry folder")
+        selection = readpoints.parse_where(args.where + where)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                sides.append(readpoints.load([path], [t for t in args.tags.split(",") if t], selection))
+            except ValueError as error:
+                raise BadInput(f"--{name.lower()}-where", ", ".join(f"{k}={v}" for k, v in selection.items()),
+                               str(error)) from None
+    table = compare.compare(*sides, threshold, alpha)
+    if table.empty:
+        print(f"error: no configuration is in both OLD ({args.old}) and NEW ({args.new})", file=sys.stderr)
+        return 2
+    differences, only = compare.differences(*sides), compare.only_in(*sides)
+    if args.json:
+        print(json.dumps({"differences": {k: {"old": a, "new": b} for k, (a, b) in differences.items()},
+                          "only_old": only[0], "only_new": only[1], "threshold": threshold, "alpha": alpha,
+                          "configurations": json.loads(table.to_json(orient="records"))}, indent=1))
+    else:
+        print(compare.console(table, differences, only, threshold, alpha))
+    return 1 if (table["verdict"] == compare.SLOWER).any() else 0
 
 
 def _add_docs(sub) -> None:
@@ -460,7 +518,7 @@ def _cmd_docs(args) -> int:
 
 
 def _print_summary(built) -> None:
-    from . import analysis
+    from . import analysis, compare, latency
 
     summary = built.summary
     if summary["skipped_count"]:
@@ -473,6 +531,11 @@ def _print_summary(built) -> None:
         print(f"{f['model']} on {f['platform']}: fastest {f['fastest_lib']}, {f['time_per_image_ms']:.3f} ms/image at "
               f"batch {f['best_batch_size']} ({analysis.images_per_second_text(f)}); ideal adaptive solution: "
               f"{f['ideal_adaptive']}")
+    for row in summary.get("latency_budget", []):
+        print(latency.budget_text(row, summary["latency_budget_ms"]))
+    for row in summary["regressions"]:
+        print(f"{row['model']} {row['lib']} batch {row['batch_size']} on {row['platform']}: {row['verdict']} from "
+              f"{row['software']} {row['before']} to {row['after']}, {compare.ratio_text(row)}")
     for row in summary["adaptive_built"]:
         ms = {k: "n/a" if row[k] is None else f"{row[k]:.3f}" for k in ("measured_ms", "planned_ms")}
         ratio = "n/a" if row["measured_over_best"] is None else \
@@ -600,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_merge(sub)
     _add_migrate(sub)
     _add_analyse(sub)
+    _add_compare(sub)
     _add_docs(sub)
     _add_service(sub)
     described = {a.dest: a.help for a in sub._choices_actions}

@@ -28,3 +28,13 @@ def check_positive_int(what: str, value) -> int:
     if number <= 0:
         raise BadInput(what, value, "a positive integer")
     return number
+
+
+def check_positive_float(what: str, value) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise BadInput(what, value, "a positive number") from None
+    if not 0 < number < float("inf"):
+        raise BadInput(what, value, "a positive number")
+    return number

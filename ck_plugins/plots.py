@@ -302,3 +302,44 @@ def adaptive_built(built: pd.DataFrame) -> bytes:
     ax.set(title="Adaptive solution over the best single lib of the same run (1 = as fast)", xlabel="ratio", ylabel="")
     _legend_outside(ax, ratios.columns)
     return _png(fig)
+
+
+@_one_at_a_time
+def throughput_latency(latency: pd.DataFrame, front: pd.DataFrame, platform: str, model: str,
+                       budget_ms: float | None = None, chosen: tuple[str, int] | None = None) -> bytes:
+    """Images per second against p99 latency per batch, one marker per configuration coloured by lib, the Pareto
+    front joined by a line; both axes logarithmic; the latency budget as a vertical line and the configuration
+    chosen within it ringed, where given."""
+    libs = list(dict.fromkeys(latency.index.get_level_values("lib")))
+    colours = lib_colours(libs)
+    fig, ax = plt.subplots(figsize=(10 + 2.5 * (len(libs) > 18), 5.2))
+    for index, lib in enumerate(libs):
+        part = latency.xs(lib, level="lib")
+        ax.plot(part["latency_p99_ms"], part["images_per_second"], MARKERS[index % len(MARKERS)], color=colours[lib],
+                markersize=5, label=lib, linestyle="none")
+    ax.plot(front["latency_p99_ms"], front["images_per_second"], "-", color="black", linewidth=1,
+            label="Pareto front", zorder=1)
+    if budget_ms is not None:
+        ax.axvline(budget_ms, color="tab:red", linestyle="--", linewidth=1, label=f"p99 budget {budget_ms:g} ms")
+    if chosen is not None and chosen in latency.index:
+        row = latency.loc[chosen]
+        ax.plot([row["latency_p99_ms"]], [row["images_per_second"]], "o", markersize=13, markerfacecolor="none",
+                markeredgecolor="tab:red", label=_text(f"chosen: {chosen[0]} at batch {chosen[1]}"))
+    x = np.r_[latency["latency_p99_ms"].to_numpy(dtype=float), [budget_ms] if budget_ms else []]
+    y = latency["images_per_second"].to_numpy(dtype=float)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(x.min() / 1.4, x.max() * 1.4)
+    ax.set_ylim(y.min() / 1.4, y.max() * 1.4)
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+    ax.grid(True, which="major", alpha=0.4)
+    ax.set(xlabel="p99 latency per batch (ms, log scale; steady state, not a queueing simulation)",
+           ylabel="images per second (log)",
+           title=_text(f"{model} on {platform}: throughput against p99 latency (each marker a lib at one batch size)"))
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [_text(x) for x in labels], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              ncol=1 + len(labels) // 18, frameon=False)
+    return _png(fig)

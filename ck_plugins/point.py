@@ -201,6 +201,7 @@ class Repetition:
     error: str | None = None
     layers: tuple[Layer, ...] = ()
     per_layer_method: str | None = None
+    samples_ms: tuple[float, ...] = ()  # every timed iteration's ms per batch (legacy points keep none)
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ class Point:
     platform: str = "unknown"  # the GPU (of the run, else of the host), else the CPU
     host: dict = field(default_factory=dict)  # cpu, machine, hostname: tell hosts apart
     versions: dict = field(default_factory=dict)  # driver, cuda, cudnn, torch: columns, not identity
+    clocks: dict = field(default_factory=dict)  # sm_clock_mhz, memory_clock_mhz at the run: columns, not identity
     metadata: dict = field(default_factory=dict)  # other tags, the run type (cmd_key)
     legacy: bool = False
     flops_per_image: float = math.nan
@@ -360,6 +362,7 @@ def _ours(data: dict, path: str) -> Point:
         platform=_text(platform.get("gpu") or platform.get("host_gpu") or platform.get("cpu")) or "unknown",
         host={"cpu": _text(platform.get("cpu")), "hostname": _text(platform.get("hostname"))},
         versions={k: _text(platform.get(k)) for k in ("driver", "cuda", "cudnn", "torch")},
+        clocks={k: _text(platform.get(k)) for k in ("sm_clock_mhz", "memory_clock_mhz")},
         flops_per_image=_number((features.get("model") or {}).get("flops_per_image")),
         sweep=_text((features.get("sweep") or {}).get("id") if isinstance(features.get("sweep"), dict) else ""),
         settings=settings)
@@ -379,8 +382,9 @@ def _our_repetition(run: dict, names: list, method: str | None) -> Repetition:
     if len(times) != (len(names) if times else 0):
         raise PointError(f"per_layer_time_ms: {len(times)} times for {len(names)} layers in features/layers")
     layers = _layers({"label": n, "time_ms": t} for n, t in zip(names, times))
+    numbers = tuple(float(t) for t in samples if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0)
     return Repetition(True, time_ms, iqr, _number(run.get("memory_mbytes")), _number(run.get("peak_share")),
-                      None, layers, method if layers else None)
+                      None, layers, method if layers else None, numbers if len(numbers) == len(samples) else ())
 
 
 def _legacy(data: dict, tags: list[str], path: str, learned: legacytags.Learned | None) -> Point:

@@ -15,6 +15,7 @@ import json
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,8 @@ from .point import TAG
 
 KEY = ["platform", "model", "lib", "batch_size"]
 INDEX = KEY + ["repetition"]
-VERSIONS = ("driver", "cuda", "cudnn", "torch")
+VERSIONS = ("driver", "cuda", "cudnn", "torch")  # software: columns, compared by `compare` and `regressions`
+CLOCKS = ("sm_clock_mhz", "memory_clock_mhz")  # the GPU's clocks at the run: columns, listed by `compare`
 CHOICE, HOST = "choice:", "host:"
 
 
@@ -39,6 +41,7 @@ class Loaded:
     adaptive: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per adaptive point: plan and measurement
     dimensions: dict = field(default_factory=dict)  # varying dimensions beyond platform/model/lib/batch -> values
     raw: tuple = (None, None)  # (runs, layers) before identification, for `select`
+    samples: dict = field(default_factory=dict)  # row id -> every timed iteration's ms per batch (where stored)
 
     def select(self, where: dict[str, str]) -> "Loaded":
         """Only the repetitions whose dimension NAME has VALUE, for each NAME=VALUE; dimensions worked out anew."""
@@ -56,6 +59,7 @@ class _Rows:
     adaptive: list[dict] = field(default_factory=list)
     per_layer_method: dict[str, str] = field(default_factory=dict)  # sweep or run id -> how its layers were timed
     run_times: dict[tuple, list[float]] = field(default_factory=dict)  # (run, model, lib, batch) -> repetition ms
+    samples: dict[int, np.ndarray] = field(default_factory=dict)  # row id -> iteration ms (Loaded.samples)
 
     def skip(self, path: Path, why: str) -> None:
         message = f"{path}: {why}"
@@ -82,8 +86,21 @@ def load(repos: list[Path | str], tags: list[str] | None = None, where: dict[str
     for entry, entry_tags in metas.items():
         if entry_tags is not None and set(tags or []) <= set(entry_tags):
             _read_entry(entry, entry_tags, learned[entry.resolve().parent.parent], rows)
+    return _loaded(rows, where)
+
+
+def from_points(read: Iterable[points.Point], where: dict[str, str] | None = None) -> Loaded:
+    """The frames of points already read (the result service reads its stored bodies with `point.read`)."""
+    rows = _Rows()
+    for p in read:
+        _add_point(p, rows)
+    return _loaded(rows, where)
+
+
+def _loaded(rows: _Rows, where: dict[str, str] | None) -> Loaded:
     raw_runs, raw_layers = _runs_frame(rows.runs), _layers_frame(rows.layers)
-    loaded = Loaded(raw_runs, raw_layers, rows.skipped, _adaptive_frame(rows), raw=(raw_runs, raw_layers))
+    loaded = Loaded(raw_runs, raw_layers, rows.skipped, _adaptive_frame(rows), raw=(raw_runs, raw_layers),
+                    samples=rows.samples)
     return loaded.select(where or {})
 
 
@@ -122,9 +139,11 @@ def _add_point(p: points.Point, rows: _Rows) -> None:
             "time_ms": rep.time_ms, "success": rep.success, "memory_mbytes": rep.memory_mbytes,
             "iqr_over_median": rep.iqr_over_median, "peak_share": rep.peak_share, "flops_per_image": p.flops_per_image,
             "joules_per_image": joules if isinstance(joules, (int, float)) and rep.success else None, "legacy": p.legacy, "error": rep.error, "source": p.path, "run_type": p.metadata.get("run_type", ""), **accuracy,
-            "reasons": "; ".join(reasons[:2]) if reasons else None,
-            **{k: p.versions.get(k, "") for k in VERSIONS}, **columns})
+            "reasons": "; ".join(reasons[:2]) if reasons else None, "sweep": p.sweep,
+            **{k: p.versions.get(k, "") for k in VERSIONS}, **{k: p.clocks.get(k, "") for k in CLOCKS}, **columns})
         rows.layers.extend((rid, layer.name, layer.direction, layer.time_ms) for layer in rep.layers)
+        if rep.samples_ms:
+            rows.samples[rid] = np.asarray(rep.samples_ms, dtype=float)
 
 
 def _accuracy(record) -> dict:
@@ -196,7 +215,7 @@ def _column_of(runs: pd.DataFrame, name: str) -> str:
         if column in runs.columns:
             return column
     known = sorted({c.split(":", 1)[-1] for c in runs.columns if c.startswith((CHOICE, HOST))}
-                   | {"platform", "gpu", "model", "lib", "batch_size", *VERSIONS})
+                   | {"platform", "gpu", "model", "lib", "batch_size", "sweep", *VERSIONS, *CLOCKS})
     raise ValueError(f"a dimension of the points read: {', '.join(known)}")
 
 
@@ -256,7 +275,7 @@ def _measured_over_best_ci(row, run_times: dict) -> tuple[float, float]:
 def _runs_frame(rows: list[dict]) -> pd.DataFrame:
     columns = ["rid"] + KEY + ["time_ms", "success", "memory_mbytes", "iqr_over_median", "peak_share",
                                "flops_per_image", "joules_per_image", "legacy", "error", "source", "run_type", "relative_error",
-                               "top1_agreement", "weights", "reasons", *VERSIONS]
+                               "top1_agreement", "weights", "reasons", "sweep", *VERSIONS, *CLOCKS]
     frame = pd.DataFrame(rows)
     return frame if len(frame) else pd.DataFrame(columns=columns)
 

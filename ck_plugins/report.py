@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis, plots
+from . import analysis, compare, latency, plots
 from .ckrepo import write_json_atomic
 from .readpoints import Loaded
 
@@ -35,19 +35,24 @@ class Report:
 
 
 def summarise(loaded: Loaded, baseline: str | None = None, adaptive_libs: list[str] | None = None,
-              layer_statistic: str = "median", ideal_versus: str = "same-layers") -> tuple[analysis.Result, dict]:
+              layer_statistic: str = "median", ideal_versus: str = "same-layers",
+              latency_budget_ms: float | None = None) -> tuple[analysis.Result, dict]:
     """The analysis and the JSON summary (summary.json) of the headline figures, without rendering anything."""
     result = analysis.analyse(_without_adaptive(loaded), baseline, adaptive_libs, layer_statistic, ideal_versus)
-    return result, dict(result.headline, adaptive_built=_adaptive_summary(loaded.adaptive))
+    steps = compare.steps(compare.regressions(result.loaded))
+    return result, dict(result.headline, adaptive_built=_adaptive_summary(loaded.adaptive),
+                        **latency.summary(result.latency, latency_budget_ms),
+                        regressions=json.loads(steps.to_json(orient="records")))
 
 
 def build(loaded: Loaded, out_dir: Path, baseline: str | None = None, title: str = "ck-precision-bench report",
           adaptive_libs: list[str] | None = None, layer_statistic: str = "median",
-          ideal_versus: str = "same-layers") -> Report:
+          ideal_versus: str = "same-layers", latency_budget_ms: float | None = None) -> Report:
     built = loaded.adaptive
-    result, summary = summarise(loaded, baseline, adaptive_libs, layer_statistic, ideal_versus)
+    result, summary = summarise(loaded, baseline, adaptive_libs, layer_statistic, ideal_versus, latency_budget_ms)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = _sections(result, out_dir) + [_adaptive_section(built, out_dir)] + _tail(result)
+    sections = (_sections(result, out_dir) + [_adaptive_section(built, out_dir)]
+                + [_latency_section(result, summary, out_dir), _regressions_section(result, summary)] + _tail(result))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>")
     html_path = out_dir / "report.html"
@@ -101,6 +106,46 @@ def _tail(r: analysis.Result) -> list[str]:
     skipped = "".join(f"<li class='skipped'>{html.escape(x)}</li>" for x in r.loaded.skipped) or "<li>none</li>"
     s.append(f"<h2>Skipped input ({len(r.loaded.skipped)})</h2><ul>{skipped}</ul>")
     return s
+
+
+def _latency_section(r: analysis.Result, summary: dict, out_dir: Path) -> str:
+    """Throughput against p99 latency per (platform, model), the Pareto front, and the budget's answer if asked."""
+    table = r.latency[r.latency["latency_p99_ms"].notna()]
+    if table.empty:
+        return ("<h2>Latency</h2><p>No point kept its timed iterations (legacy CK data keeps one time per repetition): "
+                "no percentiles.</p>")
+    budget = summary.get("latency_budget_ms")
+    parts = [f"<h2>Latency: throughput against p99</h2><p>p50, p90 and p99 of the per-batch latency: "
+             f"{html.escape(latency.STEADY_STATE)}.</p>"]
+    fronts, chosen = [], pd.DataFrame()
+    if budget is not None:
+        chosen = pd.DataFrame(summary["latency_budget"]).set_index(["platform", "model"])
+        parts.append(_table(f"The most images per second with p99 within {budget:g} ms", chosen))
+    for (platform, model), part in table.groupby(level=["platform", "model"], observed=True):
+        front = latency.pareto(part)
+        fronts.append(front)
+        choice = chosen.loc[(platform, model)] if budget is not None and (platform, model) in chosen.index else None
+        ring = (choice["lib"], int(choice["batch_size"])) if choice is not None and choice["within_budget"] else None
+        png = plots.throughput_latency(part.droplevel(["platform", "model"]), front, platform, model, budget, ring)
+        parts.append(_img(png, out_dir / f"throughput-latency-{_file(platform, model)}.png"))
+    parts.append(_table("The Pareto front: no other configuration has more images per second at no more p99 "
+                        "latency", pd.concat(fronts).drop(columns="iterations")))
+    return "".join(parts)
+
+
+def _regressions_section(r: analysis.Result, summary: dict) -> str:
+    """Steps in time between adjacent software versions (compare.regressions), significant ones only."""
+    steps = pd.DataFrame(summary["regressions"])
+    versions = {name: sorted(set(r.loaded.runs[name].astype(str)) - {"", "nan", "None"}, key=compare.version_key)
+                for name in compare.VERSIONS}
+    seen = "; ".join(f"{name} {', '.join(values) or 'not recorded'}" for name, values in versions.items())
+    head = (f"<h2>Regressions across software versions</h2><p>Versions in these points: {html.escape(seen)}. A step "
+            f"is named where a configuration's time between adjacent versions moved by at least "
+            f"{compare.THRESHOLD:.0%}, its 95% interval excludes 1 and Mann-Whitney's p &lt; {compare.ALPHA}.</p>")
+    if steps.empty:
+        return head + "<p>No significant step.</p>"
+    return head + _table("Significant steps (ratio: the later version's time over the earlier one's)",
+                         steps.set_index(["platform", "model", "lib", "batch_size"]))
 
 
 def _accuracy_section(r: analysis.Result) -> str:
