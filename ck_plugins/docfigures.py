@@ -121,10 +121,25 @@ def h200_resnet50_rates(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def h200_latency_budget(root: Path) -> str:
+    """The committed H200 report's answer to `--latency-budget-ms`: per model, the most images/s within p99."""
+    summary = _summary(root, H200 / "report" / "summary.json")
+    budget = summary["latency_budget_ms"]
+    lines = [f"| model | p99 within {budget:g} ms: lib at batch | img/s | p50 / p99 (ms) | configurations within |",
+             "|---|---|---:|---:|---:|"]
+    for row in summary["latency_budget"]:
+        choice = f"{row['lib']} at {row['batch_size']}" if row["within_budget"] else \
+            f"none (lowest p99: {row['lib']} at {row['batch_size']})"
+        lines.append(f"| {row['model']} | {choice} | {row['images_per_second']:,.0f} | {row['latency_p50_ms']:.3g} / "
+                     f"{row['latency_p99_ms']:.3g} | {row['configurations_within']} of {row['configurations']} |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "gtx1080-headline": gtx1080_headline, "gtx1080-ideal-definitions": gtx1080_ideal_definitions,
     "h200-points": h200_points, "h200-fp16-batch1": h200_fp16_batch1, "h200-fp16-batch256": h200_fp16_batch256,
-    "h200-sweep-resnet50-batch1": h200_sweep_resnet50_batch1, "h200-resnet50-rates": h200_resnet50_rates}
+    "h200-sweep-resnet50-batch1": h200_sweep_resnet50_batch1, "h200-resnet50-rates": h200_resnet50_rates,
+    "h200-latency-budget": h200_latency_budget}
 
 
 def documents(root: Path) -> list[Path]:

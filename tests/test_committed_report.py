@@ -3,7 +3,7 @@ change to the reader, the time definition or the analysis that moves a published
 After a change that is meant to move figures (or new points), regenerate it and commit both:
 
     python -m ck_plugins analyse --repo . --title "ck-precision-bench on an NVIDIA H200" \\
-        --out docs/results/nvidia-h200/report
+        --out docs/results/nvidia-h200/report --latency-budget-ms 5
 
 This test reads the live experiment/ (read-only): the committed points are what it snapshots.
 """
@@ -32,6 +32,6 @@ def _differences(expected, actual, path="") -> list[str]:
 
 
 def test_the_committed_summary_is_what_the_committed_points_give():
-    _, summary = report.summarise(readpoints.load([REPO]))
+    _, summary = report.summarise(readpoints.load([REPO]), latency_budget_ms=5.0)
     found = _differences(json.loads(GOLDEN.read_text()), json.loads(json.dumps(summary)))
     assert not found, f"{len(found)} figures differ from {GOLDEN.name} (see this file's docstring): " + "; ".join(found[:8])

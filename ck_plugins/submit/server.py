@@ -4,6 +4,7 @@ POST /api/submissions        Authorization: Bearer <submitter token>; body {"poi
 GET  /api/submissions/{id}   whether it is published (or withdrawn)
 POST /api/submissions/{id}/withdraw   Authorization: Bearer <admin token>
 GET  /api/leaderboard        JSON
+GET  /api/regressions        JSON: steps in time between adjacent software versions (compare.regressions)
 GET  /                       the dashboard
 GET  /results.git/...        the results repository (git's dumb HTTP protocol: `ck pull repo --url=.../results.git`)
 Every rejection is a 4xx naming the field; nothing invalid is stored. Validation and git run in worker threads,
@@ -141,6 +142,14 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     def leaderboard():
         return store.leaderboard()
 
+    @app.get("/api/regressions")
+    def regressions():
+        """The steps across software versions as last worked out (with the page, outside the request path);
+        `current` is false while the newest results are still being analysed."""
+        dashboard.page()
+        version, steps = dashboard.steps
+        return {"current": version == store.version, "regressions": steps}
+
     @app.get("/", response_class=HTMLResponse)
     def page():
         return dashboard.page()
@@ -159,6 +168,7 @@ class Dashboard:
         self.store = store
         self.lock = threading.Lock()
         self.rendered: tuple[int, str] | None = None
+        self.steps: tuple[int, list[dict]] = (-1, [])  # the version analysed, and its regressions
         self.rendering = False
 
     def page(self) -> str:
@@ -174,13 +184,14 @@ class Dashboard:
         return page.replace(PENDING, _pending(self.store.pending()), 1)
 
     def _render(self, version: int) -> None:
+        steps = self.steps[1]
         try:
-            rows = self.store.rows()
-            html_page = _page(self.store.leaderboard(), _plots(rows))
+            steps = self.store.regressions()
+            html_page = _page(self.store.leaderboard(), _plots(self.store.rows()) + _regressions(steps))
         except Exception as error:  # noqa: BLE001 - a page that cannot be drawn still shows the table
             html_page = _page(self.store.leaderboard(), f"<p>Plots unavailable: {html.escape(str(error)[:300])}</p>")
         with self.lock:
-            self.rendered, self.rendering = (version, html_page), False
+            self.rendered, self.steps, self.rendering = (version, html_page), (version, steps), False
 
     def wait(self, timeout: float = 60.0) -> str:
         """The page of the current version, drawn if need be (for callers that must see the latest results)."""
@@ -251,6 +262,25 @@ def _standing(row: dict) -> str:
 def _throughput(row: dict) -> str:
     ci = row.get("images_per_second_ci")
     return f"{row['images_per_second']:.1f}" + (f" ({ci[0]:.1f}-{ci[1]:.1f})" if ci else " (no interval: one repetition)")
+
+
+def _regressions(steps: list[dict]) -> str:
+    """The dashboard's regressions view: where a configuration's time moved between adjacent software versions."""
+    from .. import compare
+
+    head = (f"<h2 id='regressions-view'>Regressions across software versions</h2><p>Per GPU, model, lib and batch "
+            f"size measured under several versions of torch, cuDNN, CUDA or the driver: the steps between adjacent "
+            f"versions of at least {compare.THRESHOLD:.0%} whose 95% interval excludes 1 (Mann-Whitney p &lt; "
+            f"{compare.ALPHA}). The ratio is the later version's time over the earlier one's.</p>")
+    if not steps:
+        return head + "<p id='regressions'>none found</p>"
+    cells = ("verdict", "model", "platform", "lib", "batch_size", "software", "before", "after")
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(s[k]))}</td>" for k in cells)
+                   + f"<td>{html.escape(compare.ratio_text(s))}</td><td>{html.escape(s['also_changed'] or '-')}</td>"
+                   "</tr>" for s in steps[:50])
+    more = f"<p>... and {len(steps) - 50} more (GET /api/regressions)</p>" if len(steps) > 50 else ""
+    return (head + "<table id='regressions'><tr>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cells)
+            + "<th>ratio (95% interval)</th><th>also changed</th></tr>" + rows + "</table>" + more)
 
 
 def _plots(rows: list[dict]) -> str:

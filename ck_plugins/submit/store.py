@@ -273,6 +273,18 @@ class Store:
         with self.engine.connect() as db:
             return [dict(row) for row in db.execute(query).mappings()]
 
+    def regressions(self) -> list[dict]:
+        """Steps in time across software versions (compare.regressions) in every accepted, not withdrawn point,
+        the significant ones, slower first."""
+        from .. import compare, readpoints
+
+        query = (sa.select(POINTS.c.body).join(SUBMISSIONS, POINTS.c.submission_id == SUBMISSIONS.c.id)
+                 .where(SUBMISSIONS.c.withdrawn.is_(False)))
+        with self.engine.connect() as db:
+            read = [point.read(json.loads(body)) for (body,) in db.execute(query)]  # checked before it was stored
+        found = compare.steps(compare.regressions(readpoints.from_points(read)))
+        return json.loads(found.to_json(orient="records"))
+
     def approve(self, digest: str) -> bool:
         """An admin confirms a point by hand (idempotent); False where no such point is stored."""
         try:
