@@ -23,16 +23,27 @@ def point(tag: int, batch: int = 16) -> dict:
     return valid_point_data(f"{tag:040x}", batch)
 
 
+def token(i: int) -> str:
+    """Submitter i's token (0 is TOKEN): the rate limit is per submitter, so a crowd has many."""
+    return TOKEN if i == 0 else f"bench-submitter-{i:06d}-token"
+
+
+def auth(i: int) -> dict:
+    return {"Authorization": f"Bearer {token(i)}", "Content-Type": "application/json"}
+
+
 class Service:
-    def __init__(self, data: Path | None = None):
+    def __init__(self, data: Path | None = None, submitters: int = 1, options: tuple[str, ...] = ()):
+        """A real `serve` with `submitters` tokens (token(i)) and serve's `options` (its budgets)."""
         self.data = Path(data or tempfile.mkdtemp(prefix="ckpb-service-"))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, CKPB_TOKENS=f"bench:{TOKEN}", CKPB_ADMIN_TOKEN=ADMIN)
+        tokens = ",".join(f"bench{i}:{token(i)}" for i in range(submitters))
+        env = dict(os.environ, CKPB_TOKENS=tokens, CKPB_ADMIN_TOKEN=ADMIN)
         self.proc = subprocess.Popen([sys.executable, "-m", "ck_plugins", "serve", "--data", str(self.data),
-                                      "--port", str(self.port)], env=env)
+                                      "--port", str(self.port), *options], env=env)
         deadline = time.monotonic() + 60
         while True:
             try:

@@ -1,6 +1,7 @@
 """CK repository files: atomic JSON writes, alias files, experiment entries. No torch here."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -127,7 +128,9 @@ def point_uid(point: dict) -> str:
 
 def write_point(entry: Path, point: dict, uid: str | None = None) -> Path:
     """Add the point as the next free subpoint ckp-<uid>.NNNN.json; never overwrites, never half-writes. The uid
-    comes from the point's features (ours) or is given (a legacy point keeps its own)."""
+    comes from the point's features (ours) or is given (a legacy point keeps its own). Past 9999 the number takes
+    a fifth digit, as CK's own recorder writes it (`str(n).zfill(4)`); the search for a free number starts after
+    the subpoints already there, so a crowd's thousands of one configuration cost one try each, not thousands."""
     uid = uid or point_uid(point)
     text = json_text(point, indent=None)  # compact: see schemas/point-v2.json
     fd, tmp = tempfile.mkstemp(prefix=".ckp.", suffix=".tmp", dir=entry)
@@ -136,14 +139,14 @@ def write_point(entry: Path, point: dict, uid: str | None = None) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        for number in range(1, 10000):
+        for number in itertools.count(len(list(entry.glob(f"ckp-{uid}.[0-9]*.json"))) + 1):
             target = entry / f"ckp-{uid}.{number:04d}.json"
             try:
                 os.link(tmp, target)  # atomic and exclusive: fails if another writer took this number
                 return target
             except FileExistsError:
                 continue
-        raise RuntimeError(f"{entry}: more than 9999 subpoints for point {uid}")
+        raise AssertionError("unreachable: itertools.count does not end")
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -546,7 +546,19 @@ def _print_summary(built) -> None:
     print(f"report: {built.html_path.resolve()}\nsummary: {built.summary_path.resolve()}")
 
 
+def _budgets(args) -> "Budgets":
+    from .submit.guard import Budgets, raise_open_files_limit
+
+    connections = raise_open_files_limit(check_positive_int("--max-connections", args.max_connections))
+    return Budgets(check_positive_float("--header-timeout-s", args.header_timeout_s),
+                   check_positive_float("--body-timeout-s", args.body_timeout_s), connections,
+                   check_positive_int("--max-work", args.max_work), check_positive_int("--burst", args.burst),
+                   check_positive_float("--per-minute", args.per_minute))
+
+
 def _add_service(sub) -> None:
+    from .submit.guard import Budgets
+
     p = sub.add_parser("serve", help="run the result service (submissions, dashboard, results.git)")
     p.add_argument("--data", default=str(OUT_ROOT / "service-data"), help="folder for the database and the results repository")
     p.add_argument("--host", default="127.0.0.1")
@@ -556,6 +568,18 @@ def _add_service(sub) -> None:
     p.add_argument("--alias", default=os.environ.get("CKPB_RESULTS_ALIAS", ""),
                    help="CK alias of the results repository (default: ck-precision-bench-results-<8 hex of --data>), "
                         "so one CK installation can pull several services")
+    budgets = Budgets()
+    p.add_argument("--header-timeout-s", default=str(budgets.header_timeout_s),
+                   help="a request's headers must arrive within this many seconds (408 after)")
+    p.add_argument("--body-timeout-s", default=str(budgets.body_timeout_s),
+                   help="and its body within this many seconds of its headers")
+    p.add_argument("--max-connections", default=str(budgets.max_connections),
+                   help="connections open at once (503 past it; bounded by the open-files limit)")
+    p.add_argument("--max-work", default=str(budgets.max_work),
+                   help="numbers of repetition data (iteration and per-layer times) in one request (413 past it)")
+    p.add_argument("--burst", default=str(budgets.burst), help="submissions a submitter may send at once")
+    p.add_argument("--per-minute", default=str(budgets.per_minute),
+                   help="submissions a submitter may send a minute after the burst (429 past it)")
     p.set_defaults(func=_cmd_serve)
     c = sub.add_parser("submit", help="validate this repository's points and send them to a result service")
     c.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
@@ -569,19 +593,21 @@ def _add_service(sub) -> None:
 def _cmd_serve(args) -> int:
     import uvicorn
 
+    from .submit.guard import guarded_protocol
     from .submit.server import create_app, parse_tokens
 
     admin = os.environ.get("CKPB_ADMIN_TOKEN", "")
+    budgets = _budgets(args)
     try:
         app = create_app(Path(args.data), parse_tokens(os.environ.get("CKPB_TOKENS", "")), admin, args.db_url or None,
-                         args.alias or None)
+                         args.alias or None, budgets)
     except ValueError as error:
         raise BadInput("CKPB_ADMIN_TOKEN / CKPB_TOKENS", "(hidden)", str(error)) from None
     port = check_positive_int("port", args.port)
     print(f"serving on http://{args.host}:{port}/ (dashboard; API under /api/, results at /results.git); data in "
           f"{Path(args.data).resolve()}" + (f", database {args.db_url.split('@')[-1]}" if args.db_url else "")
           + "; Ctrl-C stops it", flush=True)
-    uvicorn.run(app, host=args.host, port=port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=port, log_level="error", http=guarded_protocol(budgets), timeout_keep_alive=5)
     return 0
 
 

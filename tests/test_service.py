@@ -24,6 +24,7 @@ from scipy import stats as scipy_stats
 
 from ck_plugins import readpoints
 from conftest import _ck_bin
+from ck_plugins.submit.guard import Budgets
 from ck_plugins.submit.server import Dashboard, create_app
 
 from fixtures import build as fixtures
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 LEGACY = REPO.parent / "shared" / "legacy-ck-caffe" / "ck-caffe-nvidia-gtx1080"
 TOKEN, ADMIN = "alice-token-0123456789", "admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GENEROUS = Budgets(burst=10**9, per_minute=1e9)  # tests that send many submissions with one token: no rate limit
 
 
 def valid_point(tag: str = "", batch: int = 16) -> dict:
@@ -96,14 +98,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data: Path, db_url: str | None = None):
+    def __init__(self, data: Path, db_url: str | None = None, *options: str):
         self.data, self.port, self.proc, self.db_url = data, free_port(), None, db_url
+        self.options = options or ("--burst", "1000000")  # serve's own options: budgets
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self):
         env = dict(os.environ, CKPB_TOKENS=f"alice:{TOKEN}", CKPB_ADMIN_TOKEN=ADMIN)
         self.proc = subprocess.Popen([sys.executable, "-m", "ck_plugins", "serve", "--data", str(self.data),
-                                      "--port", str(self.port), *(["--db-url", self.db_url] if self.db_url else [])],
+                                      "--port", str(self.port), *(["--db-url", self.db_url] if self.db_url else []),
+                                      *self.options],
                                      env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -250,7 +254,7 @@ def test_killed_during_submissions_the_service_restarts_consistent(tmp_path, db_
 # --------------------------------------------------------------------------------- hostile submissions
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory):
-    app = create_app(tmp_path_factory.mktemp("fuzz"), {TOKEN: "alice"}, ADMIN)
+    app = create_app(tmp_path_factory.mktemp("fuzz"), {TOKEN: "alice"}, ADMIN, budgets=GENEROUS)
     yield TestClient(app), app.state.store
     app.state.store.close()
 

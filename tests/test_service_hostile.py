@@ -11,12 +11,12 @@ from ck_plugins.submit import server as service
 from ck_plugins.submit.server import create_app
 from ck_plugins.submit.store import POINTS, Store
 from fixtures import build as fixtures
-from test_service import ADMIN, AUTH, TOKEN, git, valid_point
+from test_service import ADMIN, AUTH, GENEROUS, TOKEN, git, valid_point
 
 
 @pytest.fixture()
 def client(tmp_path, db_url):
-    app = create_app(tmp_path / "service", {TOKEN: "alice"}, ADMIN, db_url)
+    app = create_app(tmp_path / "service", {TOKEN: "alice"}, ADMIN, db_url, budgets=GENEROUS)
     yield TestClient(app), app.state.store
     app.state.store.close()
 
@@ -26,7 +26,7 @@ def rejecting(request, tmp_path_factory):
     """One service per database for the cases that must be refused: nothing they send is ever stored, so they
     share it (each asserts that the store stays empty)."""
     db_url = None if request.param == "sqlite" else request.getfixturevalue("postgres_server")()
-    app = create_app(tmp_path_factory.mktemp("rejecting"), {TOKEN: "alice"}, ADMIN, db_url)
+    app = create_app(tmp_path_factory.mktemp("rejecting"), {TOKEN: "alice"}, ADMIN, db_url, budgets=GENEROUS)
     yield TestClient(app), app.state.store
     app.state.store.close()
 
@@ -309,7 +309,7 @@ BOB = "bob-token-0123456789abc"
 
 @pytest.fixture()
 def two(tmp_path, db_url):
-    app = create_app(tmp_path / "service", {TOKEN: "alice", BOB: "bob"}, ADMIN, db_url)
+    app = create_app(tmp_path / "service", {TOKEN: "alice", BOB: "bob"}, ADMIN, db_url, budgets=GENEROUS)
     yield TestClient(app), app.state.store
     app.state.store.close()
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path, PurePath
+from typing import Callable
 
 from ..libnames import is_harness
+from .guard import Budgets, work
 from .validate import MAX_POINTS, MIN_REPETITIONS, check_point
 
 
@@ -77,18 +80,42 @@ def _not_for_sending(item) -> tuple[str, str] | None:
     return None
 
 
-def send(url: str, token: str, points: list[dict]) -> list[dict]:
-    """POST the points in bundles of at most MAX_POINTS; the service's answers, one per bundle."""
+def bundles(points: list[dict], max_points: int = MAX_POINTS, max_work: int = Budgets.max_work) -> list[list[dict]]:
+    """The points in request-sized bundles, in order: at most `max_points` each and at most `max_work` numbers of
+    repetition data (the service's work limit), a point bigger than that alone in its bundle."""
+    out, current, cost = [], [], 0
+    for item in points:
+        size = work([item])
+        if current and (len(current) >= max_points or cost + size > max_work):
+            out.append(current)
+            current, cost = [], 0
+        current.append(item)
+        cost += size
+    return out + ([current] if current else [])
+
+
+RETRIES = 5  # a bundle refused for the submitter's rate (429) is sent again after the service's Retry-After
+
+
+def send(url: str, token: str, points: list[dict], sleep: Callable[[float], None] = time.sleep) -> list[dict]:
+    """POST the points in bundles (`bundles`); the service's answers, one per bundle. A 429 waits as long as the
+    service says (Retry-After) and tries again, up to RETRIES times."""
     answers = []
-    for start in range(0, len(points), MAX_POINTS):
-        body = json.dumps({"points": points[start:start + MAX_POINTS]}).encode()
-        request = urllib.request.Request(url.rstrip("/") + "/api/submissions", data=body, method="POST",
-                                         headers={"Authorization": f"Bearer {token}",
-                                                  "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=300) as response:
-                answers.append(json.loads(response.read()))
-        except urllib.error.HTTPError as error:
-            detail = json.loads(error.read() or b"{}")
-            raise RuntimeError(f"{error.code}: {detail.get('error')}; " + "; ".join(detail.get("problems", [])[:10]))
+    for bundle in bundles(points):
+        body = json.dumps({"points": bundle}).encode()
+        for attempt in range(RETRIES + 1):
+            request = urllib.request.Request(url.rstrip("/") + "/api/submissions", data=body, method="POST",
+                                             headers={"Authorization": f"Bearer {token}",
+                                                      "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=300) as response:
+                    answers.append(json.loads(response.read()))
+                break
+            except urllib.error.HTTPError as error:
+                detail = json.loads(error.read() or b"{}")
+                if error.code == 429 and attempt < RETRIES:
+                    sleep(float(error.headers.get("retry-after") or 60))
+                    continue
+                raise RuntimeError(f"{error.code}: {detail.get('error')}; "
+                                   + "; ".join(detail.get("problems", [])[:10])) from None
     return answers

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import html
+import math
 import re
 import threading
 from pathlib import Path
@@ -27,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .guard import Budgets, RateLimit, work
 from .store import HELD_FACTOR, Store
 from .validate import MAX_BODY_BYTES, Rejected, check_bundle, parse
 
@@ -62,9 +64,12 @@ def parse_tokens(text: str) -> dict[str, str]:
 
 
 def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url: str | None = None,
-               alias: str | None = None) -> FastAPI:
-    """`tokens` maps each submitter's token to their name."""
+               alias: str | None = None, budgets: Budgets | None = None) -> FastAPI:
+    """`tokens` maps each submitter's token to their name; `budgets` bounds what one request and one submitter
+    may take (guard.py; the connection budgets are the server's, see guard.guarded_protocol)."""
     check_tokens(tokens, admin_token)
+    budgets = budgets or Budgets()
+    rate = RateLimit(budgets.burst, budgets.per_minute, budgets.clock)
     store = Store(Path(data_dir), db_url, alias, background=True)  # answers once stored; git follows
     dashboard = Dashboard(store)
     app = FastAPI(title="ck-precision-bench results", docs_url=None, redoc_url=None)
@@ -93,6 +98,11 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     def accept(name: str, body: bytes):
         try:
             bundle = parse(body)
+            cost = work(bundle["points"])
+            if cost > budgets.max_work:
+                return _error(413, f"work: {cost} numbers of repetition data (iteration and per-layer times) in one "
+                                   f"request; at most {budgets.max_work}: send fewer points or repetitions at a time",
+                              [f"work: {cost} > {budgets.max_work}"])
             problems = check_bundle(bundle)
             if problems:
                 raise Rejected(problems)
@@ -107,6 +117,13 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
         name = submitter(request)
         if name is None:
             return _error(401, "authorization: a valid 'Bearer <token>' header is required")
+        wait = rate.take(name)
+        if wait:
+            answer = _error(429, f"rate: {name} sent more than {budgets.burst} submissions at once or "
+                                 f"{budgets.per_minute:g} a minute; retry in {math.ceil(wait)} s",
+                            [f"rate: at most {budgets.per_minute:g} submissions a minute per submitter"])
+            answer.headers["retry-after"] = str(math.ceil(wait))
+            return answer
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
             return _error(413, f"content-length: {declared[:20]!r}; at most {MAX_BODY_BYTES} bytes")

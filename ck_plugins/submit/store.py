@@ -51,6 +51,20 @@ RELATIVE_REMOTE = "../results.git"  # the work repository's remote, beside it in
 GIT_ID = ["-c", "user.name=ck-precision-bench service", "-c", "user.email=service@localhost"]
 
 
+def _widen_columns(engine) -> None:
+    """A database made by an older version keeps its narrower name columns (create_all never alters a table): widen
+    each to what the table declares now, so a name the service accepts is a name the database stores. SQLite does
+    not enforce lengths; PostgreSQL and others do."""
+    if engine.dialect.name != "postgresql":  # SQLite does not enforce lengths; the ALTER below is PostgreSQL's
+        return
+    found = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns("points")}
+    with engine.begin() as db:
+        for column in POINTS.columns:
+            wanted, have = getattr(column.type, "length", None), getattr(found.get(column.name), "length", None)
+            if wanted and have and have < wanted:
+                db.execute(sa.text(f'ALTER TABLE points ALTER COLUMN "{column.name}" TYPE VARCHAR({int(wanted)})'))
+
+
 def content_hash(item: dict) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -71,6 +85,7 @@ class Store:
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA journal_mode=WAL"))
         META.create_all(self.engine)
+        _widen_columns(self.engine)
         self.lock = threading.Lock()  # the git work tree has one writer at a time
         self.version = 0  # changes whenever what is published changes (the dashboard's cache key)
         self.quarantined: dict[str, str] = {}  # submission id -> why it could not be published (this process)
