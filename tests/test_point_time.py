@@ -43,7 +43,7 @@ def test_every_consumer_agrees_on_the_time_of_every_committed_point():
         if read.time_ms is None:
             assert timer["run_success"] is False and str(path) not in analysed.index
             continue
-        row = store._row("x", "y", data)
+        row, _ = store._row("x", data)
         samples = [c["run"]["time_fw_ms_all"] for c in data["characteristics_list"] if c["run"]["run_success"]]
         times = {"timer": timer["time_fw_ms"], "service": 1e3 * read.batch_size / row["images_per_second"],
                  "program": stats.point_time(samples).time_ms, "analysis": analysed[str(path)]}

@@ -32,6 +32,56 @@ def test_schema_reports_every_problem_with_its_path():
         point.validate(data)
 
 
+def _mutations():
+    from hypothesis import strategies as st
+
+    scalars = (st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+               | st.text(max_size=12) | st.sampled_from(["onnx: ", "timm:x\n", "fp16", "FP16", "cuda", "3x224x224"]))
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
+    paths = st.sampled_from([("choices", "env", "CK_BATCH_SIZE"), ("choices", "env", "CK_MODEL"),
+                             ("choices", "env", "CK_LIB"), ("choices", "env", "CK_INPUT_SHAPE"),
+                             ("choices", "settings", "precision"), ("choices", "settings", "device"),
+                             ("features", "schema_version"), ("features", "platform", "gpu"),
+                             ("features", "model", "flops_per_image"), ("features", "repo"),
+                             ("characteristics_list", 0, "run", "time_fw_ms_all"),
+                             ("characteristics_list", 0, "run", "run_success"), ("characteristics_list", 1),
+                             ("features", "layers", "label"), ("choices", "extra")])
+    return st.lists(st.tuples(paths, values), min_size=1, max_size=3)
+
+
+def test_the_compiled_schema_and_jsonschema_agree_on_what_is_valid():
+    """point.problems passes valid points with the compiled schema (fastjsonschema) and lists an invalid one's
+    problems with jsonschema: both must say the same of every point, or a point one refuses would pass."""
+    from hypothesis import HealthCheck, given, settings
+
+    from fixtures.build import valid_point_data
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(changes=_mutations())
+    def check(changes):
+        item = valid_point_data("0" * 40)
+        for path, value in changes:
+            target = item
+            for key in path[:-1]:
+                target = target[key] if isinstance(target, dict) and key in target or isinstance(target, list) \
+                    and isinstance(key, int) and key < len(target) else None
+                if target is None:
+                    break
+            if isinstance(target, dict) or (isinstance(target, list) and path[-1] < len(target)):
+                target[path[-1]] = value
+        version = point._known_version(item)
+        full = list(point._validator(version).iter_errors(item))
+        try:
+            point._compiled(version)(item)
+            fast = True
+        except Exception:  # noqa: BLE001 - fastjsonschema's refusal, whatever its class
+            fast = False
+        assert fast == (not full), (changes, [e.message for e in full][:3])
+
+    check()
+
+
 def test_non_finite_times_never_reach_a_file(tmp_path):
     data = null_point()
     data["characteristics_list"][0]["run"]["time_fw_ms"] = float("nan")

@@ -187,7 +187,7 @@ def test_validation_and_git_run_off_the_event_loop(client, monkeypatch):
 
     http, _ = client
     seen = []
-    original = service.check_bundle
+    original = service.check_and_read
 
     def spy(bundle):
         try:
@@ -197,7 +197,7 @@ def test_validation_and_git_run_off_the_event_loop(client, monkeypatch):
             seen.append("worker thread")
         return original(bundle)
 
-    monkeypatch.setattr(service, "check_bundle", spy)
+    monkeypatch.setattr(service, "check_and_read", spy)
     assert post(http, valid_point("-off-loop")).status_code == 200
     assert seen == ["worker thread"]
 

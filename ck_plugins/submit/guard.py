@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import threading
 import time
@@ -32,6 +33,7 @@ class Budgets:
     max_work: int = 200_000  # numbers of repetition data in one request
     burst: int = 30  # submissions a submitter may send at once
     per_minute: float = 30.0  # and after that, per minute
+    validation_processes: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: a worker thread
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
 

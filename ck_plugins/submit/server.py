@@ -12,13 +12,18 @@ so reads stay fast while a submission is processed.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import html
 import math
 import re
+import multiprocessing
+import os
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -29,8 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .guard import Budgets, RateLimit, work
-from .store import HELD_FACTOR, Store
-from .validate import MAX_BODY_BYTES, Rejected, check_bundle, parse
+from .store import HELD_FACTOR, Results, Store, prepare
+from .validate import MAX_BODY_BYTES, Rejected, check_and_read, parse
 
 MIN_TOKEN = 16
 
@@ -74,6 +79,7 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     dashboard = Dashboard(store)
     app = FastAPI(title="ck-precision-bench results", docs_url=None, redoc_url=None)
     app.router.on_shutdown.append(store.close)  # the publisher stops; the next start publishes what is left
+    app.router.on_shutdown.append(dashboard.close)  # the renderer process ends with the service
     digests = {hashlib.sha256(t.encode()).digest(): name for t, name in tokens.items()}
 
     def bearer(request: Request) -> str | None:
@@ -84,8 +90,7 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
         given = bearer(request)
         if given is None:
             return None
-        digest = hashlib.sha256(given.encode()).digest()
-        return next((name for known, name in digests.items() if hmac.compare_digest(known, digest)), None)
+        return digests.get(hashlib.sha256(given.encode()).digest())  # a digest lookup leaks nothing of a token
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, error):
@@ -95,21 +100,13 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     async def request_error(_request, error):
         return _error(400, "malformed request", [str(e)[:300] for e in error.errors()])
 
-    def accept(name: str, body: bytes):
-        try:
-            bundle = parse(body)
-            cost = work(bundle["points"])
-            if cost > budgets.max_work:
-                return _error(413, f"work: {cost} numbers of repetition data (iteration and per-layer times) in one "
-                                   f"request; at most {budgets.max_work}: send fewer points or repetitions at a time",
-                              [f"work: {cost} > {budgets.max_work}"])
-            problems = check_bundle(bundle)
-            if problems:
-                raise Rejected(problems)
-        except Rejected as rejected:
-            return _error(422, "submission rejected: " + rejected.problems[0][:300], rejected.problems[:100])
-        answer = store.accept(name, bundle["points"])
-        dashboard.page()  # start drawing the new results now, outside any page request
+    validators = Validators(budgets.validation_processes)
+    app.router.on_startup.append(validators.start)  # the processes load their modules before the first submission
+    app.router.on_shutdown.append(validators.close)
+
+    def store_prepared(name: str, prepared: list):
+        answer = store.insert(name, prepared)
+        dashboard.refresh()  # start drawing the new results (when due), outside any page request
         return answer
 
     @app.post("/api/submissions")
@@ -132,7 +129,10 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
             body += chunk
             if len(body) > MAX_BODY_BYTES:
                 return _error(413, f"body: more than {MAX_BODY_BYTES} bytes")
-        return await run_in_threadpool(accept, name, body)  # validation and git off the event loop
+        found = await validators.run(body, budgets.max_work)  # validation in processes of its own: no GIL held here
+        if isinstance(found, tuple):
+            return _error(*found)
+        return await run_in_threadpool(store_prepared, name, found)  # the database off the event loop
 
     @app.get("/api/submissions/{sid}")
     def submission(sid: str):
@@ -176,26 +176,87 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     return app
 
 
+RENDER_INTERVAL_S = 5.0  # at most one drawing of the page this often: a stream of submissions is not redrawn each
+
+
+def validated(body: bytes, max_work: int) -> tuple[int, str, list[str]] | list:
+    """A submission's body checked (parse, the work limit, every point's checks) and prepared for storing
+    (store.prepare), or the error to answer (status, message, problems). Pure: run in a validation process."""
+    try:
+        bundle = parse(body)
+        cost = work(bundle["points"])
+        if cost > max_work:
+            return (413, f"work: {cost} numbers of repetition data (iteration and per-layer times) in one request; at "
+                         f"most {max_work}: send fewer points or repetitions at a time", [f"work: {cost} > {max_work}"])
+        problems, reads = check_and_read(bundle)
+        if problems:
+            raise Rejected(problems)
+    except Rejected as rejected:
+        return 422, "submission rejected: " + rejected.problems[0][:300], rejected.problems[:100]
+    return prepare(bundle["points"], reads)
+
+
+class Validators:
+    """Where submissions are validated: `processes` processes of their own (the service: CPU-bound checks in
+    parallel, never holding the event loop's GIL), or with 0 a worker thread (tests of the application alone)."""
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        self.pool: ProcessPoolExecutor | None = None
+        self.lock = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self.lock:
+            if self.pool is None:
+                self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            return self.pool
+
+    def start(self) -> None:
+        """Start the processes and have each check an empty body once, before the service listens: the first
+        submissions do not wait for them to import what validation needs."""
+        if self.processes:
+            for warm in [self._pool().submit(validated, b"{}", 0) for _ in range(self.processes)]:
+                warm.result(timeout=120)
+
+    async def run(self, body: bytes, max_work: int):
+        if not self.processes:
+            return await run_in_threadpool(validated, body, max_work)
+        return await asyncio.wrap_future(self._pool().submit(validated, body, max_work))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Dashboard:
     """The page, rendered outside the request path: one renderer thread at a time (matplotlib is not thread-safe),
     cached per published version of the results. A request never waits for plots: it gets the last page, and
-    starts a render when the results changed since."""
+    starts a render when the results changed since and the last render began RENDER_INTERVAL_S ago or more (the
+    pending list is filled on every request)."""
 
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, clock=time.monotonic):
+        self.store, self.clock = store, clock
+        self.pool: ProcessPoolExecutor | None = None  # the renderer: a process, so drawing never holds our GIL
+        self.started = -math.inf  # when the last render began
         self.lock = threading.Lock()
         self.rendered: tuple[int, str] | None = None
         self.steps: tuple[int, list[dict]] = (-1, [])  # the version analysed, and its regressions
         self.rendering = False
 
-    def page(self) -> str:
+    def refresh(self, force: bool = False) -> tuple[int, str] | None:
+        """Start drawing the current results if they changed and a render is due; the last page drawn."""
         version = self.store.version
         with self.lock:
             current = self.rendered
             stale = current is None or current[0] != version
-            if stale and not self.rendering:
-                self.rendering = True
+            due = force or current is None or self.clock() - self.started >= RENDER_INTERVAL_S
+            if stale and due and not self.rendering:
+                self.rendering, self.started = True, self.clock()
                 threading.Thread(target=self._render, args=(version,), daemon=True).start()
+        return current
+
+    def page(self, force: bool = False) -> str:
+        current = self.refresh(force)
         page = current[1] if current is not None else _page(self.store.leaderboard(),
                                                             "<p>Plots are being drawn; reload in a moment.</p>")
         return page.replace(PENDING, _pending(self.store.pending()), 1)
@@ -203,26 +264,40 @@ class Dashboard:
     def _render(self, version: int) -> None:
         steps = self.steps[1]
         try:
-            steps = self.store.regressions()
-            html_page = _page(self.store.leaderboard(), _plots(self.store.rows()) + _regressions(steps))
+            if self.pool is None:  # drawing yields the CPU to answering requests
+                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                                                initargs=(15,))
+            html_page, steps = self.pool.submit(render, self.store.url).result()
         except Exception as error:  # noqa: BLE001 - a page that cannot be drawn still shows the table
             html_page = _page(self.store.leaderboard(), f"<p>Plots unavailable: {html.escape(str(error)[:300])}</p>")
         with self.lock:
             self.rendered, self.steps, self.rendering = (version, html_page), (version, steps), False
 
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
     def wait(self, timeout: float = 60.0) -> str:
         """The page of the current version, drawn if need be (for callers that must see the latest results)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while True:
-            self.page()
+            self.page(force=True)
             with self.lock:
                 if self.rendered and self.rendered[0] == self.store.version:
                     return self.rendered[1]
             if time.monotonic() > deadline:
                 raise TimeoutError("the dashboard was not drawn in time")
             time.sleep(0.05)
+
+
+_RESULTS: dict[str, Results] = {}  # in the renderer process: one reader per database, its readings cached
+
+
+def render(url: str) -> tuple[str, list[dict]]:
+    """The page and the regressions, from the database at `url` (run in the renderer process)."""
+    results = _RESULTS.setdefault(url, Results(url))
+    steps = results.regressions()
+    return _page(results.leaderboard(), _plots(results.rows()) + _regressions(steps)), steps
 
 
 MAX_PLOTS = 12  # the dashboard draws the (platform, model) pairs with the most points, never one per name sent

@@ -44,15 +44,23 @@ def parse(body: bytes) -> dict:
 
 
 def check_bundle(data: dict) -> list[str]:
+    return check_and_read(data)[0]
+
+
+def check_and_read(data: dict) -> tuple[list[str], list]:
+    """Every problem of a bundle, and each valid point's reading (point.read) for whoever stores it."""
     points = data["points"]
     if not 1 <= len(points) <= MAX_POINTS:
-        return [f"points: {len(points)} points; 1 to {MAX_POINTS} accepted"]
+        return [f"points: {len(points)} points; 1 to {MAX_POINTS} accepted"], []
     problems = _check_shape(data, "", 0)
     if problems:
-        return problems
+        return problems, []
+    reads = []
     for index, item in enumerate(points):
-        problems += check_point(item, f"points/{index}")
-    return problems
+        found, read = _checked(item, f"points/{index}")
+        problems += found
+        reads.append(read)
+    return problems, reads
 
 
 def _check_shape(value, path: str, depth: int) -> list[str]:
@@ -170,18 +178,30 @@ def _printable(key: str) -> str:
 
 def check_point(item, where: str) -> list[str]:
     """Schema, then plausibility: repetitions, finite positive times, below the roofline, provenance present."""
+    return _checked(item, where)[0]
+
+
+def _checked(item, where: str) -> tuple[list[str], object]:
+    """The problems of a point, and its reading where it has none (read once, while it is checked)."""
+    kept: dict = {}
+    found = _problems(item, where, kept)
+    return (found, None) if found else ([], kept["read"])
+
+
+def _problems(item, where: str, kept: dict) -> list[str]:
     found = [f"{where}/{p}" for p in point_schema.problems(item)]
     if found:
         return found
-    try:  # stored in the current version: an older body must migrate to a valid current one
-        current = point_schema.migrate(copy.deepcopy(item))
-    except (point_schema.PointError, KeyError, TypeError, ValueError, AttributeError) as error:
-        return [f"{where}/features/schema_version: cannot be brought to version {point_schema.SCHEMA_VERSION} "
-                f"({type(error).__name__}: {str(error)[:200]})"]
-    found = [f"{where}/{p} (after migrating to version {point_schema.SCHEMA_VERSION})"
-             for p in point_schema.problems(current)]
-    if found:
-        return found
+    if item["features"]["schema_version"] != point_schema.SCHEMA_VERSION:
+        try:  # stored in the current version: an older body must migrate to a valid current one
+            current = point_schema.migrate(copy.deepcopy(item))
+        except (point_schema.PointError, KeyError, TypeError, ValueError, AttributeError) as error:
+            return [f"{where}/features/schema_version: cannot be brought to version {point_schema.SCHEMA_VERSION} "
+                    f"({type(error).__name__}: {str(error)[:200]})"]
+        found = [f"{where}/{p} (after migrating to version {point_schema.SCHEMA_VERSION})"
+                 for p in point_schema.problems(current)]
+        if found:
+            return found
     env = item["choices"]["env"]
     if ".." in env["CK_LIB"]:
         return [f"{where}/choices/env/CK_LIB: {env['CK_LIB']!r} may not contain '..'"]
@@ -193,7 +213,7 @@ def check_point(item, where: str) -> list[str]:
     except BadInput as error:
         return [f"{where}/choices/env/CK_MODEL: {error}"]
     try:
-        read = point_schema.read(item)
+        read = kept["read"] = point_schema.read(item)
     except point_schema.PointError as error:
         return [f"{where}: {error}"]
     runs = [c["run"] for c in item["characteristics_list"]]
