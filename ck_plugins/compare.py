@@ -77,7 +77,7 @@ def sides(loaded: Loaded) -> dict[tuple, Side]:
 
 
 def _side(group: pd.DataFrame, samples: dict) -> Side:
-    kept = [samples.get(rid) for rid in group["rid"]]
+    kept = [samples.get(rid) for rid in group["rid"]] if "rid" in group else [None]
     iterations = np.concatenate(kept) if kept and all(k is not None for k in kept) else None
     return Side(group["time_ms"].to_numpy(dtype=float), iterations)
 

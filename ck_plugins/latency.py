@@ -28,7 +28,8 @@ def table(loaded: Loaded) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS, index=pd.MultiIndex.from_tuples([], names=KEY))
     keys = pd.MultiIndex.from_frame(runs[KEY])
     codes, uniques = pd.factorize(keys)
-    kept = [(code, loaded.samples.get(rid)) for code, rid in zip(codes, runs["rid"])]
+    rids = runs["rid"] if "rid" in runs else [None] * len(runs)  # frames built without row ids keep no samples
+    kept = [(code, loaded.samples.get(rid)) for code, rid in zip(codes, rids)]
     kept = [(code, s) for code, s in kept if s is not None and len(s)]
     times = stats.point_times_ms(runs["time_ms"].groupby(codes)).to_numpy()  # each configuration's one time
     batch = np.asarray([k[KEY.index("batch_size")] for k in uniques], dtype=float)

@@ -121,15 +121,16 @@ def test_simultaneous_dashboard_loads_all_succeed(client):
 def test_a_crash_between_the_publish_commit_and_the_database_is_repaired_at_restart(tmp_path, monkeypatch, db_url):
     data = tmp_path / "service"
     store = Store(data, db_url)
-    original = Store._mark
+    original = Store._mark_published
 
-    def crash(self, sid, **values):  # the process dies after git committed, before the database noted it
-        raise SystemExit("killed")
+    def crash(self, done):  # the process dies after git committed, before the database noted it
+        if done:
+            raise SystemExit("killed")
 
-    monkeypatch.setattr(Store, "_mark", crash)
+    monkeypatch.setattr(Store, "_mark_published", crash)
     with pytest.raises(SystemExit):
         store.accept("alice", [valid_point("-crash")])
-    monkeypatch.setattr(Store, "_mark", original)
+    monkeypatch.setattr(Store, "_mark_published", original)
     restarted = Store(data, db_url)
     sid = _only_submission(data, db_url)
     assert restarted.status(sid)["published"]
