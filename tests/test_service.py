@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 LEGACY = REPO.parent / "shared" / "legacy-ck-caffe" / "ck-caffe-nvidia-gtx1080"
 TOKEN, ADMIN = "alice-token-0123456789", "admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-GENEROUS = Budgets(burst=10**9, per_minute=1e9, validation_processes=0)  # many submissions from one token; validation
+GENEROUS = Budgets(burst=10**9, per_minute=1e9, processes=0)  # many submissions from one token; validation
 # in a worker thread (the real `serve` of the tests below validates in processes)
 
 

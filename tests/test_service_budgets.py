@@ -116,7 +116,7 @@ def test_the_rate_limit_is_a_token_bucket_per_submitter():
 def limited(tmp_path, db_url):
     clock = Clock()
     app = create_app(tmp_path / "service", {TOKEN: "alice"}, ADMIN, db_url,
-                     budgets=Budgets(burst=2, per_minute=6, max_work=200, clock=clock, validation_processes=0))
+                     budgets=Budgets(burst=2, per_minute=6, max_work=200, clock=clock, processes=0))
     yield TestClient(app), app.state.store, clock
     app.state.store.close()
 

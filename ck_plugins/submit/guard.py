@@ -33,7 +33,9 @@ class Budgets:
     max_work: int = 200_000  # numbers of repetition data in one request
     burst: int = 30  # submissions a submitter may send at once
     per_minute: float = 30.0  # and after that, per minute
-    validation_processes: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: a worker thread
+    # validation processes (one per core), besides one for drawing the dashboard; 0: both in threads of the service
+    # process (tests of the application alone, where starting processes would cost more than the work)
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
 
@@ -70,6 +72,21 @@ class RateLimit:
                 return 0.0
             self.buckets[who] = (tokens, now)
             return (1 - tokens) / self.rate if self.rate > 0 else math.inf
+
+
+def background_process(niceness: int) -> None:
+    """A helper process's initializer: lower its priority by `niceness`, and end it when the service ends, however
+    the service ends (a killed service would otherwise leave it waiting for work forever)."""
+    import multiprocessing.connection
+
+    if niceness:
+        os.nice(niceness)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def watch():
+            multiprocessing.connection.wait([parent.sentinel])
+            os._exit(0)
+        threading.Thread(target=watch, daemon=True).start()
 
 
 def raise_open_files_limit(wanted: int) -> int:

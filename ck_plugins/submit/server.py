@@ -33,7 +33,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .guard import Budgets, RateLimit, work
+from .guard import Budgets, RateLimit, background_process, work
 from .store import HELD_FACTOR, Results, Store, prepare
 from .validate import MAX_BODY_BYTES, Rejected, check_and_read, parse
 
@@ -76,7 +76,7 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     budgets = budgets or Budgets()
     rate = RateLimit(budgets.burst, budgets.per_minute, budgets.clock)
     store = Store(Path(data_dir), db_url, alias, background=True)  # answers once stored; git follows
-    dashboard = Dashboard(store)
+    dashboard = Dashboard(store, own_process=budgets.processes > 0)
     app = FastAPI(title="ck-precision-bench results", docs_url=None, redoc_url=None)
     app.router.on_shutdown.append(store.close)  # the publisher stops; the next start publishes what is left
     app.router.on_shutdown.append(dashboard.close)  # the renderer process ends with the service
@@ -100,7 +100,7 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     async def request_error(_request, error):
         return _error(400, "malformed request", [str(e)[:300] for e in error.errors()])
 
-    validators = Validators(budgets.validation_processes)
+    validators = Validators(budgets.processes)
     app.router.on_startup.append(validators.start)  # the processes load their modules before the first submission
     app.router.on_shutdown.append(validators.close)
 
@@ -208,7 +208,8 @@ class Validators:
     def _pool(self) -> ProcessPoolExecutor:
         with self.lock:
             if self.pool is None:
-                self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+                self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=background_process, initargs=(0,))
             return self.pool
 
     def start(self) -> None:
@@ -234,8 +235,8 @@ class Dashboard:
     starts a render when the results changed since and the last render began RENDER_INTERVAL_S ago or more (the
     pending list is filled on every request)."""
 
-    def __init__(self, store: Store, clock=time.monotonic):
-        self.store, self.clock = store, clock
+    def __init__(self, store: Store, clock=time.monotonic, own_process: bool = False):
+        self.store, self.clock, self.own_process = store, clock, own_process
         self.pool: ProcessPoolExecutor | None = None  # the renderer: a process, so drawing never holds our GIL
         self.started = -math.inf  # when the last render began
         self.lock = threading.Lock()
@@ -264,10 +265,13 @@ class Dashboard:
     def _render(self, version: int) -> None:
         steps = self.steps[1]
         try:
-            if self.pool is None:  # drawing yields the CPU to answering requests
-                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
-                                                initargs=(15,))
-            html_page, steps = self.pool.submit(render, self.store.url).result()
+            if not self.own_process:
+                html_page, steps = render(self.store.url)
+            else:
+                if self.pool is None:  # drawing yields the CPU to answering requests
+                    self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=background_process, initargs=(15,))
+                html_page, steps = self.pool.submit(render, self.store.url).result()
         except Exception as error:  # noqa: BLE001 - a page that cannot be drawn still shows the table
             html_page = _page(self.store.leaderboard(), f"<p>Plots unavailable: {html.escape(str(error)[:300])}</p>")
         with self.lock:
