@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import adaptive, backends, bench, ckrepo, engine, models
+from . import adaptive, backends, bench, ckrepo, engine, files, models
 from .errors import BadInput
 from .progress import Progress
 from .stats import point_time_ms
@@ -118,10 +118,10 @@ def _plan_build_measure(model, plan, repo, device, cuda_graph, medians, layer_ms
                         for (a, b), c in conversions.items()],
         "plan": adaptive.plan_to_json(chosen),
     }
-    data["digest"] = ckrepo.uid_of(json.dumps(data["plan"], sort_keys=True))
+    data["digest"] = files.uid_of(json.dumps(data["plan"], sort_keys=True))
     entry = ckrepo.ensure_experiment_entry(repo, plan.model, "adaptive")
     path = entry / f"plan-b{plan.batch_size}{'-graph' if cuda_graph else ''}-{data['digest'][:8]}.json"
-    ckrepo.write_json_atomic(path, data)
+    files.write_json_atomic(path, data)
     options = backends.Options(cuda_graph=cuda_graph, plan=str(path))
     timed = engine.RunPlan(plan.model, plan.batch_size, plan.warmup, plan.iterations, plan.repetitions,
                            per_layer=False, profile=False, harness_check=False,

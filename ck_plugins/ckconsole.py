@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .ckrepo import OUT_ROOT
+from .files import OUT_ROOT
 
 START = "Executing code ..."  # CK prints this right before the program runs
 END = "  (post processing via CK"  # and this right after it ends

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from . import point
-from .ckrepo import OUT_ROOT, write_json_atomic
+from .files import OUT_ROOT, write_json_atomic
 
 RESULT_FILE = "result.json"
 TIMER_FILE = "tmp-ck-timer.json"
@@ -39,7 +39,7 @@ def _point_characteristics(result: dict) -> dict:
     read = point.read(result["point"])
     time_ms = read.time_ms or 0.0
     return {"execution_time": time_ms / 1e3, "run_success": bool(read.successful), "point_file": result["point_file"],
-            "model": read.model, "lib": result["point"]["choices"]["env"]["CK_LIB"], "batch_size": read.batch_size,
+            "model": read.model, "lib": point.env(result["point"])["CK_LIB"], "batch_size": read.batch_size,
             "time_fw_ms": time_ms,
             "images_per_second": 1e3 * read.batch_size / time_ms if time_ms else 0.0, "error": read.error,
             "diagnosis": (read.measurement.get("diagnosis") or {}).get("sentence") if read.successful else None}

@@ -1,47 +1,16 @@
 """CK repository files: atomic JSON writes, alias files, experiment entries. No torch here."""
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent  # this checkout
-OUT_ROOT = REPO_ROOT / "out"  # where commands write by default (ignored by git): reports, results, service data
+from .files import json_text, uid_of, write_json_atomic
+
 RESULTS_ALIAS = "ck-precision-bench-results"  # a results repository made by us: the same on every host
 MODULE_UIDS = {"program": "b0ac08fe1d3c2615", "os": "0440cb72c2bc5cc6", "experiment": "bc0409fb61f0aa82",
                "script": "84e27ad9dd12e734", "module": "032630d041b4fd8a"}
-
-
-def json_text(data, indent: int | None = 1) -> str:
-    """JSON as we write it: indented, or compact (no spaces at all) with indent=None; NaN refused."""
-    return json.dumps(data, indent=indent, separators=None if indent is not None else (",", ":"), allow_nan=False) + "\n"
-
-
-def write_json_atomic(path: Path | str, data, indent: int | None = 1) -> Path:
-    """Write JSON to a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
-    path = Path(path)
-    text = json_text(data, indent)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def uid_of(text: str) -> str:
-    """A deterministic 16-hex CK UID: the same name or features give the same UID on every machine."""
-    import hashlib
-
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def init_repo(root: Path | str, alias: str) -> Path:
@@ -100,7 +69,9 @@ def point_features(point: dict) -> dict:
     """What makes two measurements the same point (as CK's search_point_by_features): model, lib, batch,
     layout, CUDA graph, for compiled libs the compile mode, freezing and dynamic batch (from the settings in older
     points), and for the adaptive lib its plan's digest."""
-    env, settings = point["choices"]["env"], point["choices"].get("settings", {})
+    from . import point as points
+
+    env, settings = points.env(point), points.settings(point)
     keys = ("CK_MODEL", "CK_LIB", "CK_BATCH_SIZE", "CK_MEMORY_FORMAT", "CK_CUDA_GRAPH")
     features = {k: env.get(k) for k in keys}
     if "compile_mode" in settings or "CK_COMPILE_MODE" in env:
@@ -127,10 +98,12 @@ def point_uid(point: dict) -> str:
 
 
 def write_point(entry: Path, point: dict, uid: str | None = None) -> Path:
-    """Add the point as the next free subpoint ckp-<uid>.NNNN.json; never overwrites, never half-writes. The uid
-    comes from the point's features (ours) or is given (a legacy point keeps its own). Past 9999 the number takes
-    a fifth digit, as CK's own recorder writes it (`str(n).zfill(4)`); the search for a free number starts after
-    the subpoints already there, so a crowd's thousands of one configuration cost one try each, not thousands."""
+    """Add the point as the next free subpoint of its uid (point.free_subpoints); never overwrites, never
+    half-writes. The uid comes from the point's features (ours) or is given (a legacy point keeps its own). The
+    search for a free number starts after the subpoints already there, so a crowd's thousands of one configuration
+    cost one try each, not thousands."""
+    from . import point as points
+
     uid = uid or point_uid(point)
     text = json_text(point, indent=None)  # compact: see schemas/point-v2.json
     fd, tmp = tempfile.mkstemp(prefix=".ckp.", suffix=".tmp", dir=entry)
@@ -139,14 +112,13 @@ def write_point(entry: Path, point: dict, uid: str | None = None) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        for number in itertools.count(len(list(entry.glob(f"ckp-{uid}.[0-9]*.json"))) + 1):
-            target = entry / f"ckp-{uid}.{number:04d}.json"
+        for target in points.free_subpoints(entry, uid):
             try:
                 os.link(tmp, target)  # atomic and exclusive: fails if another writer took this number
                 return target
             except FileExistsError:
                 continue
-        raise AssertionError("unreachable: itertools.count does not end")
+        raise AssertionError("unreachable: free_subpoints does not end")
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -168,7 +140,7 @@ def merge_repo(source: Path | str, target: Path | str) -> tuple[int, int]:
             tags = [str(t) for t in meta.get("tags", [])]
         except (OSError, ValueError, AttributeError) as error:
             raise ValueError(f"{entry}: unreadable entry meta ({error})") from None
-        files = sorted(f for f in entry.glob("ckp-*.*.json") if f.name.count(".") == 2 and f.name.split(".")[1].isdigit())
+        files = point.subpoint_files(entry)
         for path in files:
             try:
                 point.read_file(path, tags)
@@ -179,13 +151,13 @@ def merge_repo(source: Path | str, target: Path | str) -> tuple[int, int]:
     added = skipped = 0
     for entry, meta, files in entries:
         into = ensure_entry(target, entry.name, meta)
-        existing = {json_text(_current(json.loads(f.read_text())), indent=None) for f in into.glob("ckp-*.json")}
+        existing = {json_text(_current(json.loads(f.read_text())), indent=None) for f in point.subpoint_files(into)}
         for path in files:
             data = _current(json.loads(path.read_text()))
             if json_text(data, indent=None) in existing:
                 skipped += 1
                 continue
-            write_point(into, data, None if "CK_MODEL" in data["choices"]["env"] else path.name.split(".")[0][4:])
+            write_point(into, data, None if point.is_ours(data) else point.file_uid(path))
             added += 1
         for plan in sorted(entry.glob("plan-*.json")):  # adaptive plans: named by digest, so never overwritten
             if not (into / plan.name).exists():
@@ -197,7 +169,7 @@ def _current(data: dict) -> dict:
     """Ours in the current schema version; a legacy point as it is."""
     from . import point
 
-    return point.migrate(data) if "CK_MODEL" in data["choices"]["env"] else data
+    return point.migrate(data) if point.is_ours(data) else data
 
 
 def migrate_repo(root: Path | str) -> tuple[int, int]:
@@ -207,10 +179,10 @@ def migrate_repo(root: Path | str) -> tuple[int, int]:
     from . import point
 
     pending, current = [], 0
-    for path in sorted(Path(root).glob("experiment/*/ckp-*.*.json")):
+    for path in point.repository_files(Path(root)):
         try:
             data = json.loads(path.read_text())
-            if "CK_MODEL" not in data["choices"]["env"]:
+            if not point.is_ours(data):
                 continue
             if data["features"].get("schema_version") == point.SCHEMA_VERSION:
                 current += 1

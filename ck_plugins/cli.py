@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .ckrepo import OUT_ROOT
+from .files import OUT_ROOT
 from .libnames import FAMILY_OF
 from .modelnames import SEED_MODELS
 from .point import TAG
@@ -79,7 +79,7 @@ def _cmd_precision_bench(args) -> int:
     record = _parse_bool("record", args.record)
     fed = _inputs(args)
     from . import precision_bench  # imports torch: only once the arguments are known to be good
-    from .ckrepo import REPO_ROOT, write_json_atomic
+    from .files import REPO_ROOT, write_json_atomic
 
     request = precision_bench.Request(model=model, device=precision_bench.resolve_device(args.device),
                                       precisions=precision_bench.parse_modes(args.precisions), inputs=fed,
@@ -161,7 +161,7 @@ def _non_negative(what: str, text) -> float:
 
 def _cmd_point(args) -> int:
     from . import backends, bench, engine
-    from .ckrepo import REPO_ROOT, write_json_atomic
+    from .files import REPO_ROOT, write_json_atomic
     from .modelnames import check, parse_input_shape
 
     model = check(args.model).text
@@ -232,7 +232,7 @@ def _add_explore(sub) -> None:
 
 
 def _cmd_explore(args) -> int:
-    from .ckrepo import REPO_ROOT
+    from .files import REPO_ROOT
     from .sweep import config as sweep_config, journal, plan, scheduler
 
     config = sweep_config.load_config(args.config)
@@ -251,7 +251,7 @@ def _cmd_explore(args) -> int:
             print(f"why none: {plan.why_no_tasks(config, args.device)}")
         return 0
     repo = Path(args.repo or REPO_ROOT).resolve()
-    key = journal.sweep_key(config, tasks, args.shard or "")
+    key = plan.sweep_key(config, tasks, args.shard or "")
     sweep = journal.open_sweep(repo, key, config, args.shard or "", args.fresh)
     journal.remove_stale_temporaries(repo)
     print(f"sweep {sweep['id']} ({config.name}): {len(tasks)} (model, lib) tasks into {repo}", flush=True)
@@ -312,7 +312,7 @@ def _cmd_adaptive(args) -> int:
     from .errors import check_choice
     from .modelnames import check
     from .sweep.config import parse_list
-    from .ckrepo import REPO_ROOT
+    from .files import REPO_ROOT
 
     chosen = list(SEED_MODELS) if args.models == "all" else [check(name).text for name in parse_list(args.models)]
     check_choice("device", args.device, ("cuda", "cpu"))
@@ -341,7 +341,8 @@ def _add_merge(sub) -> None:
 
 
 def _cmd_merge(args) -> int:
-    from .ckrepo import REPO_ROOT, merge_repo
+    from .files import REPO_ROOT
+    from .ckrepo import merge_repo
 
     source = _ck_repo("source repository", args.source, "")
     return _all_or_nothing("merged", lambda: "{} points added, {} identical points skipped".format(
@@ -372,7 +373,8 @@ def _add_migrate(sub) -> None:
 
 
 def _cmd_migrate(args) -> int:
-    from .ckrepo import REPO_ROOT, migrate_repo
+    from .files import REPO_ROOT
+    from .ckrepo import migrate_repo
 
     root = _ck_repo("--repo", args.repo, REPO_ROOT)
     return _all_or_nothing("migrated", lambda: "{} points migrated, {} already current".format(*migrate_repo(root)))
@@ -405,13 +407,13 @@ def _add_analyse(sub) -> None:
 
 def _cmd_analyse(args) -> int:
     import warnings
-    from . import readpoints, report
+    from . import ckedge, readpoints, report
 
     tags = [t for t in args.tags.split(",") if t]
     where = readpoints.parse_where(args.where, args.gpu)
     sources: list = list(args.repo)
     if args.all_repos:
-        sources += readpoints.registered_repos(tags)
+        sources += ckedge.search_experiments(tags or [TAG])
     if not sources:
         raise BadInput("repositories", "", "--repo PATH (repeatable) or --all-repos")
     with warnings.catch_warnings():
@@ -436,7 +438,7 @@ def _cmd_analyse(args) -> int:
 
 
 def _write_summary(report, loaded, args, libs, budget) -> int:
-    from .ckrepo import write_json_atomic
+    from .files import write_json_atomic
 
     try:
         _, summary = report.summarise(loaded, args.baseline, libs, args.layer_statistic, args.ideal_versus, budget)
@@ -507,7 +509,7 @@ def _add_docs(sub) -> None:
 
 def _cmd_docs(args) -> int:
     from . import docfigures
-    from .ckrepo import REPO_ROOT
+    from .files import REPO_ROOT
 
     differ = docfigures.run(REPO_ROOT, args.check)
     for path in differ:
@@ -655,7 +657,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    from .ckrepo import REPO_ROOT
+    from .files import REPO_ROOT
 
     try:
         number = version("ck-plugins")
@@ -713,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
 def _status(path: str | None, code: int, message: str | None) -> None:
     """CK's post-processing reads it: every path through `ck run` ends with our message and exit code."""
     if path:
-        from .ckrepo import write_json_atomic
+        from .files import write_json_atomic
 
         write_json_atomic(path, {"return_code": code, "error": message})
 

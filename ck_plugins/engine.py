@@ -16,7 +16,7 @@ from . import inputs as feeding
 from . import measure, models, platform_info, stats
 from .modelnames import DEFAULT_INPUT_SHAPE, shape_text
 from .backends.base import Backend
-from .ckrepo import write_json_atomic
+from .files import write_json_atomic
 from .diagnose import Diagnosis
 from .errors import Unsupported
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .ckrepo import REPO_ROOT
+from .files import REPO_ROOT
 
 
 def cpu_model() -> str:

@@ -535,3 +535,83 @@ def _name(value) -> str:
     if isinstance(value, dict):
         return _text(value.get("name") or value.get("model"))
     return _text(value)
+
+
+# ==================================================================================== files and raw fields
+# A point's files (CK's subpoints: ckp-<uid>.<number>.json in an experiment entry) and its raw fields are reached
+# through these functions only: no other module names the files or walks the raw dict.
+def is_subpoint_name(name: str) -> bool:
+    """ckp-<uid>.<number>.json: a subpoint, not one of CK's derived files (.flat.json, .features.json)."""
+    parts = name.split(".")
+    return name.startswith("ckp-") and len(parts) == 3 and parts[1].isdigit() and parts[2] == "json"
+
+
+def subpoint_files(entry: Path) -> list[Path]:
+    """An experiment entry's subpoint files, sorted."""
+    return sorted(p for p in Path(entry).glob("ckp-*.*.json") if is_subpoint_name(p.name))
+
+
+def repository_files(repo: Path) -> list[Path]:
+    """Every subpoint file of every experiment entry of a CK repository, sorted."""
+    return sorted(p for p in Path(repo).glob("experiment/*/ckp-*.*.json") if is_subpoint_name(p.name))
+
+
+def holds_points(folder: Path) -> bool:
+    """Whether a folder is itself an entry with subpoints (rather than a repository of entries)."""
+    return any(Path(folder).glob("ckp-*"))
+
+
+def file_uid(path: Path) -> str:
+    """The point uid a subpoint file is named by."""
+    return Path(path).name.split(".")[0].removeprefix("ckp-")
+
+
+def free_subpoints(entry: Path, uid: str):
+    """Candidate names for a new subpoint of `uid`, starting after those already there (past 9999 the number takes
+    a fifth digit, as CK's own recorder writes it: `str(n).zfill(4)`)."""
+    import itertools
+
+    for number in itertools.count(len(list(Path(entry).glob(f"ckp-{uid}.[0-9]*.json"))) + 1):
+        yield Path(entry) / f"ckp-{uid}.{number:04d}.json"
+
+
+def env(data: dict) -> dict:
+    """The point's CK environment (choices/env)."""
+    return data["choices"]["env"]
+
+
+def settings(data: dict) -> dict:
+    """What its lib was set to (choices/settings; empty in legacy points)."""
+    return data["choices"].get("settings") or {}
+
+
+def runs(data: dict) -> list[dict]:
+    """Its repetitions' records, in order (characteristics_list/*/run)."""
+    return [c["run"] for c in data["characteristics_list"]]
+
+
+def is_ours(data: dict) -> bool:
+    """Ours (choices/env names CK_MODEL), not a legacy CK point."""
+    return "CK_MODEL" in env(data)
+
+
+def with_model(data: dict, name: str) -> dict:
+    """A copy of the point naming its model `name`."""
+    import copy
+
+    renamed = copy.deepcopy(data)
+    renamed["choices"]["env"]["CK_MODEL"] = name
+    return renamed
+
+
+def work(data) -> int:
+    """Numbers of repetition data in a raw point (every iteration time and per-layer time of every repetition, and
+    each repetition itself): what checking it costs, counted before anything else looks at it (any shape)."""
+    records = data.get("characteristics_list") if isinstance(data, dict) else None
+    total = 0
+    for record in records if isinstance(records, list) else []:
+        run = record.get("run") if isinstance(record, dict) else None
+        if isinstance(run, dict):
+            total += 1 + sum(len(run[k]) for k in ("time_fw_ms_all", "per_layer_time_ms", "per_layer_info")
+                             if isinstance(run.get(k), list))
+    return total

@@ -260,7 +260,7 @@ def shipped_gpu_tables(root: Path | None = None) -> str:
     `root`) ships in docs/results/<gpu>/resnet-fp16-bs*.json."""
     import json
 
-    from .ckrepo import REPO_ROOT
+    from .files import REPO_ROOT
 
     root = root or REPO_ROOT
     lines = []

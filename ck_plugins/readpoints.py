@@ -75,7 +75,7 @@ def load(repos: list[Path | str], tags: list[str] | None = None, where: dict[str
         if not repo.is_dir():
             rows.skip(repo, "no such repository folder")
             continue
-        entries = [repo] if (repo / ".cm" / "meta.json").is_file() and list(repo.glob("ckp-*")) else \
+        entries = [repo] if (repo / ".cm" / "meta.json").is_file() and points.holds_points(repo) else \
             sorted(p for p in (repo / "experiment").glob("*") if p.is_dir() and not p.name.startswith("."))
         metas.update((entry, _entry_tags(entry, rows)) for entry in entries)
     learned = {}  # each repository teaches its own names (an entry folder's repository is two folders up)
@@ -113,9 +113,7 @@ def _entry_tags(entry: Path, rows: _Rows) -> list[str] | None:
 
 
 def _read_entry(entry: Path, entry_tags: list[str], learned: legacytags.Learned, rows: _Rows) -> None:
-    for path in sorted(entry.glob("ckp-*.*.json")):
-        if path.name.count(".") != 2 or not path.name.split(".")[1].isdigit():
-            continue  # .flat.json, .features.json: CK's derived files
+    for path in points.subpoint_files(entry):
         try:
             _add_point(points.read_file(path, entry_tags, learned), rows)
         except points.PointError as error:
@@ -305,10 +303,3 @@ def _identified_layers(runs: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame
         frame[column] = pd.Categorical.from_codes(values.cat.codes.to_numpy()[keep], categories=values.cat.categories)
     frame["time_ms"] = layers["time_ms"].to_numpy()[keep]
     return pd.DataFrame(frame)
-
-
-def registered_repos(tags: list[str] | None = None) -> list[Path]:
-    """Entry folders of every experiment with `tags` in every repository registered with CK (pulled ones too)."""
-    from . import ckedge
-
-    return ckedge.search_experiments(tags or [TAG])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import analysis, compare, latency, plots
-from .ckrepo import write_json_atomic
+from .files import write_json_atomic
 from .readpoints import Loaded
 
 STYLE = """body{font-family:sans-serif;margin:1.5em 2em;max-width:1250px} table{border-collapse:collapse;font-size:12px}

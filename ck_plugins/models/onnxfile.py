@@ -14,6 +14,8 @@ from .work import LayerWork, ModelWork
 
 
 class OnnxModel(nn.Module):
+    counts_its_own_work = True  # models.work.count_work asks it (torch cannot trace an ONNX session)
+
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = Path(path)

@@ -1,7 +1,6 @@
 """The submission client: validate local points (every problem with its path), bundle them, send them."""
 from __future__ import annotations
 
-import copy
 import json
 import time
 import urllib.error
@@ -10,6 +9,7 @@ from collections import Counter
 from pathlib import Path, PurePath
 from typing import Callable
 
+from .. import point
 from ..libnames import is_harness
 from .guard import Budgets, work
 from .validate import MAX_POINTS, MIN_REPETITIONS, check_point
@@ -21,7 +21,7 @@ def collect(repo: Path, entries: list[str] | None = None) -> tuple[list[dict], l
     (recorded locally, never ranked) and points measured from a checkout without its commit. Only a point that
     should be sendable and is invalid is a problem."""
     points, problems, skipped = [], [], []
-    for path in sorted(Path(repo).glob("experiment/*/ckp-*.*.json")):
+    for path in point.repository_files(Path(repo)):
         if entries and path.parent.name not in entries:
             continue
         try:
@@ -51,20 +51,19 @@ def skipped_summary(skipped: list[tuple[str, str]]) -> str:
 def published(item: dict) -> dict:
     """The point as the service publishes it: an ONNX model named by its file's name (its digest is in
     features/model/sha256), never by a local path; the point on disk keeps the full path."""
-    if not isinstance(item, dict) or not isinstance(item.get("choices"), dict):
+    try:
+        model = point.env(item).get("CK_MODEL")
+    except (KeyError, TypeError, AttributeError):
         return item  # malformed: check_point names the field
-    env = item["choices"].get("env")
-    model = env.get("CK_MODEL") if isinstance(env, dict) else None
     if isinstance(model, str) and model.startswith("onnx:") and ("/" in model or "\\" in model):
-        item = copy.deepcopy(item)
-        item["choices"]["env"]["CK_MODEL"] = "onnx:" + PurePath(model[5:].replace("\\", "/")).name
+        return point.with_model(item, "onnx:" + PurePath(model[5:].replace("\\", "/")).name)
     return item
 
 
 def _not_for_sending(item) -> tuple[str, str] | None:
     try:
-        runs = [c["run"] for c in item["characteristics_list"]]
-        lib = item["choices"]["env"].get("CK_LIB", "")
+        runs = point.runs(item)
+        lib = point.env(item).get("CK_LIB", "")
         successful = sum(r.get("run_success") is True for r in runs)
         if not successful:
             return "failed points", "a failed point (kept here, not sent)"

@@ -24,6 +24,8 @@ from typing import Callable
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .. import point
+
 
 @dataclass
 class Budgets:
@@ -42,15 +44,7 @@ class Budgets:
 def work(points: list) -> int:
     """Numbers of repetition data in a bundle: every iteration time and per-layer time of every repetition (what
     validating it costs), counted on the raw JSON before anything else looks at it."""
-    total = 0
-    for item in points:
-        runs = item.get("characteristics_list") if isinstance(item, dict) else None
-        for entry in runs if isinstance(runs, list) else []:
-            run = entry.get("run") if isinstance(entry, dict) else None
-            if isinstance(run, dict):
-                total += 1 + sum(len(run[k]) for k in ("time_fw_ms_all", "per_layer_time_ms", "per_layer_info")
-                                 if isinstance(run.get(k), list))
-    return total
+    return sum(point.work(item) for item in points)
 
 
 class RateLimit:

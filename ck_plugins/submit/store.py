@@ -22,6 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from .. import ckrepo, point, stats
+from ..files import uid_of
 from .validate import NAME_LENGTH
 
 META = sa.MetaData()
@@ -147,7 +148,7 @@ class Store(Results):
         self.work, self.bare = self.data_dir / "work", self.data_dir / "results.git"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # each service its own results alias, so one CK installation can pull several services
-        self.alias = alias or f"{ckrepo.RESULTS_ALIAS}-{ckrepo.uid_of(str(self.data_dir.resolve()))[:8]}"
+        self.alias = alias or f"{ckrepo.RESULTS_ALIAS}-{uid_of(str(self.data_dir.resolve()))[:8]}"
         super().__init__(db_url or f"sqlite:///{self.data_dir / 'service.db'}")
         META.create_all(self.engine)
         _widen_columns(self.engine)
@@ -303,7 +304,7 @@ class Store(Results):
             for row in rows:
                 if row["id"] in published and not row["published"]:
                     files = [f for f in _git(self.work, "show", "--name-only", "--format=", published[row["id"]]).split()
-                             if "/ckp-" in f]  # its point files (entry metas and aliases stay)
+                             if point.is_subpoint_name(Path(f).name)]  # its point files (entry metas and aliases stay)
                     self._mark(row["id"], published=True, files=files)
                 if row["withdrawn"] and row["id"] in published and row["id"] not in withdrawn:
                     self._commit_withdrawal(row["id"])
@@ -355,7 +356,7 @@ class Store(Results):
         files, metas = [], {"experiment/.cm"}
         for body in bodies:
             item = json.loads(body)
-            env = item["choices"]["env"]
+            env = point.env(item)
             entry = ckrepo.ensure_experiment_entry(self.work, env["CK_MODEL"], env["CK_LIB"])
             files.append(str(ckrepo.write_point(entry, item).relative_to(self.work)))
             metas.add(str((entry / ".cm").relative_to(self.work)))
@@ -444,10 +445,10 @@ def ranked(rows: list[dict]) -> list[dict]:
 def _platform(body: str | None, name: str) -> str:
     """'GPU NVIDIA H200' or 'CPU AMD EPYC 9454': what ran the point, by kind and name."""
     try:
-        item = json.loads(body) if body else {}
-        device = (item.get("choices", {}).get("settings") or {}).get("device")
+        item = json.loads(body) if body else {"choices": {}, "features": {}}
+        device = point.settings(item).get("device")
         gpu = (item.get("features", {}).get("platform") or {}).get("gpu")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, KeyError, TypeError):
         device, gpu = None, None
     kind = "GPU" if (device == "cuda" or device is None) and gpu else "CPU"
     return f"{kind} {name.removeprefix(CPU_ROW)}"
@@ -486,7 +487,7 @@ def _row(digest: str, item: dict, read: point.Point | None = None) -> tuple[dict
     of images/s (its own rate where it has none), from one reading (point.read)."""
     read = read or point.read(item)
     time_ms = read.time_ms
-    precision = item["choices"].get("settings", {}).get("precision")
+    precision = point.settings(item).get("precision")
     gpu = (item.get("features", {}).get("platform") or {}).get("gpu")
     images = 1e3 * read.batch_size / time_ms if time_ms else 0.0
     ci = _interval_of(read, images)

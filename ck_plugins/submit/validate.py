@@ -97,7 +97,9 @@ def _bad_text(text: str) -> str | None:
 
 
 NAME_LENGTH = 200  # the longest model, lib, GPU or CPU name stored (the database's columns hold it)
-NAME_FIELDS = (("choices", "env"), ("choices", "settings"), ("features", "platform"), ("features", "repo"))
+NAME_FIELDS = {"choices/env": point_schema.env, "choices/settings": point_schema.settings,  # path -> its fields
+               "features/platform": lambda item: item["features"].get("platform") or {},
+               "features/repo": lambda item: item["features"].get("repo") or {}}
 MAX_DATABASE_INTEGER = 2**31 - 1  # the points table's integer columns (PostgreSQL's integer)
 
 
@@ -105,25 +107,25 @@ def _names(item: dict, where: str) -> list[str]:
     """Names (the env, the settings, the platform) hold no control or format characters (newlines, bidi controls)
     and no surrounding whitespace: `timm:resnet18\\n` and `" "` are not names a reader can tell apart."""
     found = []
-    for section, name in NAME_FIELDS:
-        for key, value in ((item.get(section) or {}).get(name) or {}).items():
+    for section, fields in NAME_FIELDS.items():
+        for key, value in fields(item).items():
             if not isinstance(value, str):
                 continue
             bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf")), None)
             if bad is not None:
-                found.append(f"{where}/{section}/{name}/{key}: the control or format character U+{ord(bad):04X}; "
+                found.append(f"{where}/{section}/{key}: the control or format character U+{ord(bad):04X}; "
                              "names hold printable characters only")
             elif value != value.strip() or (value == "" and key in ("CK_MODEL", "CK_LIB", "gpu", "cpu")):
-                found.append(f"{where}/{section}/{name}/{key}: {value!r} has surrounding or only whitespace")
+                found.append(f"{where}/{section}/{key}: {value!r} has surrounding or only whitespace")
             elif key in ("CK_MODEL", "CK_LIB", "gpu", "cpu") and len(value) > NAME_LENGTH:
-                found.append(f"{where}/{section}/{name}/{key}: a name of {len(value)} characters; at most "
+                found.append(f"{where}/{section}/{key}: a name of {len(value)} characters; at most "
                              f"{NAME_LENGTH}")
     return found
 
 
 def _integers(item: dict, where: str) -> list[str]:
     """The batch size and the counts the database stores are integers (not floats such as 1e19) in its range."""
-    env, found = item["choices"]["env"], []
+    env, found = point_schema.env(item), []
     for key in ("CK_BATCH_SIZE", "CK_ITERATIONS", "CK_REPETITIONS", "CK_WARMUP", "CK_SEED"):
         value = env.get(key)
         if value is None:
@@ -202,7 +204,7 @@ def _problems(item, where: str, kept: dict) -> list[str]:
                  for p in point_schema.problems(current)]
         if found:
             return found
-    env = item["choices"]["env"]
+    env = point_schema.env(item)
     if ".." in env["CK_LIB"]:
         return [f"{where}/choices/env/CK_LIB: {env['CK_LIB']!r} may not contain '..'"]
     found = _names(item, where) + _integers(item, where)
@@ -216,7 +218,7 @@ def _problems(item, where: str, kept: dict) -> list[str]:
         read = kept["read"] = point_schema.read(item)
     except point_schema.PointError as error:
         return [f"{where}: {error}"]
-    runs = [c["run"] for c in item["characteristics_list"]]
+    runs = point_schema.runs(item)
     if len(read.successful) < MIN_REPETITIONS:
         found.append(f"{where}/characteristics_list: {len(read.successful)} successful repetitions; at least "
                      f"{MIN_REPETITIONS}")
@@ -234,7 +236,7 @@ def _problems(item, where: str, kept: dict) -> list[str]:
     if work:
         return found + [work]
     gpu = features["platform"].get("gpu")
-    precision = item["choices"].get("settings", {}).get("precision", "fp32")
+    precision = point_schema.settings(item).get("precision", "fp32")
     if precision.casefold() not in PRECISIONS:
         return found + [f"{where}/choices/settings/precision: {precision!r}; expected one of {', '.join(PRECISIONS)}"]
     peak = peak_tflops(gpu, precision) if gpu else cpu_ceiling_tflops()

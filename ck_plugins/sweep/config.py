@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jsonschema
 
-from ..ckrepo import REPO_ROOT
+from ..files import REPO_ROOT
 from ..errors import BadInput
 from ..modelnames import DEFAULT_INPUT_SHAPE, SEED_MODELS, check, parse_input_shape
 

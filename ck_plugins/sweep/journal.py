@@ -6,15 +6,15 @@ import json
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..ckrepo import uid_of, write_json_atomic
+from .. import point
+from ..files import write_json_atomic
 
 if TYPE_CHECKING:
     from .config import SweepConfig
-    from .plan import Task
 
 JOURNAL_DIR = ".ck-sweeps"  # in the results repository; CK ignores it (not a module folder)
 
@@ -41,10 +41,6 @@ class Outcome:
         self.phases_s.update(other.phases_s)
 
 
-def sweep_key(config: SweepConfig, tasks: list[Task], shard_text: str) -> str:
-    return uid_of(json.dumps([asdict(config), [asdict(t) for t in tasks], shard_text], sort_keys=True, default=str))
-
-
 def open_sweep(repo: Path, key: str, config: SweepConfig, shard_text: str, fresh: bool) -> dict:
     """The sweep to run: the incomplete one with the same key (resume), or a new one."""
     journal = repo / JOURNAL_DIR / f"{key}.json"
@@ -61,12 +57,12 @@ def open_sweep(repo: Path, key: str, config: SweepConfig, shard_text: str, fresh
 def recorded(repo: Path, sweep_id: str) -> dict[tuple[str, str, int], str | None]:
     """(model, lib, batch) already recorded by this sweep -> None when it succeeded, else its error."""
     done = {}
-    for path in repo.glob("experiment/*/ckp-*.json"):
+    for path in point.repository_files(repo):
         try:
             data = json.loads(path.read_text())
             if data.get("features", {}).get("sweep", {}).get("id") != sweep_id:
                 continue
-            env, runs = data["choices"]["env"], [c["run"] for c in data["characteristics_list"]]
+            env, runs = point.env(data), point.runs(data)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         ok = any(r.get("run_success") is True for r in runs)

@@ -2,9 +2,11 @@
 what is left of a sweep that was stopped, and the jobs (the tasks one worker process runs, in turn)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..files import uid_of
 from ..errors import check_choice, check_positive_int
 from ..libnames import FAMILY_OF
 from .config import SweepConfig
@@ -115,3 +117,8 @@ def run_order(jobs: list[Job]) -> list[Job]:
             start = end
         ordered += others[start:]
     return ordered
+
+
+def sweep_key(config: SweepConfig, tasks: list[Task], shard_text: str) -> str:
+    """What identifies a sweep for resuming: its configuration, its tasks and its shard."""
+    return uid_of(json.dumps([asdict(config), [asdict(t) for t in tasks], shard_text], sort_keys=True, default=str))
