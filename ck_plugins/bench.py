@@ -35,7 +35,7 @@ def measure_point(request: PointRequest) -> engine.Measurement:
         result = engine.run_point(request.plan, backend, model, progress=progress.done)
     finally:
         progress.close()
-    if result.run_success and backend.name != "null":
+    if result.run_success and backend.runs_network:
         result.diagnosis = _diagnose(result, backend, baseline_ms)
     return result
 

@@ -323,7 +323,7 @@ class Session:
                 result.harness = harness_overhead(step, plan.iterations, timing.samples_ms)
             result.memory = measure.read_peak_memory(backend.device)
             clock.done("timed", minus=timing.warmup_s)
-            if plan.accuracy and backend.name != "null":
+            if plan.accuracy and backend.runs_network:
                 out = backend.predict(inputs)
                 result.accuracy = compare(out, self._reference_for(plan.batch_size), "fp32 eager, TF32 off, same device",
                                           fed_with(self._model, self.inputs, self.seed))
@@ -336,7 +336,7 @@ class Session:
 
     def _per_layer(self, plan: RunPlan, inputs, result: Measurement) -> None:
         backend = self.backend
-        if not plan.per_layer or backend.name == "null":
+        if not plan.per_layer or not backend.runs_network:
             return
         layered = backend.layer_model()
         if layered is None:

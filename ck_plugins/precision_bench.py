@@ -13,12 +13,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from . import engine, models, platform_info
+from . import backends, engine, models, platform_info
 from . import inputs as feeding
 from .modelnames import DEFAULT_INPUT_SHAPE
 from .backends.base import MEMORY_FORMATS
 from .backends.onnxrt import OnnxRuntimeBackend
-from .backends.torch_eager import EagerBackend, EagerConfig
 from .diagnose import Facts, conv_share, depthwise_share, diagnose, unaligned_convs
 from .errors import BadInput, check_choice
 from .progress import Progress
@@ -99,23 +98,22 @@ def run(request: Request) -> tuple[dict, list[engine.Measurement]]:
     images = feeding.images(request.inputs, batch_size, plan.seed, request.input_shape)
     reference = engine.reference_logits(model, images, device)
     progress.done("done")
-    backends = [OnnxRuntimeBackend(device=device.type) if onnx else
-                EagerBackend(_lib(m.precision, device), EagerConfig(device.type, m.precision, memory_format=m.memory_format))
-                for m in modes]
+    libs = [OnnxRuntimeBackend(device=device.type) if onnx else  # the registry's onnxruntime is the CPU's only
+            backends.create(_lib(m.precision, device), backends.Options(memory_format=m.memory_format)) for m in modes]
     measured = []
-    for mode, mode_plan, backend in zip(modes, plans, backends):  # every timed pass first,
+    for mode, mode_plan, backend in zip(modes, plans, libs):  # every timed pass first,
         progress.start(mode.label + (" (brief: this CPU emulates bf16)" if mode_plan is not plan else ""))
         measured.append(engine.run_point(mode_plan, backend, model, reference, progress.done))
     progress.close()
     if device.type == "cuda":  # then the kernel profiles (they slow what follows); a CPU run has none
-        for mode_plan, backend, point in zip(plans, backends, measured):
+        for mode_plan, backend, point in zip(plans, libs, measured):
             engine.profile_point(mode_plan, backend, model, point)
     rows = [_row(mode, point) for mode, point in zip(modes, measured)]
     for mode_plan, row in zip(plans, rows):
         if mode_plan is not plan:
             row["notes"] = row.get("notes", []) + [f"measured briefly ({mode_plan.repetitions}x{mode_plan.iterations} "
                                                    "iterations): this CPU has no bf16 instructions and emulates it"]
-    _add_speedups_and_reasons(rows, measured, device, batch_size)
+    _add_speedups_and_reasons(rows, measured, device, batch_size, [backend.fused for backend in libs])
     return _result(request, rows, measured, skipped, model=model), measured
 
 
@@ -176,7 +174,8 @@ def _row(mode: Mode, m: engine.Measurement) -> dict:
     return row
 
 
-def _add_speedups_and_reasons(rows: list[dict], measured: list, device: torch.device, batch_size: int) -> None:
+def _add_speedups_and_reasons(rows: list[dict], measured: list, device: torch.device, batch_size: int,
+                              fused: list[bool]) -> None:
     def time_of(precision: str, memory_format: str) -> float | None:
         for r in rows:
             if r["precision"] == precision and r["memory_format"] == memory_format and r["run_success"]:
@@ -188,7 +187,7 @@ def _add_speedups_and_reasons(rows: list[dict], measured: list, device: torch.de
     unaligned = unaligned_convs(measured[0].layer_work) if measured else []
     has_bf16 = platform_info.cpu_has_bf16()
     depthwise = depthwise_share(measured[0].layer_work) if measured else 0.0
-    for r, m in zip(rows, measured):
+    for r, m, layers_fused in zip(rows, measured, fused):
         if not r["run_success"]:
             r["diagnosis"] = f"{r['precision']} {r['memory_format']} failed: {r['error']}"
             continue
@@ -201,7 +200,7 @@ def _add_speedups_and_reasons(rows: list[dict], measured: list, device: torch.de
                       layout_share=r.get("layout_share"), elementwise_share=r.get("elementwise_share"),
                       unaligned_convs=unaligned, cpu_has_bf16=has_bf16, depthwise_share=depthwise,
                       conv_share=conv_share(m.model_info.get("flops_by_kind", {})),
-                      fused=m.settings.get("lib") == "onnxruntime")
+                      fused=layers_fused)
         m.diagnosis = diagnose(facts)
         r["diagnosis"], r["reasons"] = m.diagnosis.sentence, m.diagnosis.reasons
 
@@ -287,7 +286,7 @@ def _by_batch(path: Path):
 
 def record(measured: list[engine.Measurement], repo: Path) -> list[Path]:
     """Every mode as a CK experiment point of its lib (experiment/<model>-<lib>/), failed ones included."""
-    from . import backends, bench
+    from . import bench
 
     paths = []
     for m in measured:

@@ -5,10 +5,11 @@ After a change that is meant to move figures (or new points), regenerate it and 
     python -m ck_plugins analyse --repo . --title "ck-precision-bench on an NVIDIA H200" \\
         --out docs/results/nvidia-h200/report --latency-budget-ms 5
 
-This test reads the live experiment/ (read-only): the committed points are what it snapshots.
+It reads a copy of the committed points (never the live experiment/, which a running sweep may be writing).
 """
 import json
 import math
+import shutil
 from pathlib import Path
 
 from ck_plugins import readpoints, report
@@ -31,7 +32,8 @@ def _differences(expected, actual, path="") -> list[str]:
     return [] if expected == actual else [f"{path}: {expected!r} -> {actual!r}"]
 
 
-def test_the_committed_summary_is_what_the_committed_points_give():
-    _, summary = report.summarise(readpoints.load([REPO]), latency_budget_ms=5.0)
+def test_the_committed_summary_is_what_the_committed_points_give(tmp_path):
+    shutil.copytree(REPO / "experiment", tmp_path / "experiment")
+    _, summary = report.summarise(readpoints.load([tmp_path]), latency_budget_ms=5.0)
     found = _differences(json.loads(GOLDEN.read_text()), json.loads(json.dumps(summary)))
     assert not found, f"{len(found)} figures differ from {GOLDEN.name} (see this file's docstring): " + "; ".join(found[:8])

@@ -215,3 +215,30 @@ def test_workers_share_one_reference_named_by_what_it_depends_on(tmp_path, monke
         kept.write_bytes(b"cut short")  # a file a killed worker left: computed again, and kept whole
     assert session_accuracy() == first and len(computed) == 3
     assert not list(references.folder.glob(".*.tmp"))
+
+
+def test_a_backend_built_for_one_batch_size_is_loaded_again_at_another():
+    """TensorRT builds its engine for one batch size: a session must load it again at the next (it inherited the
+    eager libs' batch_agnostic = True and reused a batch-2 engine at batch 4). The session's rule is checked with an
+    eager CPU lib that says the same of itself, which CI can run."""
+    from ck_plugins.backends.tensorrt import TensorRTBackend
+    from ck_plugins.backends.torch_eager import EagerBackend, EagerConfig
+
+    assert TensorRTBackend("tensorrt-fp16", EagerConfig("cuda", "fp16")).batch_agnostic is False
+    assert backends.create("torch-cpu").batch_agnostic is True
+
+    class OneBatch(EagerBackend):
+        batch_agnostic = False
+        loads: list[int] = []
+
+        def load(self, model, batch_size: int) -> None:
+            self.loads.append(batch_size)
+            super().load(model, batch_size)
+
+    backend = OneBatch("torch-cpu", EagerConfig("cpu", "fp32"))
+    session = engine.Session("squeezenet-1.1", backend, 4, input_shape=(3, 32, 32))
+    for batch in (2, 4, 4):
+        plan = engine.RunPlan("squeezenet-1.1", batch, warmup=1, iterations=2, repetitions=1, per_layer=False,
+                              profile=False, accuracy=False, input_shape=(3, 32, 32))
+        assert session.measure(plan).run_success
+    assert OneBatch.loads == [2, 4]  # loaded again for batch 4, not for the second batch-4 point

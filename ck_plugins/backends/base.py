@@ -23,6 +23,7 @@ class Backend(ABC):
     batch_agnostic: bool = False  # True where one load() serves every batch size (a sweep loads it once)
     loads_ahead: bool = False  # True where load() launches no kernel: a sweep's next worker loads while one measures
     runs_onnx: bool = False  # True where load() takes an ONNX file's model (models.OnnxModel) as it is
+    runs_network: bool = True  # False for the harness (null): no accuracy, per-layer pass or diagnosis to make
     input_shape: tuple[int, ...] = (3, 224, 224)  # one input without the batch: set by the engine before load()
     layer_note: str = ""  # what a per-layer record means where it is not one module (fused blocks), said in the point
 

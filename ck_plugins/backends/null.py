@@ -10,6 +10,7 @@ from .base import Backend
 class NullBackend(Backend):
     name = "null"
     precision = "none"
+    runs_network = False
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")

@@ -14,6 +14,7 @@ from .torch_eager import EagerBackend, EagerConfig
 class TensorRTBackend(EagerBackend):
     fused = True
     loads_ahead = False  # building the engine times kernels on the device
+    batch_agnostic = False  # the engine is built for one batch size (EagerBackend's True would reuse it at others)
 
     def __init__(self, name: str, config: EagerConfig):
         super().__init__(name, config)
