@@ -21,20 +21,19 @@ def check_choice(what: str, value: str, accepted) -> str:
 
 
 def check_positive_int(what: str, value) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise BadInput(what, value, "a positive integer") from None
-    if number <= 0:
-        raise BadInput(what, value, "a positive integer")
-    return number
+    return _positive(what, value, int, "a positive integer")
 
 
 def check_positive_float(what: str, value) -> float:
+    return _positive(what, value, float, "a positive number")
+
+
+def _positive(what: str, value, kind: type, expected: str):
+    """`value` read as `kind`, above 0 and finite, else BadInput naming it."""
     try:
-        number = float(str(value).strip())
+        number = kind(str(value).strip())
     except ValueError:
-        raise BadInput(what, value, "a positive number") from None
+        raise BadInput(what, value, expected) from None
     if not 0 < number < float("inf"):
-        raise BadInput(what, value, "a positive number")
+        raise BadInput(what, value, expected)
     return number
