@@ -318,7 +318,6 @@ class Store(Results):
                               .where(SUBMISSIONS.c.published.is_(False), SUBMISSIONS.c.withdrawn.is_(False))
                               .order_by(SUBMISSIONS.c.created)).mappings().all()
         done: list[tuple[str, list[str]]] = []  # recorded together: one database write a pass, not one a commit
-        published = 0
         for row in rows:
             if self._stopping.is_set() and self._publisher:
                 break  # shutting down: the rest is published at the next start
@@ -326,16 +325,16 @@ class Store(Results):
                 continue
             try:
                 done.append((row["id"], self._commit_submission(row)))
-                published += 1
             except Exception as error:  # noqa: BLE001 - one submission never stops publishing the others
                 self._quarantine(row["id"], error)
                 continue
             if len(done) >= 100:
-                self._mark_published(done)  # a crash before this is repaired by reconcile (git has the commits)
+                self._push()  # served first, then recorded: "published" in the database is always in results.git
+                self._mark_published(done)  # a crash in between is repaired by reconcile (git has the commits)
                 done = []
-        self._mark_published(done)
-        if published:
+        if done:
             self._push()
+            self._mark_published(done)
 
     def _quarantine(self, sid: str, error: Exception) -> None:
         """A submission that cannot be published is set aside (until the next start, which tries it again), said
