@@ -93,6 +93,8 @@ def half_open(service: Service, connections: int = 2000, gets: int = 20) -> None
 def main(total: int) -> None:
     service = Service(submitters=SUBMITTERS)
     try:
+        print("warm-up (the first requests after start, reported, not part of the goal):", end=" ")
+        concurrent_submitters(service, 10, first_tag=5 * 10**7)
         concurrent_submitters(service)
         concurrent_submitters(service, 200, first_tag=10**7)
         half_open(service)

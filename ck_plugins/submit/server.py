@@ -79,6 +79,7 @@ def create_app(data_dir: Path, tokens: dict[str, str], admin_token: str, db_url:
     dashboard = Dashboard(store, own_process=budgets.processes > 0)
     app = FastAPI(title="ck-precision-bench results", docs_url=None, redoc_url=None)
     app.router.on_shutdown.append(store.close)  # the publisher stops; the next start publishes what is left
+    app.router.on_startup.append(dashboard.start)
     app.router.on_shutdown.append(dashboard.close)  # the renderer process ends with the service
     digests = {hashlib.sha256(t.encode()).digest(): name for t, name in tokens.items()}
 
@@ -196,6 +197,17 @@ def validated(body: bytes, max_work: int) -> tuple[int, str, list[str]] | list:
     return prepare(bundle["points"], reads)
 
 
+def _warm_validation() -> None:
+    from .. import point
+
+    point._compiled(point.SCHEMA_VERSION)
+    point._validator(point.SCHEMA_VERSION)
+
+
+def _warm_drawing() -> None:
+    from .. import compare, plots  # noqa: F401 - pandas, matplotlib, scipy: imported before the first drawing
+
+
 class Validators:
     """Where submissions are validated: `processes` processes of their own (the service: CPU-bound checks in
     parallel, never holding the event loop's GIL), or with 0 a worker thread (tests of the application alone)."""
@@ -213,10 +225,10 @@ class Validators:
             return self.pool
 
     def start(self) -> None:
-        """Start the processes and have each check an empty body once, before the service listens: the first
-        submissions do not wait for them to import what validation needs."""
+        """Start the processes and have each import and compile what validation needs, before the service listens:
+        the first submissions do not wait for it."""
         if self.processes:
-            for warm in [self._pool().submit(validated, b"{}", 0) for _ in range(self.processes)]:
+            for warm in [self._pool().submit(_warm_validation) for _ in range(self.processes)]:
                 warm.result(timeout=120)
 
     async def run(self, body: bytes, max_work: int):
@@ -276,6 +288,13 @@ class Dashboard:
             html_page = _page(self.store.leaderboard(), f"<p>Plots unavailable: {html.escape(str(error)[:300])}</p>")
         with self.lock:
             self.rendered, self.steps, self.rendering = (version, html_page), (version, steps), False
+
+    def start(self) -> None:
+        """Start the drawing process and have it import what drawing needs, before the service listens."""
+        if self.own_process:
+            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=background_process, initargs=(15,))
+            self.pool.submit(_warm_drawing).result(timeout=120)
 
     def close(self) -> None:
         if self.pool is not None:
