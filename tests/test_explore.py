@@ -100,6 +100,19 @@ def test_on_a_gpu_slot_workers_wait_prepared_beside_the_measuring_one_unless_non
         assert started == [(False, 0)] * 2  # each started once the one before had exited
 
 
+def _workers_of(repo: Path) -> list[str]:
+    """The explore-worker processes of a sweep into `repo` still alive (a reaped zombie has no command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
+        except OSError:
+            continue
+        if b"explore-worker" in command and str(repo).encode() in command:
+            found.append(proc.name)
+    return found
+
+
 def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_path):
     config = ci_sweep_config(tmp_path, models=["squeezenet-1.1"], batch_sizes=[1, 2, 3, 4])
     repo = tmp_path / "repo"
@@ -111,7 +124,10 @@ def test_killed_sweep_resumes_without_duplicates_and_a_rerun_adds_subpoints(tmp_
     proc.wait()
     before = len(points(repo))
     assert 0 < before < 8
-    time.sleep(1)
+    deadline = time.time() + 60
+    while _workers_of(repo):  # the worker dies with the sweep (PR_SET_PDEATHSIG): resume once it is gone
+        assert time.time() < deadline, "the killed sweep's worker is still running"
+        time.sleep(0.05)
     resumed = sweep(repo, "--config", str(config))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     found = points(repo)
