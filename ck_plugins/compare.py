@@ -68,8 +68,7 @@ def change(old: Side, new: Side, threshold: float = THRESHOLD, alpha: float = AL
 
 def sides(loaded: Loaded) -> dict[tuple, Side]:
     """Every configuration's successful repetitions (and their iterations where every one kept them)."""
-    runs = loaded.runs.reset_index()
-    runs = runs[runs["success"].astype(bool)]
+    runs = loaded.successful()
     out = {}
     for key, group in runs.groupby(KEY, observed=True, sort=True):
         out[key] = _side(group, loaded.samples)
@@ -106,11 +105,15 @@ def differences(old: Loaded, new: Loaded) -> dict[str, tuple[list[str], list[str
     """The software versions and clocks whose values differ between the sides: name -> (OLD's, NEW's)."""
     out = {}
     for name in (*VERSIONS, *CLOCKS):
-        values = [sorted({str(v) for v in side.runs[name] if str(v) not in ("", "nan", "None")}, key=version_key)
-                  if name in side.runs else [] for side in (old, new)]
+        values = [known_versions(side.runs[name]) if name in side.runs else [] for side in (old, new)]
         if values[0] != values[1]:
             out[name] = (values[0], values[1])
     return out
+
+
+def known_versions(values) -> list[str]:
+    """The distinct versions recorded in a column (points that record none left out), in release order."""
+    return sorted({str(v) for v in values} - {"", "nan", "None"}, key=version_key)
 
 
 def version_key(value: str):
@@ -128,13 +131,12 @@ def regressions(loaded: Loaded, threshold: float = THRESHOLD, alpha: float = ALP
     """For each (platform, model, lib, batch size) measured under several versions of one piece of software (torch,
     cuDNN, CUDA, the driver): each step between adjacent versions with its verdict, and the other software that
     changed in the same step (a step there cannot be told apart from this one)."""
-    runs = loaded.runs.reset_index()
-    runs = runs[runs["success"].astype(bool)]
+    runs = loaded.successful()
     rows = []
     for key, group in runs.groupby(KEY, observed=True, sort=True):
         for name in VERSIONS:
             values = group[name].astype(str)
-            known = sorted(set(values) - {"", "nan", "None"}, key=version_key)
+            known = known_versions(values)
             for before, after in zip(known, known[1:]):
                 a, b = group[values == before], group[values == after]
                 found = change(_side(a, loaded.samples), _side(b, loaded.samples), threshold, alpha)
@@ -151,7 +153,7 @@ def _also_changed(a: pd.DataFrame, b: pd.DataFrame, name: str) -> str:
     for other in VERSIONS:
         if other == name:
             continue
-        old, new = (sorted(set(x[other].astype(str)) - {"", "nan", "None"}, key=version_key) for x in (a, b))
+        old, new = (known_versions(x[other]) for x in (a, b))
         if old != new:
             moved.append(f"{other} {'/'.join(old) or '?'} -> {'/'.join(new) or '?'}")
     return "; ".join(moved)

@@ -22,8 +22,7 @@ STEADY_STATE = ("steady-state timings of back-to-back batches (every timed itera
 def table(loaded: Loaded) -> pd.DataFrame:
     """Per configuration (KEY): images per second (from the point's time) and p50/p90/p99 of the per-batch latency
     in ms, from every timed iteration kept (nan where the points kept none: legacy CK-Caffe data)."""
-    runs = loaded.runs.reset_index()
-    runs = runs[runs["success"].astype(bool)]
+    runs = loaded.successful()
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS, index=pd.MultiIndex.from_tuples([], names=KEY))
     keys = pd.MultiIndex.from_frame(runs[KEY])

@@ -43,6 +43,11 @@ class Loaded:
     raw: tuple = (None, None)  # (runs, layers) before identification, for `select`
     samples: dict = field(default_factory=dict)  # row id -> every timed iteration's ms per batch (where stored)
 
+    def successful(self) -> pd.DataFrame:
+        """The successful repetitions, one row each, the index's dimensions as columns (row id included)."""
+        runs = self.runs.reset_index()
+        return runs[runs["success"].astype(bool)]
+
     def select(self, where: dict[str, str]) -> "Loaded":
         """Only the repetitions whose dimension NAME has VALUE, for each NAME=VALUE; dimensions worked out anew."""
         runs, layers = self.raw

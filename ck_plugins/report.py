@@ -136,8 +136,7 @@ def _latency_section(r: analysis.Result, summary: dict, out_dir: Path) -> str:
 def _regressions_section(r: analysis.Result, summary: dict) -> str:
     """Steps in time between adjacent software versions (compare.regressions), significant ones only."""
     steps = pd.DataFrame(summary["regressions"])
-    versions = {name: sorted(set(r.loaded.runs[name].astype(str)) - {"", "nan", "None"}, key=compare.version_key)
-                for name in compare.VERSIONS}
+    versions = {name: compare.known_versions(r.loaded.runs[name]) for name in compare.VERSIONS}
     seen = "; ".join(f"{name} {', '.join(values) or 'not recorded'}" for name, values in versions.items())
     head = (f"<h2>Regressions across software versions</h2><p>Versions in these points: {html.escape(seen)}. A step "
             f"is named where a configuration's time between adjacent versions moved by at least "
