@@ -400,6 +400,9 @@ def _add_analyse(sub) -> None:
                    help="per (GPU, model), the configuration with the most images/s whose p99 latency per batch is "
                         "within MS (steady-state timings, not a queueing simulation)")
     p.add_argument("--summary", metavar="FILE", help="write only the JSON summary to FILE (no report, no plots)")
+    p.add_argument("--check-summary", metavar="FILE",
+                   help="only say whether FILE (a committed summary.json) is what these points give: exit 1 listing "
+                        "the figures that differ (CI runs it on the committed H200 report)")
     p.add_argument("--title", default="ck-precision-bench report")
     p.add_argument("--out", default=str(OUT_ROOT / "report"), help="folder for report.html, summary.json and the PNG plots")
     p.set_defaults(func=_cmd_analyse)
@@ -425,7 +428,7 @@ def _cmd_analyse(args) -> int:
     libs = [x for x in (args.adaptive_libs or "").split(",") if x] or None
     budget = None if args.latency_budget_ms is None else check_positive_float("--latency-budget-ms",
                                                                                args.latency_budget_ms)
-    if args.summary:
+    if args.summary or args.check_summary:
         return _write_summary(report, loaded, args, libs, budget)
     try:
         built = report.build(loaded, Path(args.out), args.baseline, args.title, libs, args.layer_statistic,
@@ -445,6 +448,10 @@ def _write_summary(report, loaded, args, libs, budget) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.check_summary:
+        found = report.differences(json.loads(Path(args.check_summary).read_text()), json.loads(json.dumps(summary)))
+        print(f"{len(found)} figures differ from {args.check_summary}" + (": " + "; ".join(found[:8]) if found else ""))
+        return 1 if found else 0
     print(f"summary: {write_json_atomic(Path(args.summary), summary).resolve()}")
     return 0
 

@@ -108,6 +108,23 @@ def _tail(r: analysis.Result) -> list[str]:
     return s
 
 
+def differences(expected, actual, path: str = "") -> list[str]:
+    """Every figure of a summary that differs from an expected one ('<path>: old -> new'), floats to 1e-9."""
+    import math
+
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        keys = sorted(set(expected) | set(actual))
+        return [d for k in keys for d in (differences(expected.get(k), actual.get(k), f"{path}/{k}")
+                                           if k in expected and k in actual else [f"{path}/{k}: only in one"])]
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{path}: {len(expected)} items, now {len(actual)}"]
+        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in differences(e, a, f"{path}/{i}")]
+    if isinstance(expected, float) and isinstance(actual, (int, float)):
+        return [] if math.isclose(expected, actual, rel_tol=1e-9, abs_tol=1e-12) else [f"{path}: {expected} -> {actual}"]
+    return [] if expected == actual else [f"{path}: {expected!r} -> {actual!r}"]
+
+
 def _latency_section(r: analysis.Result, summary: dict, out_dir: Path) -> str:
     """Throughput against p99 latency per (platform, model), the Pareto front, and the budget's answer if asked."""
     table = r.latency[r.latency["latency_p99_ms"].notna()]

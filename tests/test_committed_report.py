@@ -1,39 +1,25 @@
-"""Golden file: the committed report's summary.json is what the analysis of the committed points gives, so a
-change to the reader, the time definition or the analysis that moves a published figure fails here, not silently.
-After a change that is meant to move figures (or new points), regenerate it and commit both:
+"""Golden file check: `analyse --check-summary FILE` says whether a committed summary.json is what the points give
+(CI runs it on the committed H200 report, beside the suite: a change that moves a published figure fails there,
+not silently). After a change meant to move figures, regenerate the report and commit both:
 
     python -m ck_plugins analyse --repo . --title "ck-precision-bench on an NVIDIA H200" \\
         --out docs/results/nvidia-h200/report --latency-budget-ms 5
 
-It reads a copy of the committed points (never the live experiment/, which a running sweep may be writing).
-"""
+Here the check itself is tested on a fixture repository (never the live experiment/)."""
 import json
-import math
-import shutil
-from pathlib import Path
 
-from ck_plugins import readpoints, report
-
-REPO = Path(__file__).resolve().parent.parent
-GOLDEN = REPO / "docs" / "results" / "nvidia-h200" / "report" / "summary.json"
+from ck_plugins.cli import main
+from fixtures import build as fixtures
 
 
-def _differences(expected, actual, path="") -> list[str]:
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        keys = sorted(set(expected) | set(actual))
-        return [d for k in keys for d in (_differences(expected.get(k), actual.get(k), f"{path}/{k}")
-                                           if k in expected and k in actual else [f"{path}/{k}: only in one"])]
-    if isinstance(expected, list) and isinstance(actual, list):
-        if len(expected) != len(actual):
-            return [f"{path}: {len(expected)} items, now {len(actual)}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in _differences(e, a, f"{path}/{i}")]
-    if isinstance(expected, float) and isinstance(actual, (int, float)):
-        return [] if math.isclose(expected, actual, rel_tol=1e-9, abs_tol=1e-12) else [f"{path}: {expected} -> {actual}"]
-    return [] if expected == actual else [f"{path}: {expected!r} -> {actual!r}"]
-
-
-def test_the_committed_summary_is_what_the_committed_points_give(tmp_path):
-    shutil.copytree(REPO / "experiment", tmp_path / "experiment")
-    _, summary = report.summarise(readpoints.load([tmp_path]), latency_budget_ms=5.0)
-    found = _differences(json.loads(GOLDEN.read_text()), json.loads(json.dumps(summary)))
-    assert not found, f"{len(found)} figures differ from {GOLDEN.name} (see this file's docstring): " + "; ".join(found[:8])
+def test_check_summary_passes_on_its_own_summary_and_names_a_moved_figure(tmp_path, capsys):
+    repo = fixtures.build(tmp_path / "fixtures")["sweep"]
+    golden = tmp_path / "summary.json"
+    assert main(["analyse", "--repo", str(repo), "--latency-budget-ms", "5", "--summary", str(golden)]) == 0
+    assert main(["analyse", "--repo", str(repo), "--latency-budget-ms", "5", "--check-summary", str(golden)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("0 figures differ")
+    summary = json.loads(golden.read_text())
+    summary["models"][0]["time_per_image_ms"] *= 1.01
+    golden.write_text(json.dumps(summary))
+    assert main(["analyse", "--repo", str(repo), "--latency-budget-ms", "5", "--check-summary", str(golden)]) == 1
+    assert "/models/0/time_per_image_ms:" in capsys.readouterr().out
